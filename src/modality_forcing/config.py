@@ -1,0 +1,292 @@
+"""Dataclass configs for every part of the project, size presets, and YAML load/save with overrides.
+
+Configs are plain data: the model, trainer and CLI read them; nothing here imports the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from .modalities import DEPTH, IMAGE
+
+T = TypeVar("T")
+
+
+@dataclass
+class TextConfig:
+    """Text encoder. `kind`: `small` (trainable, for procedural captions) or `hf` (transformers)."""
+
+    kind: str = "small"
+    dim: int = 256  # width of the text tokens handed to the DiT (after projection)
+    max_length: int = 32  # tokens per caption, padding included
+    num_layers: int = 2  # `small` only
+    num_heads: int = 4  # `small` only
+    vocab_size: int = 512  # `small` only: word-level vocabulary, hashed beyond the base words
+    pretrained: str | None = None  # `hf`: local directory of a transformers encoder
+    hidden_layers: tuple[int, ...] = (-1,)  # `hf`: hidden states concatenated along channels
+    trainable: bool = True  # `hf` encoders are normally frozen (False)
+
+
+@dataclass
+class CodecConfig:
+    """Image codec. `pixel`: patches of RGB pixels. `vae`: a diffusers autoencoder from a directory."""
+
+    kind: str = "pixel"
+    pretrained: str | None = None
+    subfolder: str | None = None
+
+
+@dataclass
+class ModelConfig:
+    """Native MM-DiT. Trunk blocks are shared; each modality then has `decoder_layers` own blocks."""
+
+    hidden_size: int = 256
+    num_layers: int = 6
+    num_heads: int = 4
+    patch_size: int = 4  # in codec-latent pixels (for `pixel`, image pixels)
+    mlp_ratio: float = 4.0
+    decoder_layers: int = 1
+    modalities: tuple[str, ...] = (IMAGE, DEPTH)
+    rope_theta: float = 100.0
+    cross_modality_time: bool = False  # gated mixing of the other modality's timestep embedding
+    depth_t_min: float = 0.05  # clamp in v = (x_t - x0_hat) / max(t, t_min)
+    text: TextConfig = field(default_factory=TextConfig)
+    codec: CodecConfig = field(default_factory=CodecConfig)
+
+
+MODEL_PRESETS: dict[str, dict[str, Any]] = {
+    # Tests: a few thousand parameters, runs in milliseconds.
+    "tiny": dict(
+        hidden_size=32, num_layers=2, num_heads=2, patch_size=4, decoder_layers=1,
+        text=dict(dim=32, num_layers=1, num_heads=2, max_length=16),
+    ),
+    # CPU: trains in minutes (cpu-s) to an hour (cpu-m) on 2 cores at 32x32 / 64x64.
+    "cpu-s": dict(
+        hidden_size=256, num_layers=6, num_heads=4, patch_size=4, decoder_layers=1,
+        text=dict(dim=256, num_layers=2, num_heads=4),
+    ),
+    "cpu-m": dict(
+        hidden_size=384, num_layers=8, num_heads=6, patch_size=4, decoder_layers=2,
+        text=dict(dim=384, num_layers=2, num_heads=6),
+    ),
+    # The paper's from-scratch scale range (~370M, ~1B, ~3.3B parameters in the DiT).
+    "mf-370m": dict(
+        hidden_size=1024, num_layers=24, num_heads=16, patch_size=2, decoder_layers=2,
+        text=dict(dim=1024, num_layers=4, num_heads=16, max_length=128, vocab_size=32000),
+        codec=dict(kind="vae"),
+    ),
+    "mf-1b": dict(
+        hidden_size=1536, num_layers=28, num_heads=24, patch_size=2, decoder_layers=4,
+        text=dict(dim=1536, num_layers=4, num_heads=24, max_length=128, vocab_size=32000),
+        codec=dict(kind="vae"),
+    ),
+    "mf-3b": dict(
+        hidden_size=2304, num_layers=36, num_heads=36, patch_size=2, decoder_layers=4,
+        text=dict(dim=2304, num_layers=4, num_heads=36, max_length=128, vocab_size=32000),
+        codec=dict(kind="vae"),
+    ),
+}  # fmt: skip
+
+
+def model_preset(name: str) -> ModelConfig:
+    """Build the `ModelConfig` of a named size preset."""
+    if name not in MODEL_PRESETS:
+        raise ValueError(f"unknown model preset '{name}'; choose from {sorted(MODEL_PRESETS)}")
+    return from_dict(ModelConfig, MODEL_PRESETS[name])
+
+
+@dataclass
+class ForcingConfig:
+    """Per-sample noise-level policy (the "forcing"). Probabilities of the four corners sum to 1."""
+
+    policy: str = "corners"
+    p_image_clean: float = 0.2  # t_image = 0: learn image -> depth
+    p_depth_clean: float = 0.2  # t_depth = 0: learn depth -> image
+    p_both_noised: float = 0.6  # independent shifted logit-normal t's
+    p_depth_absent: float = 0.0  # t_depth = 1 and no depth loss: plain T2I sample
+    shift_mu: float = 1.1  # logit-normal mean; > 0 favours noisier t
+    shift_sigma: float = 1.0
+
+
+@dataclass
+class LossConfig:
+    weights: dict[str, float] = field(default_factory=lambda: {IMAGE: 1.0, DEPTH: 1.0})
+    num_t_bins: int = 10  # per-t-bin loss logging
+    distill_weight: float = 0.0  # self-distillation toward the frozen T2I model (image stream)
+
+
+@dataclass
+class DataConfig:
+    """Where training batches come from: the procedural world on the fly, or webdataset shards."""
+
+    source: str = "procedural"  # `procedural` | `shards`
+    shards: list[str] = field(default_factory=list)  # paths or brace patterns for `shards`
+    height: int = 32
+    width: int = 32
+    sparsify: str | None = None  # e.g. "lidar:32"; applied on the fly to procedural depth
+    sparse_fraction: float = 0.0  # fraction of each batch sparsified (the rest stays dense)
+    num_workers: int = 0
+    shadows: bool = True
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    schedule: str = "cosine"  # `cosine` | `constant`
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999  # 0 disables EMA
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; saved resolved into the run directory."""
+
+    stage: str = "mf"  # `t2i` (image + captions only) | `mf` (Modality Forcing post-training)
+    preset: str | None = "cpu-s"  # model preset applied before `model` overrides
+    model: ModelConfig = field(default_factory=ModelConfig)
+    forcing: ForcingConfig = field(default_factory=ForcingConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    init_from: str | None = None  # checkpoint dir to initialise weights from (e.g. stage 1)
+    out_dir: str = "runs/default"
+    batch_size: int = 64
+    grad_accum: int = 1
+    max_steps: int = 1000
+    max_minutes: float | None = None  # stop early (after a checkpoint) past this wall time
+    precision: str = "bf16"  # `bf16` autocast | `fp32`
+    caption_dropout: float = 0.1
+    seed: int = 0
+    log_every: int = 10
+    sample_every: int = 500
+    ckpt_every: int = 500
+    max_bad_steps: int = 10  # consecutive non-finite losses before stopping
+
+
+# ---------------------------------------------------------------------------------------------
+# dict <-> dataclass, YAML, dotted overrides
+# ---------------------------------------------------------------------------------------------
+
+
+def _coerce(tp: Any, value: Any) -> Any:
+    """Convert YAML/CLI values to the annotated field type (nested dataclasses, tuples, Optional)."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return value if isinstance(value, tp) else from_dict(tp, value)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(args[0], value) if len(args) == 1 else value
+    if origin is tuple:
+        args = typing.get_args(tp)
+        items = list(value)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v) for v in items)
+        return tuple(_coerce(a, v) for a, v in zip(args, items, strict=True))
+    if origin is list:
+        (arg,) = typing.get_args(tp)
+        return [_coerce(arg, v) for v in value]
+    if tp is float and isinstance(value, int | float | str):
+        return float(value)
+    if tp is int and isinstance(value, str | float):
+        return int(value)
+    return value
+
+
+def from_dict(cls: type[T], data: dict[str, Any] | None) -> T:
+    """Build dataclass `cls` from a (nested) dict; unknown keys raise with the valid names."""
+    data = dict(data or {})
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ValueError(f"unknown field(s) {unknown} for {cls.__name__}; choose from {names}")
+    kwargs = {}
+    for name in names:
+        if name not in data:
+            continue
+        value = data[name]
+        if dataclasses.is_dataclass(hints[name]) and isinstance(value, dict):
+            default = getattr(cls(), name)  # merge onto the default so partial dicts work
+            value = {**to_dict(default), **value}
+        kwargs[name] = _coerce(hints[name], value)
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> Any:
+    """Dataclass -> plain dict of builtins (tuples become lists), safe for YAML/JSON."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple | list):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `a.b.c=value` strings (value parsed as YAML) to a nested dict."""
+    data = dict(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override '{item}' must look like key.sub=value")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw)
+        nested: dict[str, Any] = value
+        for part in reversed(key.strip().split(".")):
+            nested = {part: nested}
+        data = _deep_merge(data, nested)
+    return data
+
+
+def resolve_train_config(data: dict[str, Any], overrides: list[str] | None = None) -> TrainConfig:
+    """Dict (from YAML) + overrides -> `TrainConfig`, with the model preset applied underneath."""
+    data = apply_overrides(data, overrides or [])
+    preset = data.get("preset", TrainConfig.preset)
+    if preset:
+        model = to_dict(model_preset(preset))
+        data = {**data, "model": _deep_merge(model, data.get("model") or {})}
+    return from_dict(TrainConfig, data)
+
+
+def load_train_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML training config (or start from defaults when `path` is None)."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file '{path}' does not exist")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"config file '{path}' must hold a mapping at the top level")
+    return resolve_train_config(data, overrides)
+
+
+def save_yaml(obj: Any, path: str | Path) -> None:
+    """Write a dataclass (or dict) as YAML atomically."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(to_dict(obj), sort_keys=False))
+    tmp.replace(path)

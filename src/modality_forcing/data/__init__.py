@@ -1,0 +1,1 @@
+"""Data: the procedural RGB-D world, sparse-depth simulators, shard storage and readers."""

@@ -1,0 +1,56 @@
+"""The one sample/batch convention shared by every data source.
+
+A *sample* is a dict of numpy arrays as readers produce it: `image` uint8 [H, W, 3], `depth`
+float32 [H, W] in metres (or any consistent unit), `valid_mask` bool [H, W], `caption` str, plus
+optional extras (`normals`, `instance`, `intrinsics`, `scene`, `key`). A *batch* is what the trainer
+consumes: `image` float32 [B, 3, H, W] in [-1, 1], `depth` float32 [B, 1, H, W] (invalid pixels set
+to 0 and never to be read), `valid_mask` bool [B, 1, H, W], `caption` list[str].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def sanitize_depth(
+    depth: np.ndarray, valid_mask: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mark NaN/inf/non-positive depth invalid and zero it. Returns (depth float32, valid_mask bool)."""
+    depth = np.asarray(depth, dtype=np.float32)
+    valid = np.isfinite(depth) & (depth > 0)
+    if valid_mask is not None:
+        valid &= np.asarray(valid_mask, dtype=bool)
+    return np.where(valid, depth, 0.0).astype(np.float32), valid
+
+
+def image_to_tensor(image: np.ndarray) -> torch.Tensor:
+    """uint8 [H, W, 3] -> float32 [3, H, W] in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 127.5 - 1.0
+
+
+def tensor_to_image(image: torch.Tensor) -> np.ndarray:
+    """float [3, H, W] or [B, 3, H, W] in [-1, 1] -> uint8 [H, W, 3] or [B, H, W, 3]."""
+    x = ((image.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.movedim(-3, -1).cpu().numpy()
+
+
+def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Stack numpy samples into a training batch (see module docstring). Sizes must agree."""
+    if not samples:
+        raise ValueError("collate() got an empty list of samples")
+    shapes = {s["image"].shape[:2] for s in samples}
+    if len(shapes) != 1:
+        raise ValueError(f"cannot batch samples of different sizes {sorted(shapes)}; resize first")
+    depth, valid = zip(
+        *(sanitize_depth(s["depth"], s.get("valid_mask")) for s in samples), strict=True
+    )
+    return {
+        "image": torch.stack([image_to_tensor(s["image"]) for s in samples]),
+        "depth": torch.from_numpy(np.stack(depth))[:, None],
+        "valid_mask": torch.from_numpy(np.stack(valid))[:, None],
+        "caption": [str(s.get("caption") or "") for s in samples],
+    }
