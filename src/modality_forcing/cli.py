@@ -84,7 +84,7 @@ def _add_preview(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "preview",
         help="contact sheet of RGB / depth / mask / caption",
-        description="Write a PNG contact sheet of procedural samples or of samples read from shards.",
+        description="Write a PNG contact sheet of procedural samples, or of samples from shards.",
     )
     p.add_argument("--shards", default=None, help="shard directory from prepare-data (else render)")
     p.add_argument("--split", default="val", choices=["train", "val", "test"])

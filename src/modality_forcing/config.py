@@ -36,7 +36,7 @@ class TextConfig:
 
 @dataclass
 class CodecConfig:
-    """Image codec. `pixel`: patches of RGB pixels. `vae`: a diffusers autoencoder from a directory."""
+    """Image codec. `pixel`: RGB pixel patches. `vae`: a diffusers autoencoder from a directory."""
 
     kind: str = "pixel"
     pretrained: str | None = None
@@ -45,7 +45,7 @@ class CodecConfig:
 
 @dataclass
 class ModelConfig:
-    """Native MM-DiT. Trunk blocks are shared; each modality then has `decoder_layers` own blocks."""
+    """Native MM-DiT: shared trunk blocks, then `decoder_layers` own blocks per modality."""
 
     hidden_size: int = 256
     num_layers: int = 6
@@ -180,7 +180,7 @@ class TrainConfig:
 
 
 def _coerce(tp: Any, value: Any) -> Any:
-    """Convert YAML/CLI values to the annotated field type (nested dataclasses, tuples, Optional)."""
+    """Convert YAML/CLI values to the annotated field type (dataclasses, tuples, Optional)."""
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         return value if isinstance(value, tp) else from_dict(tp, value)

@@ -1,4 +1,4 @@
-"""Modality names, their registry, and the depth normalisation (unit mean + mip-NeRF 360 contraction).
+"""Modality names and registry, and depth normalisation (unit mean + mip-NeRF 360 contraction).
 
 Every per-modality dict in the project is keyed by the constants below. Adding a modality (e.g.
 surface normals) means one `register_modality` call plus data that provides it.
@@ -38,7 +38,7 @@ _REGISTRY: dict[str, Modality] = {}
 
 
 def register_modality(modality: Modality) -> Modality:
-    """Add a modality to the registry; re-registering the same name with other fields is an error."""
+    """Add a modality to the registry; re-registering a name with other fields is an error."""
     if modality.prediction not in ("velocity", "x0"):
         raise ValueError(
             f"unknown prediction '{modality.prediction}' for modality '{modality.name}'; "

@@ -19,7 +19,7 @@ import torch
 def sanitize_depth(
     depth: np.ndarray, valid_mask: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Mark NaN/inf/non-positive depth invalid and zero it. Returns (depth float32, valid_mask bool)."""
+    """Mark NaN/inf/non-positive depth invalid and zero it. Returns (depth f32, valid_mask)."""
     depth = np.asarray(depth, dtype=np.float32)
     valid = np.isfinite(depth) & (depth > 0)
     if valid_mask is not None:
