@@ -1,0 +1,148 @@
+"""`modality-forcing eval` end to end: predictions folders scored on a folder dataset and on the
+procedural world, reports, counts and clear errors."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from modality_forcing.cli import build_parser, main
+from modality_forcing.data.benchmarks import BENCHMARKS, get_benchmark
+from modality_forcing.evaluate import score_predictions
+from modality_forcing.metrics.alignment import PROTOCOLS
+
+
+def _write(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".npy":
+        np.save(path, array)
+    else:
+        Image.fromarray(array).save(path)
+
+
+@pytest.fixture
+def folder_dataset(tmp_path: Path) -> tuple[Path, Path]:
+    """Three scored images (one with a constant prediction) and one without valid depth."""
+    rng = np.random.default_rng(0)
+    root, preds = tmp_path / "data", tmp_path / "preds"
+    for key in ("a", "sub/b", "c", "empty"):
+        depth = rng.uniform(1.0, 8.0, (12, 16)).astype(np.float32)
+        if key == "empty":
+            depth[:] = 0.0
+        _write(root / "images" / f"{key}.png", rng.integers(0, 255, (12, 16, 3), dtype=np.uint8))
+        _write(root / "depth" / f"{key}.npy", depth)
+        pred = (depth - 0.5) / 2.0  # affine in depth: least squares recovers it exactly
+        if key == "c":
+            pred[:] = 1.0  # constant: degenerate for the affine fits, fine for median / none
+        if key == "sub/b":  # as a 16-bit PNG in millimetres
+            _write(preds / f"{key}.png", np.round(pred * 1000).astype(np.uint16))
+        else:
+            _write(preds / f"{key}.npy", pred)
+    return root, preds
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
+    try:
+        main(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0), capsys.readouterr().err
+    return 0, capsys.readouterr().out
+
+
+@pytest.mark.filterwarnings("ignore:alignment:RuntimeWarning")  # image "c" is degenerate
+def test_eval_folder_all_protocols(folder_dataset, tmp_path, capsys) -> None:
+    root, preds = folder_dataset
+    out = tmp_path / "out"
+    code, text = _run(
+        ["eval", "--predictions", str(preds), "--dataset", "folder", "--data-root", str(root),
+         "--out", str(out), "--depth-range", "0.001", "10"],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, text
+    assert "| AbsRel ↓ |" in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["num_samples"] == 4 and summary["skipped_keys"] == ["empty"]
+    protos = summary["protocols"]
+    assert list(protos) == list(PROTOCOLS)
+    lsq = protos["least_squares"]
+    assert (lsq["num_scored"], lsq["num_degenerate"]) == (2, 1)
+    assert lsq["metrics"]["abs_rel"] < 1e-3  # PNG quantisation only
+    assert lsq["metrics"]["delta1"] == 1.0
+    assert (protos["median"]["num_scored"], protos["median"]["num_degenerate"]) == (3, 0)
+    assert protos["none"]["metrics"]["abs_rel"] > 0.3
+    with (out / "per_sample.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 * len(PROTOCOLS)
+    row = next(r for r in rows if r["key"] == "c" and r["protocol"] == "least_squares")
+    assert row["degenerate"] == "True" and row["abs_rel"] == "nan"
+    row = next(r for r in rows if r["key"] == "a" and r["protocol"] == "least_squares")
+    assert float(row["scale"]) == pytest.approx(2.0) and float(row["shift"]) == pytest.approx(0.5)
+    md = (out / "summary.md").read_text()
+    assert all(name in md for name in PROTOCOLS) and "images degenerate" in md
+
+
+@pytest.mark.filterwarnings("ignore:alignment:RuntimeWarning")
+def test_eval_errors(folder_dataset, tmp_path, capsys) -> None:
+    root, preds = folder_dataset
+    base = ["eval", "--dataset", "folder", "--data-root", str(root), "--out", str(tmp_path / "o")]
+    code, err = _run([*base, "--ckpt", "model.safetensors"], capsys)
+    assert code == 2 and "needs the model (not available yet)" in err
+    code, err = _run([*base, "--predictions", str(preds), "--protocol", "bogus"], capsys)
+    assert code == 2 and "unknown protocol 'bogus'; choose from" in err
+    np.save(preds / "a.npy", np.ones((6, 8), np.float32))
+    code, err = _run([*base, "--predictions", str(preds)], capsys)
+    assert code == 2 and str(preds / "a.npy") in err and "--resize-predictions" in err
+    code, _ = _run([*base, "--predictions", str(preds), "--resize-predictions"], capsys)
+    assert code == 0
+    (preds / "a.npy").unlink()
+    code, err = _run([*base, "--predictions", str(preds)], capsys)
+    assert code == 2 and "no prediction for 'a'" in err
+
+
+def test_score_predictions_with_a_function_and_disparity(folder_dataset) -> None:
+    root, _ = folder_dataset
+    bench = get_benchmark("folder", root, depth_range=(1e-3, 10.0))
+
+    def predict(sample: dict) -> np.ndarray:
+        depth = sample["depth"]
+        return np.where(depth > 0, 3.0 / np.maximum(depth, 1e-6) + 0.2, 0.0)
+
+    summary = score_predictions(
+        bench, predict, "all", prediction_space="disparity", limit=2, progress=False
+    )
+    assert summary.protocols == ["least_squares_disparity"]
+    assert summary.num_samples == 2
+    assert summary.metrics["least_squares_disparity"]["abs_rel"] < 1e-6
+
+
+def test_help_lists_every_benchmark_and_protocol() -> None:
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    text = sub.choices["eval"].format_help()
+    assert all(name in text for name in [*BENCHMARKS, *PROTOCOLS])
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("modality_forcing.data.procedural") is None,
+    reason="procedural world not available",
+)
+def test_eval_procedural_with_prediction_files(tmp_path, capsys) -> None:
+    preds = tmp_path / "preds"
+    for sample in get_benchmark("procedural", None, num=4, height=24, width=32):
+        _write(preds / f"{sample['key']}.npy", sample["depth"] * 0.25)  # scale only
+    out = tmp_path / "out"
+    code, text = _run(
+        ["eval", "--predictions", str(preds), "--dataset", "procedural", "--limit", "4",
+         "--size", "24x32", "--protocol", "median", "--out", str(out)],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, text
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["depth_range"] == [0.001, 30.0]
+    assert summary["protocols"]["median"]["num_scored"] == 4
+    assert summary["protocols"]["median"]["metrics"]["abs_rel"] < 1e-6
