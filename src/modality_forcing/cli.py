@@ -114,10 +114,89 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_bench)
 
 
+def _cmd_eval(args: argparse.Namespace) -> None:
+    from .evaluate import evaluate_benchmark
+
+    if args.ckpt is not None:
+        # --steps/--ensemble/--seed belong to this path once the model exists.
+        raise ValueError("prediction from a checkpoint needs the model (not available yet)")
+    summary = evaluate_benchmark(
+        args.dataset, args.data_root, args.predictions, args.out,
+        split=args.split, split_file=args.split_file, protocol=args.protocol, limit=args.limit,
+        depth_range=args.depth_range, size=args.size, prediction_space=args.prediction_space,
+        resize_predictions=args.resize_predictions,
+    )  # fmt: skip
+    print(summary.to_markdown() + f"\nwrote {args.out}/summary.md, summary.json, per_sample.csv")
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="score depth predictions on a benchmark",
+        description="Score depth predictions on a benchmark under alignment protocols. Writes "
+        "per_sample.csv, summary.json and summary.md. Predictions: <key>.npy (float [H, W]) or "
+        "<key>.png (16-bit, /1000) at ground-truth resolution, keys as the reader yields them.",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--predictions", help="folder of prediction files")
+    src.add_argument("--ckpt", help="model checkpoint to predict with (not available yet)")
+    p.add_argument(
+        "--dataset", required=True,
+        help="nyuv2, kitti, eth3d, scannet, diode, folder or procedural",
+    )  # fmt: skip
+    p.add_argument("--data-root", default=None, help="dataset root folder")
+    p.add_argument("--split", default=None, help="split name (each dataset has a default)")
+    p.add_argument("--split-file", default=None, help="split list (format: see the reader)")
+    p.add_argument(
+        "--protocol", default="all",
+        help="least_squares, least_squares_disparity, median, robust, none, or all",
+    )  # fmt: skip
+    p.add_argument("--out", default="eval_out", help="report folder")
+    p.add_argument("--limit", type=int, default=None, help="first N samples (procedural: N)")
+    p.add_argument("--depth-range", type=float, nargs=2, default=None, metavar=("MIN", "MAX"))
+    p.add_argument("--size", type=_size, default=(64, 64), help="procedural scene size")
+    p.add_argument("--prediction-space", choices=["depth", "disparity"], default="depth")
+    p.add_argument("--resize-predictions", action="store_true", help="resize bilinearly to GT")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (with --ckpt)")
+    p.add_argument("--ensemble", type=int, default=1, help="ensemble size (with --ckpt)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (with --ckpt)")
+    p.set_defaults(func=_cmd_eval)
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from .config import load_train_config
+    from .train import train
+
+    overrides = list(args.set or [])
+    if args.out:
+        overrides.append(f"out_dir={args.out}")
+    cfg = load_train_config(args.config, overrides)
+    final = train(cfg, resume=args.resume)
+    print(f"final checkpoint: {final}")
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a model (T2I pre-training or Modality Forcing post-training)",
+        description="Train with one loop for every stage and scale. Settings come from a YAML "
+        "config (see configs/) plus dotted overrides, e.g. --set max_steps=200 optim.lr=1e-4.",
+    )
+    p.add_argument("--config", default=None, help="YAML config (default: built-in defaults)")
+    p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
+    p.add_argument("--out", default=None, help="run directory (overrides out_dir)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the run's latest checkpoint"
+    )
+    p.set_defaults(func=_cmd_train)
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_prepare_data,
     _add_preview,
     _add_bench,
+    _add_eval,
+    _add_train,
 ]
 
 

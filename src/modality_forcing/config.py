@@ -32,6 +32,8 @@ class TextConfig:
     pretrained: str | None = None  # `hf`: local directory of a transformers encoder
     hidden_layers: tuple[int, ...] = (-1,)  # `hf`: hidden states concatenated along channels
     trainable: bool = True  # `hf` encoders are normally frozen (False)
+    chat_template: bool = False  # `hf`: wrap prompts in the tokenizer's chat template (Qwen3)
+    dtype: str | None = None  # `hf`: load dtype of the backbone, e.g. "bfloat16"
 
 
 @dataclass
@@ -48,7 +50,8 @@ class ModelConfig:
     """Native MM-DiT: shared trunk blocks, then `decoder_layers` own blocks per modality."""
 
     hidden_size: int = 256
-    num_layers: int = 6
+    num_layers: int = 6  # joint blocks: per-stream weights (text, image, depth), joint attention
+    num_single_layers: int = 0  # then shared-weight blocks with per-token (per-modality) adaLN
     num_heads: int = 4
     patch_size: int = 4  # in codec-latent pixels (for `pixel`, image pixels)
     mlp_ratio: float = 4.0

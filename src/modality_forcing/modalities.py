@@ -26,12 +26,14 @@ class Modality:
         channels: channels per pixel in the normalised space the network sees.
         prediction: what the modality's head predicts: `velocity` (noise - x0) or `x0`.
         masked: whether the modality carries a per-pixel `valid_mask` (sparse supervision).
+        fp32_head: run the output head in float32 even under bf16 autocast (geometry needs it).
     """
 
     name: str
     channels: int
     prediction: Prediction
     masked: bool = False
+    fp32_head: bool = False
 
 
 _REGISTRY: dict[str, Modality] = {}
@@ -64,7 +66,7 @@ def modality_names() -> list[str]:
 
 
 register_modality(Modality(IMAGE, channels=3, prediction="velocity"))
-register_modality(Modality(DEPTH, channels=1, prediction="x0", masked=True))
+register_modality(Modality(DEPTH, channels=1, prediction="x0", masked=True, fp32_head=True))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,103 @@
+"""Per-modality flow loss with sparse depth supervision and per-t-bin logging.
+
+Image: velocity MSE. Depth: x0 MSE averaged over valid pixels only, so sparse sensor depth (LiDAR,
+SfM points) trains the depth stream without inventing values. A modality held clean (t = 0) or
+absent gets no loss. Optional self-distillation pulls the image velocity toward a frozen T2I
+teacher, weighted by t_depth (the noisier the depth, the closer to plain T2I the model must be).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..config import LossConfig
+from ..modalities import get_modality
+from .path import velocity_target
+
+
+@dataclass
+class LossOutput:
+    total: torch.Tensor  # scalar, the value to backpropagate
+    per_modality: dict[str, torch.Tensor]  # scalar per modality (0 when no sample is active)
+    per_sample: dict[str, torch.Tensor]  # [B] per modality, detached, NaN where inactive
+    distill: torch.Tensor | None = None
+    t_bins: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+
+
+def _masked_mean(err: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample mean of err [B, C, H, W] over mask [B, 1, H, W]; also returns valid counts [B]."""
+    if mask is None:
+        return err.flatten(1).mean(1), torch.full(err.shape[:1], float(err[0].numel()))
+    m = mask.expand_as(err)
+    total = torch.where(m, err, torch.zeros_like(err)).flatten(1).sum(1)
+    count = m.flatten(1).sum(1).to(err.dtype)
+    return total / count.clamp_min(1), count
+
+
+def bin_losses(
+    t: torch.Tensor, values: torch.Tensor, active: torch.Tensor, num_bins: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum and count of `values` [B] per t-bin over active samples: ([num_bins], [num_bins])."""
+    idx = (t.detach().float().clamp(0, 1 - 1e-6) * num_bins).long()
+    w = active.float()
+    sums = torch.zeros(num_bins).index_add_(0, idx.cpu(), (values.detach().float() * w).cpu())
+    counts = torch.zeros(num_bins).index_add_(0, idx.cpu(), w.cpu())
+    return sums, counts
+
+
+def flow_loss(
+    pred: dict[str, torch.Tensor],
+    x0: dict[str, torch.Tensor],
+    noise: dict[str, torch.Tensor],
+    t: dict[str, torch.Tensor],
+    active: dict[str, torch.Tensor],
+    cfg: LossConfig,
+    valid_mask: dict[str, torch.Tensor] | None = None,
+    teacher_v: torch.Tensor | None = None,
+    distill_key: str = "image",
+    distill_weight_t: torch.Tensor | None = None,
+) -> LossOutput:
+    """Combine the per-modality objectives.
+
+    Args:
+        pred: modality -> network output ([B, C, H, W]): velocity or x0 per the modality registry.
+        x0, noise: modality -> clean data and the noise used to build x_t (same shapes).
+        t: modality -> [B] noise levels.
+        active: modality -> [B] bool, False where the modality is held clean or absent.
+        cfg: loss weights and t-bin count.
+        valid_mask: modality -> [B, 1, H, W] bool for masked (sparse) modalities.
+        teacher_v: optional [B, C, H, W] velocity of the frozen T2I teacher for `distill_key`.
+        distill_weight_t: [B] per-sample distillation weights (normally t_depth).
+
+    Returns:
+        LossOutput with the total, per-modality scalars, per-sample values and t-bin sums.
+    """
+    valid_mask = valid_mask or {}
+    total = torch.zeros((), device=next(iter(pred.values())).device)
+    out = LossOutput(total=total, per_modality={}, per_sample={})
+    for name, p in pred.items():
+        spec = get_modality(name)
+        target = x0[name] if spec.prediction == "x0" else velocity_target(x0[name], noise[name])
+        mask = valid_mask.get(name) if spec.masked else None
+        p, target = p.float(), target.float()
+        if mask is not None:
+            # Replace unmeasured pixels *before* the error: a where() after it would still pass
+            # NaN gradients (0 * inf) back from garbage predictions there.
+            p = torch.where(mask.expand_as(p), p, target)
+        err = (p - target).square()
+        per_sample, count = _masked_mean(err, mask)
+        act = active[name] & (count > 0)  # a sample with no valid depth trains the image alone
+        loss = (per_sample * act).sum() / act.sum().clamp_min(1)
+        out.per_modality[name] = loss
+        out.per_sample[name] = torch.where(act, per_sample.detach(), float("nan"))
+        out.t_bins[name] = bin_losses(t[name], per_sample, act, cfg.num_t_bins)
+        out.total = out.total + cfg.weights.get(name, 1.0) * loss
+    if teacher_v is not None and cfg.distill_weight > 0:
+        err = (pred[distill_key].float() - teacher_v.float()).square().flatten(1).mean(1)
+        w = distill_weight_t if distill_weight_t is not None else torch.ones_like(err)
+        w = w.to(err.device) * active[distill_key]
+        out.distill = (err * w).sum() / active[distill_key].sum().clamp_min(1)
+        out.total = out.total + cfg.distill_weight * out.distill
+    return out

@@ -1,0 +1,99 @@
+"""The full denoiser: text encoder + image codec + MM-DiT, in per-modality grid space.
+
+`encode_batch` turns a data batch into clean per-modality grids (image latents, normalised depth);
+`forward` maps noisy grids + noise levels + captions to predictions on the same grids. Image and
+depth tokens share one grid: the image latent is patchified with `patch_size`, depth (pixel space,
+never a VAE) with `patch_size * codec.downsample`, so both give the same number of tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from ..modalities import DEPTH, IMAGE, get_modality, normalize_depth
+from .codecs import ImageCodec, build_codec
+from .layers import grid_positions, patchify, rope_2d, unpatchify
+from .mmdit import MMDiT
+from .text import TextTokens, build_text_encoder
+
+
+class ModalityForcingModel(nn.Module):
+    """Denoiser over `{"image": [B, C, h, w] latent, "depth": [B, 1, H, W] normalised depth}`."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        # The codec is frozen and may be large: keep it out of the state dict (its weights stay
+        # in the pretrained directory the config points to).
+        self._codec: list[ImageCodec] = [build_codec(cfg.codec)]
+        self.text_encoder = build_text_encoder(cfg.text)
+        dims = {m: self.patch_size(m) ** 2 * self.channels(m) for m in cfg.modalities}
+        self.dit = MMDiT(cfg, dims, cfg.text.dim)
+
+    @property
+    def codec(self) -> ImageCodec:
+        return self._codec[0]
+
+    def channels(self, modality: str) -> int:
+        return self.codec.channels if modality == IMAGE else get_modality(modality).channels
+
+    def patch_size(self, modality: str) -> int:
+        """Patch side in the modality's own grid (latent pixels for image, pixels otherwise)."""
+        if modality == IMAGE:
+            return self.cfg.patch_size
+        return self.cfg.patch_size * self.codec.downsample
+
+    def grid_shape(self, modality: str, height: int, width: int) -> tuple[int, int, int]:
+        """[C, h, w] of a modality's grid for an image of height x width pixels."""
+        f = self.codec.downsample if modality == IMAGE else 1
+        return self.channels(modality), height // f, width // f
+
+    @torch.no_grad()
+    def encode_batch(self, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Data batch -> (clean grids per modality, depth valid_mask [B, 1, H, W]).
+
+        Depth is normalised per sample (unit mean over valid pixels, then contracted).
+        """
+        x0 = {IMAGE: self.codec.encode(batch["image"])}
+        valid = batch["valid_mask"].bool()
+        if DEPTH in self.cfg.modalities:
+            x0[DEPTH], _ = normalize_depth(batch["depth"].float(), valid)
+        return x0, valid
+
+    def encode_text(self, captions: list[str]) -> TextTokens:
+        return self.text_encoder(captions)
+
+    def forward(
+        self,
+        xt: dict[str, torch.Tensor],
+        t: dict[str, torch.Tensor],
+        text: TextTokens | list[str],
+    ) -> dict[str, torch.Tensor]:
+        """Predict for every modality in `xt` (a subset of cfg.modalities; image only = T2I).
+
+        Args:
+            xt: modality -> [B, C, h, w] noisy grid (a held-clean modality is passed as is).
+            t: modality -> [B] noise levels.
+            text: captions, or precomputed `TextTokens` (e.g. the empty-prompt unconditional).
+
+        Returns:
+            modality -> [B, C, h, w]: velocity for image, x0 for depth (see modalities registry).
+        """
+        if not isinstance(text, TextTokens):
+            text = self.encode_text(list(text))
+        tokens, shapes = {}, {}
+        for m, x in xt.items():
+            p = self.patch_size(m)
+            tokens[m] = patchify(x, p)
+            shapes[m] = (x.shape[1], x.shape[2], x.shape[3], p)
+        _, h, w, p = shapes[IMAGE] if IMAGE in shapes else next(iter(shapes.values()))
+        head_dim = self.cfg.hidden_size // self.cfg.num_heads
+        device = next(iter(xt.values())).device
+        rope = tuple(r.to(device) for r in rope_2d(grid_positions(h // p, w // p), head_dim,
+                                                   self.cfg.rope_theta))  # fmt: skip
+        out = self.dit(tokens, t, text.tokens, text.mask, rope)
+        return {m: unpatchify(out[m], *shapes[m]) for m in out}

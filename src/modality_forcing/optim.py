@@ -1,0 +1,67 @@
+"""Optimiser, learning-rate schedule and EMA of weights for the training loop."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .config import OptimConfig
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
+    """AdamW; no weight decay on biases, norms, embeddings vectors and gates (ndim < 2)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+
+
+def lr_factor(step: int, cfg: OptimConfig, max_steps: int) -> float:
+    """Linear warmup, then cosine decay to `min_lr_ratio` at `max_steps` (or constant)."""
+    if cfg.schedule not in ("cosine", "constant"):
+        raise ValueError(
+            f"unknown lr schedule '{cfg.schedule}'; choose from ['constant', 'cosine']"
+        )
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, max_steps - cfg.warmup_steps))
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class EMA:
+    """Exponential moving average of trainable weights, kept in float32.
+
+    The decay ramps up as min(decay, (1 + n) / (10 + n)) so early, random weights fade quickly.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.num_updates = 0
+        self.shadow = {k: v.detach().float().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.num_updates += 1
+        d = min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
+        for k, v in model.state_dict().items():
+            if v.dtype.is_floating_point:
+                self.shadow[k].lerp_(v.detach().float(), 1 - d)
+            else:
+                self.shadow[k].copy_(v)
+
+    def state_dict(self) -> dict[str, object]:
+        return {"decay": self.decay, "num_updates": self.num_updates, "shadow": self.shadow}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self.decay = float(state["decay"])  # type: ignore[arg-type]
+        self.num_updates = int(state["num_updates"])  # type: ignore[arg-type]
+        self.shadow = {k: v.clone() for k, v in state["shadow"].items()}  # type: ignore[union-attr]
