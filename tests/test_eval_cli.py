@@ -91,8 +91,8 @@ def test_eval_folder_all_protocols(folder_dataset, tmp_path, capsys) -> None:
 def test_eval_errors(folder_dataset, tmp_path, capsys) -> None:
     root, preds = folder_dataset
     base = ["eval", "--dataset", "folder", "--data-root", str(root), "--out", str(tmp_path / "o")]
-    code, err = _run([*base, "--ckpt", "model.safetensors"], capsys)
-    assert code == 2 and "needs the model (not available yet)" in err
+    code, err = _run([*base, "--ckpt", str(tmp_path / "nothing")], capsys)
+    assert code == 2 and "is not a checkpoint directory" in err
     code, err = _run([*base, "--predictions", str(preds), "--protocol", "bogus"], capsys)
     assert code == 2 and "unknown protocol 'bogus'; choose from" in err
     np.save(preds / "a.npy", np.ones((6, 8), np.float32))
@@ -146,3 +146,25 @@ def test_eval_procedural_with_prediction_files(tmp_path, capsys) -> None:
     assert summary["depth_range"] == [0.001, 30.0]
     assert summary["protocols"]["median"]["num_scored"] == 4
     assert summary["protocols"]["median"]["metrics"]["abs_rel"] < 1e-6
+
+
+def test_eval_from_a_checkpoint_on_procedural(tmp_path, capsys) -> None:
+    """Train a tiny model for a few steps, then score its image -> depth on procedural scenes."""
+    from modality_forcing.config import resolve_train_config
+    from modality_forcing.train import train
+
+    cfg = resolve_train_config(
+        {"preset": "tiny", "out_dir": str(tmp_path / "run"), "batch_size": 4, "max_steps": 2,
+         "precision": "fp32", "sample_every": 0, "data": {"height": 16, "width": 16}}
+    )  # fmt: skip
+    ckpt = train(cfg)
+    out = tmp_path / "eval"
+    args = ["eval", "--ckpt", str(ckpt), "--dataset", "procedural", "--limit", "3",
+            "--size", "24x32", "--steps", "2", "--ensemble", "2", "--out", str(out),
+            "--protocol", "least_squares"]  # fmt: skip
+    code, _ = _run(args, capsys)
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["num_samples"] == 3
+    abs_rel = summary["protocols"]["least_squares"]["metrics"]["abs_rel"]
+    assert np.isfinite(abs_rel) and 0 <= abs_rel < 10

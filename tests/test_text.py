@@ -223,3 +223,12 @@ def test_hf_t5_uses_encoder_only(tmp_path, arch: str) -> None:
                                    hidden_layers=(-1,), trainable=False))  # fmt: skip
     assert not any("decoder" in name for name, _ in enc.backbone.named_parameters())
     assert enc(["a red sphere"]).tokens.shape == (1, 6, 8)
+
+
+def test_every_procedural_caption_word_has_its_own_id():
+    from modality_forcing.data.scene_graph import CAPTION_VOCAB
+    from modality_forcing.model.text import WordTokenizer
+
+    tok = WordTokenizer(vocab_size=512, max_length=8)
+    ids = {tok.word_id(w) for w in CAPTION_VOCAB}
+    assert len(ids) == len(CAPTION_VOCAB) and all(i < 2 + len(tok.word_to_id) for i in ids)

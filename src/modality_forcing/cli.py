@@ -117,11 +117,14 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
 def _cmd_eval(args: argparse.Namespace) -> None:
     from .evaluate import evaluate_benchmark
 
+    predictions = args.predictions
     if args.ckpt is not None:
-        # --steps/--ensemble/--seed belong to this path once the model exists.
-        raise ValueError("prediction from a checkpoint needs the model (not available yet)")
+        from .predict import DepthPredictor, PredictConfig
+
+        cfg = PredictConfig(num_steps=args.steps, ensemble_size=args.ensemble, seed=args.seed)
+        predictions = DepthPredictor(args.ckpt, cfg)
     summary = evaluate_benchmark(
-        args.dataset, args.data_root, args.predictions, args.out,
+        args.dataset, args.data_root, predictions, args.out,
         split=args.split, split_file=args.split_file, protocol=args.protocol, limit=args.limit,
         depth_range=args.depth_range, size=args.size, prediction_space=args.prediction_space,
         resize_predictions=args.resize_predictions,
@@ -139,7 +142,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--predictions", help="folder of prediction files")
-    src.add_argument("--ckpt", help="model checkpoint to predict with (not available yet)")
+    src.add_argument("--ckpt", help="model checkpoint: predict image -> depth with it")
     p.add_argument(
         "--dataset", required=True,
         help="nyuv2, kitti, eth3d, scannet, diode, folder or procedural",
@@ -157,7 +160,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=_size, default=(64, 64), help="procedural scene size")
     p.add_argument("--prediction-space", choices=["depth", "disparity"], default="depth")
     p.add_argument("--resize-predictions", action="store_true", help="resize bilinearly to GT")
-    p.add_argument("--steps", type=int, default=None, help="sampling steps (with --ckpt)")
+    p.add_argument("--steps", type=int, default=10, help="sampling steps (with --ckpt)")
     p.add_argument("--ensemble", type=int, default=1, help="ensemble size (with --ckpt)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (with --ckpt)")
     p.set_defaults(func=_cmd_eval)

@@ -25,7 +25,7 @@ class TextConfig:
 
     kind: str = "small"
     dim: int = 256  # width of the text tokens handed to the DiT (after projection)
-    max_length: int = 32  # tokens per caption, padding included
+    max_length: int = 64  # tokens per caption, padding included (procedural captions: <= 60)
     num_layers: int = 2  # `small` only
     num_heads: int = 4  # `small` only
     vocab_size: int = 512  # `small` only: word-level vocabulary, hashed beyond the base words
@@ -60,6 +60,7 @@ class ModelConfig:
     rope_theta: float = 100.0
     cross_modality_time: bool = False  # gated mixing of the other modality's timestep embedding
     depth_t_min: float = 0.05  # clamp in v = (x_t - x0_hat) / max(t, t_min)
+    resolution: tuple[int, int] | None = None  # (H, W) trained at; set by the trainer
     text: TextConfig = field(default_factory=TextConfig)
     codec: CodecConfig = field(default_factory=CodecConfig)
 

@@ -89,6 +89,7 @@ class Trainer:
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         save_yaml(cfg, self.run_dir / "config.yaml")
         torch.manual_seed(cfg.seed)
+        cfg.model.resolution = (cfg.data.height, cfg.data.width)
         self.model = ModalityForcingModel(cfg.model).to(self.device)
         self.modalities = _stage_policy(cfg)
         if cfg.stage == "t2i":

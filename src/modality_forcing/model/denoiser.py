@@ -85,6 +85,11 @@ class ModalityForcingModel(nn.Module):
         """
         if not isinstance(text, TextTokens):
             text = self.encode_text(list(text))
+        if text.mask is not None:
+            # Trailing padding that no caption in the batch uses is masked out as keys anyway:
+            # dropping it is exact and saves attention/MLP work on short captions.
+            keep = max(1, int(text.mask.sum(1).max()))
+            text = TextTokens(tokens=text.tokens[:, :keep], mask=text.mask[:, :keep])
         tokens, shapes = {}, {}
         for m, x in xt.items():
             p = self.patch_size(m)

@@ -48,12 +48,29 @@ class Attention(nn.Module):
         return q, k, v
 
 
+def attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None
+) -> torch.Tensor:
+    """Softmax attention over [B, H, N, Dh]; `attn_mask` is bool, True = attend.
+
+    On CUDA this is SDPA (flash / memory-efficient kernels). On CPU with short sequences, two
+    batched matmuls with a float32 softmax run 2-3x faster than SDPA's CPU kernels for forward +
+    backward in bf16 (measured at N = 160, Dh = 64), so the small presets use that path.
+    """
+    if q.device.type != "cpu" or q.shape[-2] > 1024:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+    scores = (q @ k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)  # [B, H, N, N]
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, float("-inf"))
+    return torch.softmax(scores, dim=-1, dtype=torch.float32).to(v.dtype) @ v
+
+
 def joint_attention(
     qkv: list[tuple[torch.Tensor, ...]], attn_mask: torch.Tensor | None
 ) -> list[torch.Tensor]:
     """SDPA over the concatenation of all streams; returns per-stream outputs [B, N_s, D]."""
     q, k, v = (torch.cat([s[i] for s in qkv], dim=2) for i in range(3))  # [B, H, N, Dh]
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+    out = attention(q, k, v, attn_mask)
     out = out.transpose(1, 2).flatten(2)  # [B, N, D]
     return list(out.split([s[0].shape[2] for s in qkv], dim=1))
 

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..config import TextConfig
+from ..data.scene_graph import CAPTION_VOCAB
 
 
 @dataclass
@@ -73,7 +74,8 @@ _BASE_TEXT = """
     far close distant foreground background center middle top bottom side
     indoor outdoor street road car tree trees house building person grass water
     """
-BASE_WORDS: tuple[str, ...] = tuple(dict.fromkeys(_BASE_TEXT.split()))
+# The procedural world's caption words come first so each has its own id (never a hash bucket).
+BASE_WORDS: tuple[str, ...] = tuple(dict.fromkeys([*CAPTION_VOCAB, *_BASE_TEXT.split()]))
 PAD_ID, BOS_ID = 0, 1
 NUM_SPECIAL = 2
 _WORD_RE = re.compile(r"[^\W\d_]+")  # runs of letters (any script)
