@@ -194,12 +194,48 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_train)
 
 
+def _cmd_presets(args: argparse.Namespace) -> None:
+    from .model.summary import preset_table
+
+    print(preset_table())
+
+
+def _add_presets(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "presets",
+        help="list model size presets with parameters and FLOPs per token",
+        description="Parameters and training FLOPs/token of every size preset, from configs "
+        "alone (models are built on the meta device: nothing is allocated).",
+    )
+    p.set_defaults(func=_cmd_presets)
+
+
+def _cmd_plot(args: argparse.Namespace) -> None:
+    from .bench.plots import plot_training_curves
+
+    print(f"wrote {plot_training_curves(args.runs, args.out)}")
+
+
+def _add_plot(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "plot",
+        help="plot training loss curves of one or more runs",
+        description="Loss per modality vs step (runs concatenated in the given order, e.g. the "
+        "T2I run then the MF run) and loss per noise-level bin, from metrics.jsonl.",
+    )
+    p.add_argument("runs", nargs="+", help="run directories")
+    p.add_argument("--out", default="outputs/loss.png")
+    p.set_defaults(func=_cmd_plot)
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_prepare_data,
     _add_preview,
     _add_bench,
     _add_eval,
     _add_train,
+    _add_presets,
+    _add_plot,
 ]
 
 

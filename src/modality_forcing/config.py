@@ -80,21 +80,22 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
         hidden_size=384, num_layers=8, num_heads=6, patch_size=4, decoder_layers=2,
         text=dict(dim=384, num_layers=2, num_heads=6),
     ),
-    # The paper's from-scratch scale range (~370M, ~1B, ~3.3B parameters in the DiT).
+    # The paper's from-scratch scale range. DiT parameters (`modality-forcing presets`): ~371M,
+    # ~1.0B, ~3.3B. FLUX-like layout: a few per-stream joint blocks, then shared single blocks.
     "mf-370m": dict(
-        hidden_size=1024, num_layers=24, num_heads=16, patch_size=2, decoder_layers=2,
-        text=dict(dim=1024, num_layers=4, num_heads=16, max_length=128, vocab_size=32000),
-        codec=dict(kind="vae"),
+        hidden_size=1024, num_layers=2, num_single_layers=9, num_heads=16, patch_size=2,
+        decoder_layers=2, text=dict(dim=1024, num_layers=4, num_heads=16, max_length=128,
+        vocab_size=32000), codec=dict(kind="vae"),
     ),
     "mf-1b": dict(
-        hidden_size=1536, num_layers=28, num_heads=24, patch_size=2, decoder_layers=4,
-        text=dict(dim=1536, num_layers=4, num_heads=24, max_length=128, vocab_size=32000),
-        codec=dict(kind="vae"),
+        hidden_size=1536, num_layers=3, num_single_layers=10, num_heads=24, patch_size=2,
+        decoder_layers=2, text=dict(dim=1536, num_layers=4, num_heads=24, max_length=128,
+        vocab_size=32000), codec=dict(kind="vae"),
     ),
     "mf-3b": dict(
-        hidden_size=2304, num_layers=36, num_heads=36, patch_size=2, decoder_layers=4,
-        text=dict(dim=2304, num_layers=4, num_heads=36, max_length=128, vocab_size=32000),
-        codec=dict(kind="vae"),
+        hidden_size=2304, num_layers=4, num_single_layers=18, num_heads=36, patch_size=2,
+        decoder_layers=2, text=dict(dim=2304, num_layers=4, num_heads=36, max_length=128,
+        vocab_size=32000), codec=dict(kind="vae"),
     ),
 }  # fmt: skip
 
