@@ -27,5 +27,5 @@ def test_letterbox_is_identity_at_the_target_size():
 
 
 def test_portrait_input_is_pillarboxed():
-    framed, box = letterbox(torch.rand(1, 3, 64, 32), (32, 32))
+    _, box = letterbox(torch.rand(1, 3, 64, 32), (32, 32))
     assert (box.height, box.width, box.left) == (32, 16, 8)
