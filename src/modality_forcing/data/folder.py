@@ -91,7 +91,8 @@ def list_folder(root: str | Path) -> list[FolderItem]:
     return items
 
 
-def _read_depth(path: Path, depth_scale: float) -> np.ndarray:
+def read_depth_file(path: Path, depth_scale: float = 1000.0) -> np.ndarray:
+    """Depth from `.npy` (float), `.png` (integer / depth_scale) or `.exr`; raises if unreadable."""
     suffix = path.suffix.lower()
     if suffix == ".exr":
         return decode.decode_depth_exr(path)
@@ -120,7 +121,7 @@ def load_folder_item(
     stats = stats if stats is not None else decode.SkipCounter()
     try:
         image = decode.decode_image(item.image.read_bytes(), str(item.image))
-        depth = None if item.depth is None else _read_depth(item.depth, depth_scale)
+        depth = None if item.depth is None else read_depth_file(item.depth, depth_scale)
         mask = None
         if item.mask is not None:
             mask = decode.decode_mask(item.mask.read_bytes(), str(item.mask))

@@ -9,32 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib import colormaps
 from PIL import Image, ImageDraw, ImageFont
+
+from ..export import colorize_depth
 
 CAPTION_WIDTH = 260  # pixels of caption column at scale 1
 PAD = 4
 
-
-def colorize_depth(
-    depth: np.ndarray, valid_mask: np.ndarray | None = None, cmap: str = "Spectral"
-) -> np.ndarray:
-    """Depth [H, W] -> uint8 [H, W, 3]: near = red, far = blue (Spectral), invalid = black.
-
-    The range is the 2nd-98th percentile of valid depth, so one far pixel does not flatten it.
-    """
-    depth = np.asarray(depth, np.float32)
-    valid = np.isfinite(depth) & (depth > 0)
-    if valid_mask is not None:
-        valid &= np.asarray(valid_mask, bool)
-    out = np.zeros((*depth.shape, 3), np.uint8)
-    if not valid.any():
-        return out
-    lo, hi = np.percentile(depth[valid], [2, 98])
-    t = np.clip((depth - lo) / max(hi - lo, 1e-6), 0, 1)
-    rgb = (colormaps[cmap](t)[..., :3] * 255).round().astype(np.uint8)
-    out[valid] = rgb[valid]
-    return out
+__all__ = ["colorize_depth", "contact_sheet", "write_preview"]
 
 
 def _row(sample: dict[str, Any], scale: int, font: ImageFont.ImageFont) -> Image.Image:

@@ -1,0 +1,243 @@
+"""`ModalityForcingPipeline`: every mode of a trained model behind one diffusers-style call.
+
+    pipe = ModalityForcingPipeline.from_pretrained("runs/cpu-s-mf/final")
+    out = pipe(prompt="a red sphere left of a blue box", mode="joint")
+    out = pipe(image=photo, mode="image_to_depth", ensemble_size=5)   # + out.uncertainty
+    out = pipe(prompt="...", depth=depth_map, mode="depth_to_image")
+
+Inputs of any size are letterboxed to the model's working resolution (never stretched) and the
+outputs cropped back. Depth outputs are relative depth: unit mean, not contracted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .checkpoint import load_model, write_checkpoint
+from .data.letterbox import Box, letterbox, unletterbox
+from .export import colorize_depth, colorize_uncertainty
+from .modalities import valid_mean
+from .sampling.ensemble import ensemble_depth
+from .sampling.generate import GIVEN_BY_MODE, generate
+
+DEFAULT_GUIDANCE = {"joint": 3.0, "marginal": 3.0, "depth_to_image": 3.0, "image_to_depth": 1.0}
+OUTPUT_TYPES = ("np", "pt", "pil")
+
+
+@dataclass
+class ModalityForcingOutput:
+    """Pipeline results (B = batch size).
+
+    image: np uint8 [B, H, W, 3] | pt float [B, 3, H, W] in [0, 1] | list of PIL images.
+    depth: np float32 [B, H, W] | pt [B, 1, H, W] relative depth (unit mean) | list of PIL
+        colour maps (Spectral, near = red) for `pil`.
+    uncertainty: like depth (per-pixel std of an ensemble), or None for single samples.
+    """
+
+    image: Any
+    depth: Any
+    uncertainty: Any = None
+
+
+def _image_tensor(image: Any, name: str = "image") -> torch.Tensor:
+    """PIL / np uint8 [H, W, 3] / torch [3, H, W] or [B, 3, H, W] in [-1, 1] -> [B, 3, H, W]."""
+    if isinstance(image, Image.Image):
+        image = np.asarray(image.convert("RGB"))
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[-1] != 3:
+            raise ValueError(f"`{name}` array must be [H, W, 3] uint8, got shape {image.shape}")
+        return torch.from_numpy(image.astype(np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+    if torch.is_tensor(image):
+        x = image[None] if image.dim() == 3 else image
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"`{name}` tensor must be [3, H, W] or [B, 3, H, W], got {x.shape}")
+        return x.float()
+    raise TypeError(f"`{name}` must be a PIL image, numpy array or torch tensor, got {type(image)}")
+
+
+def _depth_tensor(depth: Any) -> torch.Tensor:
+    """np / torch [H, W], [1, H, W] or [B, 1, H, W] depth (any scale, <= 0 invalid)."""
+    if isinstance(depth, np.ndarray):
+        depth = torch.from_numpy(np.asarray(depth, dtype=np.float32))
+    if not torch.is_tensor(depth):
+        raise TypeError(f"`depth` must be a numpy array or torch tensor, got {type(depth)}")
+    x = depth.float()
+    x = x[None, None] if x.dim() == 2 else (x[None] if x.dim() == 3 else x)
+    if x.dim() != 4 or x.shape[1] != 1:
+        raise ValueError(f"`depth` must be [H, W] or [B, 1, H, W], got {tuple(depth.shape)}")
+    return torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+class ModalityForcingPipeline:
+    """Joint image + depth generation, image -> depth and depth -> image with one model."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model.eval()
+        res = model.cfg.resolution or (32, 32)
+        self.resolution = (int(res[0]), int(res[1]))
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path, device: str | torch.device | None = None
+    ) -> ModalityForcingPipeline:
+        """Load `model.safetensors` + `config.yaml` from a checkpoint directory."""
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        return cls(load_model(path, device))
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Write safetensors weights + YAML config (atomically)."""
+        meta = {"weights": "pipeline", "format": "modality-forcing"}
+        return write_checkpoint(path, self.model.cfg, self.model.state_dict(), meta)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str] | None = None,
+        image: Any = None,
+        depth: Any = None,
+        mode: str = "joint",
+        num_inference_steps: int = 25,
+        guidance_scale: float | None = None,
+        ensemble_size: int = 1,
+        generator: torch.Generator | None = None,
+        output_type: str = "np",
+        log2_alpha: float = 0.0,
+        shift_mu: float = 1.1,
+        solver: str = "euler",
+        refine_depth: bool = False,
+        height: int | None = None,
+        width: int | None = None,
+        bf16: bool = True,
+    ) -> ModalityForcingOutput:
+        """Run one mode. See the module docstring; `guidance_scale` defaults per mode."""
+        if mode not in GIVEN_BY_MODE:
+            raise ValueError(f"unknown mode '{mode}'; choose from {sorted(GIVEN_BY_MODE)}")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"unknown output_type '{output_type}'; choose from {OUTPUT_TYPES}")
+        if ensemble_size < 1:
+            raise ValueError(f"ensemble_size must be >= 1, got {ensemble_size}")
+        given = self._givens(mode, image, depth)
+        batch = next((x.shape[0] for x in given.values()), None)
+        prompts = self._prompts(prompt, batch)
+        opts = {
+            "num_steps": num_inference_steps, "shift_mu": shift_mu, "solver": solver,
+            "generator": generator, "autocast_dtype": torch.bfloat16 if bf16 else None,
+        }  # fmt: skip
+        scale = DEFAULT_GUIDANCE[mode] if guidance_scale is None else guidance_scale
+        size = self.resolution
+        if not given:  # generation from text: any size the patch grid allows
+            size = (height or size[0], width or size[1])
+        framed, box = self._frame(given, size)
+        img, dep, unc = None, None, None
+        if mode == "image_to_depth":
+            img = given["image"]
+            dep, unc = self._depth_ensemble(prompts, framed["image"], ensemble_size, opts)
+        else:
+            out = generate(
+                self.model, mode, prompts, *size, image=None,
+                depth=framed.get("depth"), guidance_scale=scale, log2_alpha=log2_alpha, **opts,
+            )  # fmt: skip
+            img, dep = out.image, out.depth
+            if mode == "depth_to_image":
+                dep = None
+            if refine_depth and img is not None:
+                dep, unc = self._depth_ensemble(prompts, img, ensemble_size, opts)
+        if box is not None:
+            img = unletterbox(img, box) if mode != "image_to_depth" else img
+            dep = unletterbox(dep, box) if dep is not None else None
+            unc = unletterbox(unc, box) if unc is not None else None
+        if mode == "depth_to_image":  # return the given depth in the output convention
+            dep = given["depth"] / valid_mean(given["depth"], given["depth"] > 0).view(-1, 1, 1, 1)
+        return self._format(img, dep, unc, output_type)
+
+    # ------------------------------------------------------------------------------ helpers
+    def _givens(self, mode: str, image: Any, depth: Any) -> dict[str, torch.Tensor]:
+        needs = GIVEN_BY_MODE[mode]
+        given = {}
+        if "image" in needs:
+            if image is None:
+                raise ValueError(f"mode '{mode}' needs `image`")
+            given["image"] = _image_tensor(image).to(self.device)
+        if "depth" in needs:
+            if depth is None:
+                raise ValueError(f"mode '{mode}' needs `depth`")
+            given["depth"] = _depth_tensor(depth).to(self.device)
+            if not (given["depth"] > 0).any():
+                raise ValueError("`depth` has no valid (positive, finite) pixel")
+        return given
+
+    @staticmethod
+    def _prompts(prompt: str | list[str] | None, batch: int | None) -> list[str]:
+        if prompt is None:
+            prompts = [""]
+        elif isinstance(prompt, str):
+            prompts = [prompt]
+        elif isinstance(prompt, list | tuple) and all(isinstance(p, str) for p in prompt):
+            prompts = list(prompt)
+        else:
+            raise TypeError(f"`prompt` must be a string or a list of strings, got {type(prompt)}")
+        if batch is not None and len(prompts) == 1:
+            prompts = prompts * batch
+        if batch is not None and len(prompts) != batch:
+            raise ValueError(f"got {len(prompts)} prompts for a batch of {batch} inputs")
+        return prompts
+
+    def _frame(
+        self, given: dict[str, torch.Tensor], size: tuple[int, int]
+    ) -> tuple[dict[str, torch.Tensor], Box | None]:
+        """Letterbox the given inputs to the working size (one box: inputs share a size)."""
+        framed, box = {}, None
+        for name, x in given.items():
+            pad = -1.0 if name == "image" else 0.0  # black bars; padded depth is invalid (0)
+            mode = "bilinear" if name == "image" else "nearest"
+            framed[name], box = letterbox(x, size, pad_value=pad, mode=mode)
+        return framed, box
+
+    def _depth_ensemble(
+        self, prompts: list[str], image: torch.Tensor, n: int, opts: dict[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Image -> depth for each image, n samples each, ensembled. [B, 1, H, W] x 2."""
+        h, w = image.shape[-2:]
+        depths, uncs = [], []
+        for i, prompt in enumerate(prompts):
+            out = generate(
+                self.model, "image_to_depth", [prompt] * n, h, w,
+                image=image[i : i + 1].expand(n, -1, -1, -1), **opts,
+            )  # fmt: skip
+            d, u = ensemble_depth(out.depth)
+            depths.append(d)
+            uncs.append(u)
+        return torch.cat(depths), (torch.cat(uncs) if n > 1 else None)
+
+    @staticmethod
+    def _format(
+        img: torch.Tensor | None, dep: torch.Tensor | None, unc: torch.Tensor | None, kind: str
+    ) -> ModalityForcingOutput:
+        img01 = ((img.float().clamp(-1, 1) + 1) / 2).cpu() if img is not None else None
+        if kind == "pt":
+            return ModalityForcingOutput(img01, _maybe(dep, lambda x: x.float().cpu()),
+                                         _maybe(unc, lambda x: x.float().cpu()))  # fmt: skip
+        images = _maybe(img01, lambda x: (x.permute(0, 2, 3, 1) * 255).round().byte().numpy())
+        depths = _maybe(dep, lambda x: x[:, 0].float().cpu().numpy())
+        uncs = _maybe(unc, lambda x: x[:, 0].float().cpu().numpy())
+        if kind == "np":
+            return ModalityForcingOutput(images, depths, uncs)
+        return ModalityForcingOutput(
+            _maybe(images, lambda xs: [Image.fromarray(x) for x in xs]),
+            _maybe(depths, lambda xs: [Image.fromarray(colorize_depth(x)) for x in xs]),
+            _maybe(uncs, lambda xs: [Image.fromarray(colorize_uncertainty(x)) for x in xs]),
+        )
+
+
+def _maybe(x: Any, fn: Any) -> Any:
+    return None if x is None else fn(x)

@@ -1,0 +1,150 @@
+"""Scheduling matrices, the sampler loop, ensembles, and the pipeline's contract."""
+
+import numpy as np
+import pytest
+import torch
+
+from modality_forcing.config import model_preset
+from modality_forcing.modalities import DEPTH, IMAGE
+from modality_forcing.model.denoiser import ModalityForcingModel
+from modality_forcing.pipeline import ModalityForcingPipeline
+from modality_forcing.sampling.ensemble import ensemble_depth
+from modality_forcing.sampling.sampler import SamplerConfig, sample
+from modality_forcing.sampling.schedules import MODES, scheduling_matrix, tilt, time_shift
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_schedules_shape_and_monotone(mode):
+    m = scheduling_matrix(mode, 10, shift_mu=1.1, log2_alpha=3.0)
+    assert m.shape == (11, 2)
+    assert (m[1:] <= m[:-1]).all() and (m >= 0).all() and (m <= 1).all()
+    held = {"image_to_depth": 0, "depth_to_image": 1}.get(mode)
+    if held is not None:
+        assert (m[:, held] == 0).all()
+    if mode == "marginal":
+        assert (m[:, 1] == 1).all()
+    else:
+        assert (m[-1] == 0).all()
+
+
+def test_tilt_and_shift():
+    t = torch.linspace(0, 1, 11, dtype=torch.float64)
+    assert torch.equal(tilt(t, 0.0), t)
+    assert (tilt(t, 5.0)[1:-1] > t[1:-1]).all() and (tilt(t, -3.0)[1:-1] < t[1:-1]).all()
+    assert tilt(t, 5.0)[[0, -1]].tolist() == [0.0, 1.0]
+    # 50-step grid with mu = 1.1 matches the official release's values (shared/reference).
+    grid = time_shift(torch.linspace(1, 0, 51, dtype=torch.float64), 1.1)
+    assert grid[25].item() == pytest.approx(0.75026, abs=1e-5)
+    assert tilt(grid, 5.0)[25].item() == pytest.approx(0.98970, abs=1e-5)
+    with pytest.raises(ValueError, match="unknown mode 'x'"):
+        scheduling_matrix("x", 4)
+
+
+def test_euler_is_exact_on_a_constant_velocity_field():
+    v = {IMAGE: torch.full((1, 3, 2, 2), 0.7), DEPTH: torch.full((1, 1, 2, 2), -0.2)}
+
+    def fn(x, t, text):  # image: velocity; depth: x0 prediction consistent with velocity v
+        return {IMAGE: v[IMAGE], DEPTH: x[DEPTH] - t[DEPTH].view(-1, 1, 1, 1) * v[DEPTH]}
+
+    sched = scheduling_matrix("joint", 7, shift_mu=1.1)
+    g = torch.Generator().manual_seed(0)
+    shapes = {IMAGE: (1, 3, 2, 2), DEPTH: (1, 1, 2, 2)}
+    out = sample(fn, sched, (IMAGE, DEPTH), shapes, None, generator=g, cfg=SamplerConfig(t_min=0))
+    g = torch.Generator().manual_seed(0)
+    start = {m: torch.randn(shapes[m], generator=g) for m in (IMAGE, DEPTH)}
+    for m in (IMAGE, DEPTH):  # x(0) = x(1) - v exactly, whatever the step sizes
+        torch.testing.assert_close(out[m], start[m] - v[m], rtol=0, atol=1e-6)
+
+
+def test_given_modality_is_bit_identical_and_absent_is_skipped():
+    given = torch.rand(2, 1, 4, 4)
+    seen = []
+
+    def fn(x, t, text):
+        seen.append(set(x))
+        return {m: torch.randn_like(v) for m, v in x.items()}
+
+    shapes = {IMAGE: (2, 3, 4, 4), DEPTH: (2, 1, 4, 4)}
+    out = sample(fn, scheduling_matrix("depth_to_image", 5), (IMAGE, DEPTH), shapes, None,
+                 given={DEPTH: given}, cfg=SamplerConfig(solver="heun"))  # fmt: skip
+    assert torch.equal(out[DEPTH], given)
+    out = sample(fn, scheduling_matrix("marginal", 3), (IMAGE, DEPTH), shapes, None)
+    assert set(out) == {IMAGE} and seen[-1] == {IMAGE}
+    with pytest.raises(ValueError, match="held clean by this schedule but not given"):
+        sample(fn, scheduling_matrix("image_to_depth", 3), (IMAGE, DEPTH), shapes, None)
+
+
+def test_ensemble_aligns_scales_and_measures_spread():
+    base = torch.rand(1, 1, 8, 8) + 0.5
+    base = base / base.mean()
+    samples = torch.cat([base * s for s in (0.5, 1.0, 2.0)])
+    depth, unc = ensemble_depth(samples)
+    torch.testing.assert_close(depth, base, rtol=1e-5, atol=1e-5)
+    assert unc.abs().max() < 1e-5  # same shape up to scale -> no disagreement
+    noisy = base * (1 + 0.1 * torch.randn(5, 1, 8, 8, generator=torch.Generator().manual_seed(0)))
+    _, unc = ensemble_depth(noisy)
+    assert unc.shape == (1, 1, 8, 8) and unc.mean() > 0.01
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    torch.manual_seed(0)
+    cfg = model_preset("tiny")
+    cfg.resolution = (16, 16)
+    model = ModalityForcingModel(cfg)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():  # a random (not zero-initialised) network, so outputs vary
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    return ModalityForcingPipeline(model)
+
+
+def test_pipeline_modes_shapes_and_letterbox(pipe):
+    out = pipe(prompt=["a red sphere", "a blue box"], mode="joint", num_inference_steps=2)
+    assert out.image.shape == (2, 16, 16, 3) and out.image.dtype == np.uint8
+    assert out.depth.shape == (2, 16, 16) and out.uncertainty is None
+    photo = np.random.default_rng(0).integers(0, 255, (20, 36, 3), dtype=np.uint8)
+    out = pipe(image=photo, mode="image_to_depth", num_inference_steps=2, ensemble_size=3)
+    assert out.depth.shape == (1, 20, 36) and out.uncertainty.shape == (1, 20, 36)
+    assert np.array_equal(out.image[0], photo)  # the given image comes back untouched
+    assert out.depth.mean() == pytest.approx(1.0, rel=0.05)
+    depth = np.random.default_rng(1).uniform(1, 5, (24, 12)).astype(np.float32)
+    out = pipe(prompt="x", depth=depth, mode="depth_to_image", num_inference_steps=2)
+    assert out.image.shape == (1, 24, 12, 3)
+    np.testing.assert_allclose(out.depth[0], depth / depth.mean(), rtol=1e-5)
+    pil = pipe(prompt="x", mode="marginal", num_inference_steps=2, output_type="pil")
+    assert pil.image[0].size == (16, 16) and pil.depth is None
+
+
+def test_pipeline_reproducible_with_a_generator(pipe):
+    a = pipe(prompt="a", num_inference_steps=3, generator=torch.Generator().manual_seed(7))
+    b = pipe(prompt="a", num_inference_steps=3, generator=torch.Generator().manual_seed(7))
+    c = pipe(prompt="a", num_inference_steps=3, generator=torch.Generator().manual_seed(8))
+    assert np.array_equal(a.depth, b.depth) and not np.array_equal(a.depth, c.depth)
+
+
+def test_pipeline_errors(pipe):
+    with pytest.raises(ValueError, match="mode 'image_to_depth' needs `image`"):
+        pipe(mode="image_to_depth")
+    with pytest.raises(ValueError, match="mode 'depth_to_image' needs `depth`"):
+        pipe(prompt="a", mode="depth_to_image")
+    with pytest.raises(TypeError, match="`image` must be a PIL image"):
+        pipe(image="photo.png", mode="image_to_depth")
+    with pytest.raises(ValueError, match=r"must be \[H, W, 3\]"):
+        pipe(image=np.zeros((4, 4)), mode="image_to_depth")
+    with pytest.raises(ValueError, match="no valid"):
+        pipe(depth=np.zeros((8, 8)), mode="depth_to_image")
+    with pytest.raises(ValueError, match="unknown mode 'depth'"):
+        pipe(mode="depth")
+    with pytest.raises(ValueError, match="unknown output_type"):
+        pipe(output_type="jpg")
+
+
+def test_save_and_load_pretrained_round_trip(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path / "p")
+    again = ModalityForcingPipeline.from_pretrained(tmp_path / "p", device="cpu")
+    assert again.resolution == (16, 16)
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    a = pipe(prompt="a", num_inference_steps=2, generator=g())
+    b = again(prompt="a", num_inference_steps=2, generator=g())
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.depth, b.depth)
