@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from modality_forcing.data.benchmarks import BENCHMARKS, get_benchmark
+from modality_forcing.data.benchmarks import base as benchmarks_base
 from modality_forcing.data.benchmarks.kitti import eval_crop_mask, kb_crop
 
 h5py = pytest.importorskip("h5py")
@@ -74,7 +75,7 @@ def test_nyuv2_split_sources(tmp_path: Path) -> None:
     text.write_text("# 1-based\n3\n1\n")
     assert [s["key"] for s in get_benchmark("nyuv2", tmp_path, split_file=text)] == ["0003", "0001"]
     (tmp_path / "splits.mat").unlink()
-    with pytest.raises(FileNotFoundError, match="--split-file"):
+    with pytest.raises(ValueError, match="1-based"):  # the packaged 654-frame list needs 1449
         get_benchmark("nyuv2", tmp_path)
     text.write_text("5\n")
     with pytest.raises(ValueError, match="1-based"):
@@ -125,8 +126,8 @@ def test_kitti_helpers_and_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown eval crop 'x'; choose from"):
         eval_crop_mask((4, 4), "x")
     assert eval_crop_mask((4, 4), "none").all()
-    with pytest.raises(FileNotFoundError, match="no split list"):
-        get_benchmark("kitti", tmp_path)
+    with pytest.raises(FileNotFoundError, match="no split list for split 'odometry'"):
+        get_benchmark("kitti", tmp_path, split="odometry")
 
 
 # -- ETH3D, ScanNet -------------------------------------------------------------------------------
@@ -176,7 +177,8 @@ def _write_diode(root: Path, scene_type: str, name: str, depth: np.ndarray) -> N
     np.save(folder / f"{name}_depth_mask.npy", (depth != 2.0).astype(np.float32))
 
 
-def test_diode_listing_mask_and_range(tmp_path: Path) -> None:
+def test_diode_listing_mask_and_range(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(benchmarks_base, "SPLITS_DIR", tmp_path / "no_packaged_lists")
     _write_diode(tmp_path, "indoors", "00019_00183_indoors_000_010", np.array([[0.5, 1.0, 2.0]]))
     _write_diode(tmp_path, "outdoor", "00019_00183_outdoor_000_010", np.array([[400.0, 30, 349]]))
     bench = get_benchmark("diode", tmp_path)
@@ -188,6 +190,77 @@ def test_diode_listing_mask_and_range(tmp_path: Path) -> None:
     assert len(get_benchmark("diode", tmp_path, split="val_outdoor")) == 1
     with pytest.raises(ValueError, match="unknown split 'test'; choose from"):
         get_benchmark("diode", tmp_path, split="test")
+
+
+# -- packaged split lists -------------------------------------------------------------------------
+
+
+def _split_rows(name: str) -> list[list[str]]:
+    path = benchmarks_base.SPLITS_DIR / name
+    rows = benchmarks_base.read_split_lines(path)
+    assert path.read_text().endswith("\n") and len({r[0] for r in rows}) == len(rows)
+    return rows
+
+
+def test_packaged_split_lists() -> None:
+    nyu = [int(r[0]) for r in _split_rows("nyuv2_test.txt")]
+    assert len(nyu) == 654 and nyu == sorted(nyu) and nyu[0] == 1 and nyu[-1] == 1449
+    kitti = _split_rows("kitti_eigen_test.txt")
+    assert len(kitti) == 697 and sum(r[1] != "None" for r in kitti) == 652
+    assert kitti[0][:2] == [
+        "2011_09_26/2011_09_26_drive_0002_sync/image_02/data/0000000069.png",
+        "2011_09_26_drive_0002_sync/proj_depth/groundtruth/image_02/0000000069.png",
+    ]
+    assert len(_split_rows("eth3d_test.txt")) == 454
+    assert len(_split_rows("scannet_test.txt")) == 800
+    diode = _split_rows("diode_val.txt")
+    indoors, outdoor = _split_rows("diode_val_indoors.txt"), _split_rows("diode_val_outdoor.txt")
+    assert (len(diode), len(indoors), len(outdoor)) == (771, 325, 446)
+    assert diode == indoors + outdoor
+    assert all(
+        r[1] == r[0][:-4] + "_depth.npy" and r[2] == r[0][:-4] + "_depth_mask.npy" for r in diode
+    )
+    assert all(r[0].startswith("val/indoors/") for r in indoors)
+
+
+@pytest.mark.parametrize(
+    ("name", "count"), [("kitti", 652), ("eth3d", 454), ("scannet", 800), ("diode", 771)]
+)
+def test_readers_default_to_packaged_lists(tmp_path: Path, name: str, count: int) -> None:
+    bench = get_benchmark(name, tmp_path)  # an empty root: no split file anywhere but the package
+    assert len(bench) == count
+    image, depth = bench.entries[0][:2]
+    if name == "kitti":
+        rows = np.arange(375)[:, None].repeat(1242, 1)
+        _rgb(tmp_path / image, np.zeros((375, 1242, 3), np.uint8))
+        _png16(tmp_path / depth, np.where(rows > 200, 10 * 256, 0))
+    elif name == "eth3d":
+        _rgb(tmp_path / image, np.zeros((4, 6, 3), np.uint8))
+        (tmp_path / depth).parent.mkdir(parents=True)
+        np.full((4, 6), 3.0, "<f4").tofile(tmp_path / depth)
+    elif name == "scannet":
+        _rgb(tmp_path / image, np.zeros((4, 6, 3), np.uint8))
+        _png16(tmp_path / depth, np.full((4, 6), 3000))
+    else:
+        _rgb(tmp_path / image, np.zeros((4, 6, 3), np.uint8))
+        np.save(tmp_path / depth, np.full((4, 6, 1), 3.0, np.float32))
+        np.save(tmp_path / bench.entries[0][2], np.ones((4, 6), np.float32))
+    sample = bench[0]
+    assert sample["key"] == image.rsplit(".", 1)[0] and sample["valid_mask"].any()
+    np.testing.assert_allclose(
+        sample["depth"][sample["valid_mask"]], 10.0 if name == "kitti" else 3.0
+    )
+
+
+def test_nyuv2_defaults_to_packaged_list(tmp_path: Path) -> None:
+    # A full-length labeled file whose chunks are never written: HDF5 stores nothing for them.
+    with h5py.File(tmp_path / "nyu_depth_v2_labeled.mat", "w") as f:
+        f.create_dataset("images", (1449, 3, 640, 480), "u1", chunks=(1, 3, 640, 480))
+        f.create_dataset("depths", (1449, 640, 480), "f4", chunks=(1, 640, 480), fillvalue=2.0)
+    bench = get_benchmark("nyuv2", tmp_path)
+    assert len(bench) == 654 and bench.entries[:3] == [0, 1, 8] and bench.entries[-1] == 1448
+    sample = bench[2]
+    assert sample["key"] == "0009" and sample["valid_mask"].sum() == 426 * 560
 
 
 # -- folder, procedural, registry -----------------------------------------------------------------

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from .data.folder import IMAGE_EXTS, read_depth_file
 from .export import save_result
 from .gallery import write_gallery
-from .pipeline import ModalityForcingPipeline
+from .pipeline import ModalityForcingOutput, ModalityForcingPipeline
 
 
 @dataclass
@@ -81,6 +81,21 @@ def _inputs(req: SampleRequest) -> list[dict[str, Any]]:
     return [{"name": slug(p), "prompt": p} for p in prompts]
 
 
+def write_job(
+    folder: Path, title: str, out: ModalityForcingOutput, meta: dict[str, Any], fov_deg: float
+) -> dict[str, Any]:
+    """Save the first result of a pipeline output (np) and return its gallery entry."""
+    files = save_result(
+        folder,
+        image=out.image[0] if out.image is not None else None,
+        depth=out.depth[0] if out.depth is not None else None,
+        uncertainty=out.uncertainty[0] if out.uncertainty is not None else None,
+        fov_deg=fov_deg, metadata={"depth_space": "relative", **meta},
+    )  # fmt: skip
+    return {"title": title, "caption": meta.get("prompt", ""), "mode": meta.get("mode", ""),
+            "files": files}  # fmt: skip
+
+
 def run_sample_jobs(
     pipe: ModalityForcingPipeline, req: SampleRequest, out_dir: str | Path
 ) -> list[dict[str, Any]]:
@@ -99,16 +114,10 @@ def run_sample_jobs(
         meta = {
             "prompt": item["prompt"], "mode": req.mode, "seed": seed, "num_steps": req.steps,
             "guidance_scale": req.guidance, "ensemble_size": req.ensemble,
-            "log2_alpha": req.log2_alpha, "refine_depth": req.refine, "depth_space": "relative",
+            "log2_alpha": req.log2_alpha, "refine_depth": req.refine,
         }  # fmt: skip
-        files = save_result(
-            out_dir / f"{i:03d}_{item['name']}_s{seed}",
-            image=out.image[0] if out.image is not None else None,
-            depth=out.depth[0] if out.depth is not None else None,
-            uncertainty=out.uncertainty[0] if out.uncertainty is not None else None,
-            fov_deg=req.fov_deg, metadata=meta,
-        )  # fmt: skip
-        entries.append({"title": f"{item['name']} (seed {seed})", "caption": item["prompt"],
-                        "mode": req.mode, "files": files})  # fmt: skip
+        name = f"{i:03d}_{item['name']}_s{seed}"
+        entries.append(write_job(out_dir / name, f"{item['name']} (seed {seed})", out, meta,
+                                 req.fov_deg))  # fmt: skip
     write_gallery(out_dir, entries)
     return entries

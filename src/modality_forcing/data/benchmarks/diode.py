@@ -2,9 +2,11 @@
 
 Layout: `<root>/val/{indoors,outdoor}/scene_*/scan_*/<name>.png` with `<name>_depth.npy`
 (float32 [H, W, 1], metres) and `<name>_depth_mask.npy` ([H, W], nonzero = valid) beside it.
-The split is the whole validation set (771 frames: 325 indoor + 446 outdoor), found by listing
-the folders, so nothing needs shipping; a split file (`--split-file` or `<root>/<split>.txt`) of
-`<image> <depth> <mask>` lines relative to `root` (Marigold's format) overrides the listing.
+The split is the whole validation set (771 frames: 325 indoor + 446 outdoor), read from a split
+file of `<image> <depth> <mask>` lines relative to `root` (Marigold's format): `--split-file`,
+`<root>/<split>.txt`, else the packaged `splits/diode_<split>.txt` (Marigold's lists, prefixed with
+`val/`), so a missing file raises instead of silently shrinking the set. Without any list the
+folders are listed.
 Scored where the mask is set and depth is in (0.6, 350) m.
 """
 

@@ -1,12 +1,15 @@
 """KITTI Eigen test split (Eigen et al., NeurIPS 2014) with the annotated depth maps (Uhrig 2017).
 
-Split file (`--split-file`, or `<root>/eigen_test.txt`): one line per frame,
-`<image path> <depth path> [focal ...]`, paths relative to `root` (the BTS / Marigold
-`eigen_test_files_with_gt.txt` format); lines whose depth path is `None` (45 of the 697 Eigen test
-frames have no annotated depth) are skipped, leaving 652. We do not ship the list: it must come from
-the user. Depth: 16-bit PNG / 256 m, 0 = no measurement, scored in (0.001, 80) m. Image and depth
-are cropped to the 352 x 1216 KITTI-benchmark (KB) crop; the Garg crop is applied as an
-evaluation mask on the cropped frame, as Marigold does (BTS applies it to the uncropped frame).
+Split file (`--split-file`, `<root>/eigen_test.txt`, else the packaged
+`splits/kitti_eigen_test.txt`): one line per frame, `<image path> <depth path> [focal ...]`, paths
+relative to `root` (the BTS / Marigold `eigen_test_files_with_gt.txt` format); lines whose depth
+path is `None` (45 of the 697 Eigen test frames have no annotated depth) are skipped, leaving 652.
+The packaged list expects the raw frames as `<root>/2011_09_26/2011_09_26_drive_0002_sync/image_02/
+data/*.png` and the annotated depth drives beside them (train and val folders merged), as
+`<root>/2011_09_26_drive_0002_sync/proj_depth/groundtruth/image_02/*.png`. Depth: 16-bit PNG / 256
+m, 0 = no measurement, scored in (0.001, 80) m. Image and depth are cropped to the 352 x 1216
+KITTI-benchmark (KB) crop; the Garg crop is applied as an evaluation mask on the cropped frame, as
+Marigold does (BTS applies it to the uncropped frame).
 """
 
 from __future__ import annotations

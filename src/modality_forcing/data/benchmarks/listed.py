@@ -1,9 +1,10 @@
 """ETH3D (Schöps et al., CVPR 2017) and ScanNet (Dai et al., CVPR 2017): benchmarks given as a list.
 
-Both read a split file (`--split-file`, or `<root>/<split>.txt`) with one line per frame,
-`<image path> <depth path> [...]`, paths relative to `root`, as in Marigold's split lists
-(`eth3d_filename_list.txt`: 454 DSLR frames; ScanNet: 800 frames sampled from the test scenes).
-Neither list is shipped: their frame choice cannot be re-derived offline, so the user supplies it.
+Both read a split file (`--split-file`, `<root>/<split>.txt`, else the packaged
+`splits/<name>_test.txt`) with one line per frame, `<image path> <depth path> [...]`, paths
+relative to `root`, as in Marigold's split lists, which are the packaged ones (ETH3D: 454 DSLR
+frames, `rgb/<scene>/images/dslr_images/*.JPG` and `depth/<scene>_dslr_depth/...`; ScanNet: 800
+frames sampled from the validation scenes, `scene*/color/*.jpg` and `scene*/depth/*.png`).
 
 - ETH3D: depth is the dataset's raw binary: row-major float32, little-endian, exactly H * W values
   for the H x W image, `inf` where unknown; scored in (1e-5, inf) m (Marigold).

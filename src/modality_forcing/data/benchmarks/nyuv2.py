@@ -1,9 +1,10 @@
 """NYU Depth v2 (Silberman et al., ECCV 2012): the labeled .mat file, official 654-image test split.
 
 Layout in `root`: `nyu_depth_v2_labeled.mat` (MATLAB v7.3, i.e. HDF5) and the official `splits.mat`
-(MATLAB v5; fields `trainNdxs` [795, 1], `testNdxs` [654, 1], 1-based). We do not ship the index
-list (it cannot be re-derived offline with certainty): pass `--split-file` (the `splits.mat`, or a
-text file of 1-based indices, one per line) or put `splits.mat` / `<split>.txt` in `root`.
+(MATLAB v5; fields `trainNdxs` [795, 1], `testNdxs` [654, 1], 1-based). The split is taken from, in
+order: `--split-file` (the `splits.mat`, or a text file of 1-based indices, one per line),
+`splits.mat` / `<split>.txt` in `root`, then the packaged `splits/nyuv2_test.txt` (the 654 test
+indices; source in splits/README.md).
 Evaluation: depth in (0.001, 10) m, Eigen crop as an evaluation mask (rows 45:471, cols 41:601 of
 the 480 x 640 frame; the image is not cropped), as in Marigold and BTS.
 """
