@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from .config import ModelConfig, from_dict, save_yaml, to_dict
+from .config import ModelConfig, from_dict, save_yaml
 from .model.denoiser import ModalityForcingModel
 
 WEIGHTS, CONFIG, META, STATE = "model.safetensors", "config.yaml", "meta.json", "training_state.pt"
@@ -97,5 +97,17 @@ def read_training_state(path: str | Path) -> dict[str, Any]:
     return torch.load(file, map_location="cpu", weights_only=True)
 
 
-def model_config_dict(model: ModalityForcingModel) -> dict[str, Any]:
-    return to_dict(model.cfg)
+def export_checkpoint(src: str | Path, out: str | Path, dtype: str = "bfloat16") -> Path:
+    """Copy a checkpoint's inference weights (cast to `dtype`) + config, without training state.
+
+    bf16 halves the size of a shipped checkpoint; loading casts back to the model's float32.
+    """
+    src = Path(src)
+    cfg = read_model_config(src)
+    target = getattr(torch, dtype, None)
+    if not isinstance(target, torch.dtype) or not target.is_floating_point:
+        raise ValueError(f"unknown dtype '{dtype}'; choose from ['bfloat16', 'float16', 'float32']")
+    weights = load_file(str(src / WEIGHTS))
+    weights = {k: v.to(target) if v.is_floating_point() else v for k, v in weights.items()}
+    meta = {**read_meta(src), "exported_from": str(src), "dtype": dtype}
+    return write_checkpoint(out, cfg, weights, meta)
