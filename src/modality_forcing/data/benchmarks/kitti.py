@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from .base import Benchmark, key_of, read_png16, read_rgb, read_split_lines
+from .base import key_of, read_png16, read_rgb
+from .listed import PairListBenchmark
 
 KB_CROP_HW = (352, 1216)
 # Evaluation crops as fractions (top, bottom, left, right) of the frame height/width.
@@ -55,7 +56,7 @@ def eval_crop_mask(shape: tuple[int, int], crop: str) -> np.ndarray:
     return mask
 
 
-class KITTI(Benchmark):
+class KITTI(PairListBenchmark):
     """KITTI Eigen test frames from a split file of `image depth` path pairs.
 
     Args:
@@ -84,15 +85,6 @@ class KITTI(Benchmark):
         self.crop, self.eval_crop = crop, eval_crop
         super().__init__(root, split, split_file, depth_range)
 
-    def _list_entries(self, split_file: str | Path | None) -> list[tuple[str, str]]:
-        path = self.find_split_file(split_file)
-        entries = []
-        for fields in read_split_lines(path):
-            if len(fields) < 2:
-                raise ValueError(f"{path}: want '<image> <depth> [...]' per line, got {fields}")
-            if fields[1] != "None":
-                entries.append((fields[0], fields[1]))
-        return entries
 
     def _load(self, entry: tuple[str, str]) -> dict[str, Any]:
         image_rel, depth_rel = entry

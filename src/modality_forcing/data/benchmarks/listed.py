@@ -24,7 +24,11 @@ from .base import Benchmark, key_of, read_png16, read_rgb, read_split_lines
 
 
 class PairListBenchmark(Benchmark):
-    """A benchmark whose split file lists `<image> <depth>` path pairs relative to `root`."""
+    """A benchmark whose split file lists `<image> <depth> [...]` paths relative to `root`.
+
+    Lines whose depth is `None` (frames without ground truth, as in KITTI's Eigen list) are
+    skipped: they cannot be scored.
+    """
 
     def _list_entries(self, split_file: str | Path | None) -> list[tuple[str, str]]:
         path = self.find_split_file(split_file)
@@ -32,7 +36,8 @@ class PairListBenchmark(Benchmark):
         for fields in read_split_lines(path):
             if len(fields) < 2:
                 raise ValueError(f"{path}: want '<image> <depth> [...]' per line, got {fields}")
-            entries.append((fields[0], fields[1]))
+            if fields[1] != "None":
+                entries.append((fields[0], fields[1]))
         return entries
 
     def _read_depth(self, path: Path, shape: tuple[int, int]) -> np.ndarray:
