@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from .config import ModelConfig, from_dict, save_yaml
 from .model.denoiser import ModalityForcingModel
+from .model.factory import build_model
 
 WEIGHTS, CONFIG, META, STATE = "model.safetensors", "config.yaml", "meta.json", "training_state.pt"
 
@@ -73,7 +74,7 @@ def load_model(
     """Build the model from `config.yaml` and load `model.safetensors` (eval mode)."""
     path = Path(path)
     cfg = read_model_config(path)
-    model = ModalityForcingModel(cfg)
+    model = build_model(cfg)
     if not (path / WEIGHTS).is_file():
         raise FileNotFoundError(f"checkpoint '{path}' has no {WEIGHTS}")
     missing, unexpected = model.load_state_dict(load_file(str(path / WEIGHTS)), strict=False)

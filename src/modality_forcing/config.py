@@ -49,6 +49,7 @@ class CodecConfig:
 class ModelConfig:
     """Native MM-DiT: shared trunk blocks, then `decoder_layers` own blocks per modality."""
 
+    family: str = "native"  # `native` MM-DiT; adapted diffusers backbones register more
     hidden_size: int = 256
     num_layers: int = 6  # joint blocks: per-stream weights (text, image, depth), joint attention
     num_single_layers: int = 0  # then shared-weight blocks with per-token (per-modality) adaLN

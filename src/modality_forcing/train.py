@@ -26,6 +26,7 @@ from .flow.noise_levels import CORNER_NAMES, NoiseLevels, sample_noise_levels
 from .flow.path import interpolate
 from .modalities import DEPTH, IMAGE
 from .model.denoiser import ModalityForcingModel
+from .model.factory import build_model
 from .model.mmdit import count_parameters
 from .model.text import drop_captions
 from .optim import EMA, build_optimizer, lr_factor
@@ -90,7 +91,7 @@ class Trainer:
         save_yaml(cfg, self.run_dir / "config.yaml")
         torch.manual_seed(cfg.seed)
         cfg.model.resolution = (cfg.data.height, cfg.data.width)
-        self.model = ModalityForcingModel(cfg.model).to(self.device)
+        self.model = build_model(cfg.model).to(self.device)
         self.modalities = _stage_policy(cfg)
         if cfg.stage == "t2i":
             cfg.forcing.policy = "t2i"

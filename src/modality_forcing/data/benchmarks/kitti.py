@@ -85,7 +85,6 @@ class KITTI(PairListBenchmark):
         self.crop, self.eval_crop = crop, eval_crop
         super().__init__(root, split, split_file, depth_range)
 
-
     def _load(self, entry: tuple[str, str]) -> dict[str, Any]:
         image_rel, depth_rel = entry
         image = read_rgb(self.root / image_rel)

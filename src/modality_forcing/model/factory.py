@@ -1,0 +1,27 @@
+"""Build the denoiser a config asks for: the native MM-DiT, or (later) an adapted T2I backbone.
+
+Every caller (trainer, checkpoint loader, pipeline) goes through `build_model`, so a new model
+family is one registry entry here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from ..config import ModelConfig
+from .denoiser import ModalityForcingModel
+
+MODEL_FAMILIES: dict[str, Callable[[ModelConfig], nn.Module]] = {
+    "native": ModalityForcingModel,
+}
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    """Instantiate the model family named by `cfg.family`."""
+    if cfg.family not in MODEL_FAMILIES:
+        raise ValueError(
+            f"unknown model family '{cfg.family}'; choose from {sorted(MODEL_FAMILIES)}"
+        )
+    return MODEL_FAMILIES[cfg.family](cfg)
