@@ -31,23 +31,27 @@ def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().cpu() for k, v in state.items()}
 
 
-def write_checkpoint(
-    path: str | Path,
-    model_cfg: ModelConfig,
-    weights: dict[str, torch.Tensor],
-    meta: dict[str, Any],
-    training_state: dict[str, Any] | None = None,
-) -> Path:
-    """Write a checkpoint directory atomically (temp dir + rename). Replaces an existing one."""
+def write_inference_files(
+    path: Path, model_cfg: ModelConfig, weights: dict[str, torch.Tensor], meta: dict[str, Any]
+) -> None:
+    """Weights (safetensors), config (YAML) and meta (JSON) into an existing directory."""
+    save_file(_contiguous(weights), str(path / WEIGHTS))
+    save_yaml(model_cfg, path / CONFIG)
+    (path / META).write_text(json.dumps(meta, indent=2))
+
+
+def temp_dir_for(path: str | Path) -> Path:
+    """A fresh temporary sibling directory to assemble `path` in."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file(_contiguous(weights), str(tmp / WEIGHTS))
-    save_yaml(model_cfg, tmp / CONFIG)
-    (tmp / META).write_text(json.dumps(meta, indent=2))
-    if training_state is not None:
-        torch.save(training_state, tmp / STATE)
+    return tmp
+
+
+def commit_dir(tmp: Path, path: str | Path) -> Path:
+    """Rename a finished temporary directory into place, replacing an existing one."""
+    path = Path(path)
     if path.exists():
         old = path.with_name(path.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
@@ -57,6 +61,21 @@ def write_checkpoint(
     else:
         tmp.rename(path)
     return path
+
+
+def write_checkpoint(
+    path: str | Path,
+    model_cfg: ModelConfig,
+    weights: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    training_state: dict[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint directory atomically (temp dir + rename). Replaces an existing one."""
+    tmp = temp_dir_for(path)
+    write_inference_files(tmp, model_cfg, weights, meta)
+    if training_state is not None:
+        torch.save(training_state, tmp / STATE)
+    return commit_dir(tmp, path)
 
 
 def read_model_config(path: str | Path) -> ModelConfig:

@@ -233,12 +233,16 @@ def _cmd_sample(args: argparse.Namespace) -> None:
     from .jobs import SampleRequest, run_sample_jobs
     from .pipeline import ModalityForcingPipeline
 
+    official = args.format == "official"
+    extra = {"text_encoder": args.text_encoder, "vae": args.vae} if official else {}
+    pipe = ModalityForcingPipeline.from_pretrained(args.ckpt, format=args.format, **extra)
+    steps = pipe.defaults["num_inference_steps"] if args.steps is None else args.steps
+    log2_alpha = pipe.defaults["log2_alpha"] if args.log2_alpha is None else args.log2_alpha
     req = SampleRequest(
         mode=args.mode, prompts=args.prompt or [], image=args.image, depth=args.depth,
-        steps=args.steps, guidance=args.guidance, seeds=args.seeds, ensemble=args.ensemble,
-        fov_deg=args.fov, log2_alpha=args.log2_alpha, refine=args.refine, size=args.size,
+        steps=steps, guidance=args.guidance, seeds=args.seeds, ensemble=args.ensemble,
+        fov_deg=args.fov, log2_alpha=log2_alpha, refine=args.refine, size=args.size,
     )  # fmt: skip
-    pipe = ModalityForcingPipeline.from_pretrained(args.ckpt)
     entries = run_sample_jobs(pipe, req, args.out)
     for entry in entries:
         print(f"{entry['title']}: {Path(entry['files']['metadata']).parent}")
@@ -260,12 +264,19 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image", default=None, help="image file or folder (image_to_depth)")
     p.add_argument("--depth", default=None, help="depth .npy (m) or 16-bit .png (mm)")
     p.add_argument("--out", default="outputs/samples", help="output folder")
-    p.add_argument("--steps", type=int, default=25, help="sampling steps")
+    p.add_argument("--format", default="native", choices=["native", "official"],
+                   help="official: a released flux_rgbd directory")  # fmt: skip
+    p.add_argument("--text-encoder", default=None, help="official: local Qwen3-8B directory")
+    p.add_argument("--vae", default=None,
+                   help="official: diffusers FLUX.2 VAE dir (default: release AE)")  # fmt: skip
+    p.add_argument("--steps", type=int, default=None,
+                   help="sampling steps (default per format: 25 native, 50 official)")  # fmt: skip
     p.add_argument("--guidance", type=float, default=None, help="CFG scale (default per mode)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="one result per seed")
     p.add_argument("--ensemble", type=int, default=1, help="depth samples to ensemble")
     p.add_argument("--fov", type=float, default=60.0, help="vertical FOV for point clouds (deg)")
-    p.add_argument("--log2-alpha", type=float, default=0.0, help="joint: depth lags image if > 0")
+    p.add_argument("--log2-alpha", type=float, default=None,
+                   help="joint: depth lags image if > 0 (0 native, 5 official)")  # fmt: skip
     p.add_argument("--refine", action="store_true", help="joint: re-estimate depth from image")
     p.add_argument("--size", type=_size, default=None, help="output HxW for text modes")
     p.set_defaults(func=_cmd_sample)

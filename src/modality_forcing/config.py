@@ -46,6 +46,28 @@ class CodecConfig:
 
 
 @dataclass
+class BackboneConfig:
+    """A diffusers T2I backbone post-trained with the depth stream (families `flux2`, `flux`, `sd3`).
+
+    Frozen parts (text encoders, VAE, the trunk under LoRA) are reloaded from `pretrained` whenever
+    the model is built, so checkpoints hold only the trained tensors.
+    """
+
+    pretrained: str | None = None  # local diffusers pipeline directory (or a transformer dir)
+    subfolder: str | None = "transformer"  # transformer subfolder of `pretrained`
+    text_encoder: str = "pipeline"  # `pipeline`: the backbone's own encoders | `small`: model.text
+    text_max_length: int | None = None  # None: the pipeline's default (FLUX 512, SD3 T5 256)
+    vae_subfolder: str | None = "vae"  # None: use `model.codec` instead (e.g. pixel in tests)
+    dtype: str | None = None  # load dtype of the frozen parts (encoders, VAE, trunk under LoRA)
+    lora_rank: int = 0  # 0 = full fine-tuning of the trunk; > 0 = LoRA (peft) on the trunk
+    lora_alpha: float | None = None  # None = lora_rank (scale 1)
+    lora_targets: tuple[str, ...] = ()  # module-name suffixes; () = every attention/MLP linear
+    depth_weights: str = "copy"  # dual-stream blocks: `copy` (own, init from image) | `shared`
+    depth_decoder_layers: int = 2  # depth-only blocks after the trunk, before the fp32 head
+    guidance: float = 3.5  # guidance-embedding value for guidance-distilled backbones
+
+
+@dataclass
 class ModelConfig:
     """Native MM-DiT: shared trunk blocks, then `decoder_layers` own blocks per modality."""
 
@@ -64,6 +86,7 @@ class ModelConfig:
     resolution: tuple[int, int] | None = None  # (H, W) trained at; set by the trainer
     text: TextConfig = field(default_factory=TextConfig)
     codec: CodecConfig = field(default_factory=CodecConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)  # families other than native
 
 
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
@@ -169,8 +192,11 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     init_from: str | None = None  # checkpoint dir to initialise weights from (e.g. stage 1)
     out_dir: str = "runs/default"
-    batch_size: int = 64
+    batch_size: int = 64  # global batch per optimiser step = world_size x grad_accum x micro-batch
     grad_accum: int = 1
+    parallel: str = "none"  # `none` | `ddp` | `fsdp2` (under torchrun)
+    activation_checkpointing: bool = False  # recompute each block in the backward pass
+    compile: bool = False  # torch.compile each block (minutes of compile time, ~2x on CPU)
     max_steps: int = 1000
     max_minutes: float | None = None  # stop early (after a checkpoint) past this wall time
     precision: str = "bf16"  # `bf16` autocast | `fp32`

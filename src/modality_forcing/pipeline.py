@@ -28,6 +28,26 @@ from .sampling.generate import GIVEN_BY_MODE, generate
 
 DEFAULT_GUIDANCE = {"joint": 3.0, "marginal": 3.0, "depth_to_image": 3.0, "image_to_depth": 1.0}
 OUTPUT_TYPES = ("np", "pt", "pil")
+# Sampling defaults per checkpoint format. `official` follows the release's joint script and app
+# (docs/official_format.md): 50 Euler steps, shift mu 1.1, depth tilt log2_alpha 5 in joint mode,
+# CFG 4 with the empty prompt as the unconditional, no CFG for image -> depth.
+SAMPLING_DEFAULTS: dict[str, dict[str, Any]] = {
+    "native": {"num_inference_steps": 25, "shift_mu": 1.1, "log2_alpha": 0.0,
+               "guidance": DEFAULT_GUIDANCE},
+    "official": {"num_inference_steps": 50, "shift_mu": 1.1, "log2_alpha": 5.0,
+                 "guidance": {"joint": 4.0, "marginal": 4.0, "depth_to_image": 4.0,
+                              "image_to_depth": 1.0}},
+}  # fmt: skip
+
+
+def _load_official(path: str | Path, device: str | torch.device, **kwargs: Any) -> Any:
+    from .backbones.official_model import load_official
+
+    return load_official(path, device, **kwargs)
+
+
+# `from_pretrained(path, format=...)`: our checkpoint directories, or a release directory.
+FORMAT_LOADERS = {"native": load_model, "official": _load_official}
 
 
 @dataclass
@@ -77,18 +97,34 @@ def _depth_tensor(depth: Any) -> torch.Tensor:
 class ModalityForcingPipeline:
     """Joint image + depth generation, image -> depth and depth -> image with one model."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, format: str = "native") -> None:
+        if format not in SAMPLING_DEFAULTS:
+            raise ValueError(f"unknown format '{format}'; choose from {sorted(SAMPLING_DEFAULTS)}")
+        self.format = format
+        self.defaults = SAMPLING_DEFAULTS[format]
         self.model = model.eval()
         res = model.cfg.resolution or (32, 32)
         self.resolution = (int(res[0]), int(res[1]))
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path, device: str | torch.device | None = None
+        cls,
+        path: str | Path,
+        device: str | torch.device | None = None,
+        format: str = "native",
+        **kwargs: Any,
     ) -> ModalityForcingPipeline:
-        """Load `model.safetensors` + `config.yaml` from a checkpoint directory."""
+        """Load a checkpoint directory.
+
+        `format="native"`: our `model.safetensors` + `config.yaml`. `format="official"`: a
+        release directory (`config.json` + `model.safetensors` + AE files); `kwargs` go to
+        `backbones.official_model.load_official` (`text_encoder=` a local Qwen3-8B directory,
+        optional `vae=`).
+        """
+        if format not in FORMAT_LOADERS:
+            raise ValueError(f"unknown format '{format}'; choose from {sorted(FORMAT_LOADERS)}")
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return cls(load_model(path, device))
+        return cls(FORMAT_LOADERS[format](path, device, **kwargs), format=format)
 
     def save_pretrained(self, path: str | Path) -> Path:
         """Write safetensors weights + YAML config (atomically)."""
@@ -106,34 +142,39 @@ class ModalityForcingPipeline:
         image: Any = None,
         depth: Any = None,
         mode: str = "joint",
-        num_inference_steps: int = 25,
+        num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
         ensemble_size: int = 1,
         generator: torch.Generator | None = None,
         output_type: str = "np",
-        log2_alpha: float = 0.0,
-        shift_mu: float = 1.1,
+        log2_alpha: float | None = None,
+        shift_mu: float | None = None,
         solver: str = "euler",
         refine_depth: bool = False,
         height: int | None = None,
         width: int | None = None,
         bf16: bool = True,
     ) -> ModalityForcingOutput:
-        """Run one mode. See the module docstring; `guidance_scale` defaults per mode."""
+        """Run one mode. See the module docstring; None settings take `self.defaults`
+        (per format; `guidance_scale` also per mode)."""
         if mode not in GIVEN_BY_MODE:
             raise ValueError(f"unknown mode '{mode}'; choose from {sorted(GIVEN_BY_MODE)}")
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"unknown output_type '{output_type}'; choose from {OUTPUT_TYPES}")
         if ensemble_size < 1:
             raise ValueError(f"ensemble_size must be >= 1, got {ensemble_size}")
+        d = self.defaults
+        steps = d["num_inference_steps"] if num_inference_steps is None else num_inference_steps
+        shift_mu = d["shift_mu"] if shift_mu is None else shift_mu
+        log2_alpha = d["log2_alpha"] if log2_alpha is None else log2_alpha
         given = self._givens(mode, image, depth)
         batch = next((x.shape[0] for x in given.values()), None)
         prompts = self._prompts(prompt, batch)
         opts = {
-            "num_steps": num_inference_steps, "shift_mu": shift_mu, "solver": solver,
+            "num_steps": steps, "shift_mu": shift_mu, "solver": solver,
             "generator": generator, "autocast_dtype": torch.bfloat16 if bf16 else None,
         }  # fmt: skip
-        scale = DEFAULT_GUIDANCE[mode] if guidance_scale is None else guidance_scale
+        scale = d["guidance"][mode] if guidance_scale is None else guidance_scale
         size = self.resolution
         if not given:  # generation from text: any size the patch grid allows
             size = (height or size[0], width or size[1])

@@ -1,9 +1,12 @@
-"""The one training loop: T2I pre-training (stage `t2i`) and Modality Forcing post-training (`mf`).
+"""The one training loop: T2I pre-training (stage `t2i`) and Modality Forcing post-training (`mf`),
+single-process or under torchrun with DDP or FSDP2, on CPU or CUDA.
 
-Per step: encode the batch into clean per-modality grids, draw per-sample noise levels with the
-forcing policy, build x_t on the flow path, predict, and take the masked per-modality loss. AdamW
-with warmup + cosine, grad clipping and accumulation, EMA, bf16 autocast; JSONL metrics, sample
-grids and atomic checkpoints that resume exactly.
+Per step: encode each micro-batch into clean per-modality grids, draw per-sample noise levels with
+the forcing policy, build x_t on the flow path, predict, and take the masked per-modality loss,
+normalised over the global batch. AdamW with warmup + cosine, grad clipping, accumulation to a
+global batch independent of the world size, EMA, bf16 autocast; JSONL metrics, sample grids and
+atomic checkpoints (sharded training state via torch.distributed.checkpoint) that resume exactly,
+also on another world size.
 """
 
 from __future__ import annotations
@@ -18,25 +21,21 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import load_model, read_meta, read_training_state, write_checkpoint
+from . import distributed as D
+from .checkpoint import commit_dir, load_model, read_meta, temp_dir_for, write_inference_files
 from .config import TrainConfig, save_yaml, to_dict
-from .data.stream import training_batches
+from .data.stream import make_source, sample_start
 from .flow.loss import LossOutput, flow_loss
-from .flow.noise_levels import CORNER_NAMES, NoiseLevels, sample_noise_levels
+from .flow.noise_levels import CORNER_NAMES
 from .flow.path import interpolate
 from .modalities import DEPTH, IMAGE
-from .model.denoiser import ModalityForcingModel
 from .model.factory import build_model
 from .model.mmdit import count_parameters
-from .model.text import drop_captions
 from .optim import EMA, build_optimizer, lr_factor
-from .train_preview import write_preview_grid
+from .train_step import SampleDraws, draw_for_samples
 
 LATEST = "latest"
-
-
-def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+TRAIN_STATE, TRAINER_JSON = "train_state", "trainer.json"
 
 
 def autocast(cfg: TrainConfig, device: torch.device) -> torch.autocast:
@@ -45,20 +44,20 @@ def autocast(cfg: TrainConfig, device: torch.device) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
 
 
-def copy_image_stream_to_depth(model: ModalityForcingModel) -> int:
+def copy_image_stream_to_depth(model: torch.nn.Module) -> int:
     """Initialise every depth-stream tensor from its image-stream twin where shapes match.
 
-    Used when post-training starts from a T2I checkpoint whose depth stream never trained.
-    Returns the number of tensors copied.
+    Used when post-training starts from a T2I checkpoint whose depth stream never trained; the
+    depth patch embedding, modality id and head keep their fresh init. Returns tensors copied.
     """
     state = model.state_dict()
     copied = 0
     for key in state:
         parts = key.split(".")
-        if DEPTH not in parts or "embed" in parts or "modality_embed" in parts:
-            continue  # depth's patch embedding has its own input width: keep its fresh init
+        if DEPTH not in parts or {"embed", "modality_embed", "final"} & set(parts):
+            continue
         twin = ".".join(IMAGE if p == DEPTH else p for p in parts)
-        if twin in state and state[twin].shape == state[key].shape and "final" not in parts:
+        if twin in state and state[twin].shape == state[key].shape:
             state[key] = state[twin].clone()
             copied += 1
     model.load_state_dict(state)
@@ -70,40 +69,80 @@ class TrainState:
     step: int = 0
     bad_in_a_row: int = 0
     bad_total: int = 0
-    t_bins: dict[str, list[list[float]]] = field(default_factory=dict)
+    data: dict[str, int] = field(default_factory=dict)
 
 
-def _stage_policy(cfg: TrainConfig) -> tuple[str, ...]:
-    if cfg.stage not in ("t2i", "mf"):
-        raise ValueError(f"unknown stage '{cfg.stage}'; choose from ['mf', 't2i']")
-    return (IMAGE,) if cfg.stage == "t2i" else tuple(cfg.model.modalities)
+@dataclass
+class Prepared:
+    """One micro-batch ready for the forward pass."""
+
+    x0: dict[str, torch.Tensor]
+    xt: dict[str, torch.Tensor]
+    noise: dict[str, torch.Tensor]
+    t: dict[str, torch.Tensor]
+    active: dict[str, torch.Tensor]
+    valid: torch.Tensor
+    captions: list[str]
+    draws: SampleDraws
 
 
 class Trainer:
-    """Holds the model, optimiser, EMA and RNG of one run; `run()` is the loop."""
+    """Holds the model, optimiser, EMA and data source of one run; `run()` is the loop."""
 
     def __init__(self, cfg: TrainConfig, resume: bool = False) -> None:
         self.cfg = cfg
-        self.device = pick_device()
-        self.run_dir = Path(cfg.out_dir)
-        self.ckpt_dir = self.run_dir / "checkpoints"
-        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        save_yaml(cfg, self.run_dir / "config.yaml")
-        torch.manual_seed(cfg.seed)
+        self.env = D.init_distributed()
+        self.device = self.env.device
+        self.modalities = self._stage_modalities()
         cfg.model.resolution = (cfg.data.height, cfg.data.width)
+        D.check_same_config(to_dict(cfg), self.env)
+        per_step = self.env.world_size * cfg.grad_accum
+        if cfg.batch_size % per_step:
+            raise ValueError(
+                f"batch_size {cfg.batch_size} (global) must be divisible by world_size x "
+                f"grad_accum = {self.env.world_size} x {cfg.grad_accum}"
+            )
+        self.micro_batch = cfg.batch_size // per_step
+        self.run_dir, self.ckpt_dir = Path(cfg.out_dir), Path(cfg.out_dir) / "checkpoints"
+        if self.env.is_main:
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            save_yaml(cfg, self.run_dir / "config.yaml")
+        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         self.model = build_model(cfg.model).to(self.device)
-        self.modalities = _stage_policy(cfg)
-        if cfg.stage == "t2i":
-            cfg.forcing.policy = "t2i"
-        self.teacher: ModalityForcingModel | None = None
+        if cfg.activation_checkpointing:
+            self.model.dit.activation_checkpointing = True
+        self.teacher: torch.nn.Module | None = None
         if cfg.init_from and not resume:
             self._init_from(cfg.init_from)
+        self.engine = D.wrap_model(self.model, cfg.parallel, self.env, self._blocks(),
+                                   cfg.precision == "bf16")  # fmt: skip
+        if cfg.compile:
+            for block in self._blocks():
+                block.compile()
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.ema = EMA(self.model, cfg.optim.ema_decay) if cfg.optim.ema_decay > 0 else None
-        self.generator = torch.Generator().manual_seed(cfg.seed)
         self.state = TrainState()
         if resume:
             self._resume()
+        self.source = make_source(cfg.data, cfg.batch_size, self.micro_batch, self.env.rank,
+                                  self.env.world_size, cfg.seed, self.state.data)  # fmt: skip
+
+    def _stage_modalities(self) -> tuple[str, ...]:
+        if self.cfg.stage not in ("t2i", "mf"):
+            raise ValueError(f"unknown stage '{self.cfg.stage}'; choose from ['mf', 't2i']")
+        if self.cfg.stage == "t2i":
+            self.cfg.forcing.policy = "t2i"
+            return (IMAGE,)
+        return tuple(self.cfg.model.modalities)
+
+    def _blocks(self) -> list[torch.nn.Module]:
+        dit = self.model.dit
+        blocks = [*dit.joint_blocks, *dit.single_blocks] if hasattr(dit, "joint_blocks") else []
+        return blocks + [b for dec in getattr(dit, "decoders", {}).values() for b in dec]
+
+    def log(self, text: str) -> None:
+        if self.env.is_main:
+            tqdm.write(text)
 
     # ----------------------------------------------------------------------------- setup
     def _init_from(self, path: str) -> None:
@@ -113,194 +152,243 @@ class Trainer:
             raise ValueError(f"init_from '{path}' lacks {len(missing)} tensors, e.g. {missing[:3]}")
         if read_meta(path).get("stage") == "t2i" and self.cfg.stage == "mf":
             n = copy_image_stream_to_depth(self.model)
-            tqdm.write(f"initialised {n} depth-stream tensors from the image stream of {path}")
+            self.log(f"initialised {n} depth-stream tensors from the image stream of {path}")
         if self.cfg.loss.distill_weight > 0:
             self.teacher = src.requires_grad_(False).eval()
 
     def _resume(self) -> None:
+        from torch.distributed.checkpoint import DefaultLoadPlanner, load
+        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
         pointer = self.ckpt_dir / LATEST
         if not pointer.is_file():
             raise FileNotFoundError(f"--resume: no checkpoint in '{self.ckpt_dir}'")
         path = self.ckpt_dir / pointer.read_text().strip()
-        st = read_training_state(path)
-        self.model.load_state_dict(st["model"])
-        self.optimizer.load_state_dict(st["optimizer"])
+        model_sd, optim_sd = get_state_dict(self.model, self.optimizer)
+        state = {"model": model_sd}
         if self.ema is not None:
-            self.ema.load_state_dict(st["ema"])
-        self.generator.set_state(st["generator"])
-        torch.set_rng_state(st["torch_rng"])
-        self.state = TrainState(**st["train_state"])
-        tqdm.write(f"resumed from {path} at step {self.state.step}")
+            state["ema"] = self.ema.shadow
+        where = str(path / TRAIN_STATE)
+        load(state, checkpoint_id=where)  # strict; reshards to this world size
+        # Parameters that never received a gradient (e.g. the depth stream during T2I, the text
+        # stream of the last joint block) have no optimiser state in the checkpoint: keep the
+        # freshly initialised (zero) state for those.
+        optim = {"optim": optim_sd}
+        load(optim, checkpoint_id=where, planner=DefaultLoadPlanner(allow_partial_load=True))
+        set_state_dict(self.model, self.optimizer, model_state_dict=state["model"],
+                       optim_state_dict=optim["optim"])  # fmt: skip
+        info = json.loads((path / TRAINER_JSON).read_text())
+        if self.ema is not None:
+            self.ema.num_updates = info["ema_updates"]
+        self.state = TrainState(**info["train_state"])
+        self.log(f"resumed from {path} at step {self.state.step}")
 
     # ----------------------------------------------------------------------------- one step
-    def _noise_levels(self, batch_size: int) -> NoiseLevels:
-        return sample_noise_levels(self.cfg.forcing, batch_size, self.generator)
-
-    def compute_loss(self, batch: dict[str, Any]) -> tuple[LossOutput, NoiseLevels]:
-        """Forward pass and loss for one micro-batch."""
-        x0, valid = self.model.encode_batch(_to(batch, self.device))
-        x0 = {m: x0[m] for m in self.modalities}
-        b = x0[IMAGE].shape[0]
-        levels = self._noise_levels(b)
-        t = {m: levels.t[m].to(self.device) for m in self.modalities}
-        noise = {
-            m: torch.randn(x.shape, generator=self.generator).to(self.device) for m, x in x0.items()
-        }
-        xt = {m: interpolate(x0[m], noise[m], t[m]) for m in self.modalities}
-        depth_present = levels.depth_present.to(self.device)
+    def prepare(self, batch: dict[str, Any], start_index: int) -> Prepared:
+        """Encode a micro-batch and draw its per-sample noise (seeded by global sample index)."""
+        batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        x0_all, valid = self.model.encode_batch(batch)
+        x0 = {m: x0_all[m] for m in self.modalities}
+        shapes = {m: tuple(x.shape) for m, x in x0.items()}
+        draws = draw_for_samples(self.cfg.seed, start_index, shapes, self.cfg.forcing,
+                                 self.cfg.caption_dropout)  # fmt: skip
+        t = {m: draws.levels.t[m].to(self.device) for m in self.modalities}
+        noise = {m: draws.noise[m].to(self.device) for m in self.modalities}
         active = {m: t[m] > 0 for m in self.modalities}
         if DEPTH in active:
-            active[DEPTH] &= depth_present
-        captions = drop_captions(batch["caption"], self.cfg.caption_dropout, self.generator)
+            present = draws.levels.depth_present.to(self.device)
+            active[DEPTH] &= present & valid.flatten(1).any(1)
+        captions = ["" if d else c for c, d in zip(batch["caption"], draws.drop_caption.tolist(),
+                                                     strict=True)]  # fmt: skip
+        xt = {m: interpolate(x0[m], noise[m], t[m]) for m in self.modalities}
+        return Prepared(x0, xt, noise, t, active, valid, captions, draws)
+
+    def loss(self, p: Prepared, normalizer: dict[str, torch.Tensor] | None = None) -> LossOutput:
+        """Forward pass + loss of a prepared micro-batch."""
         with autocast(self.cfg, self.device):
-            pred = self.model(xt, t, captions)
+            pred = self.engine(p.xt, p.t, p.captions)
             teacher_v = None
             if self.teacher is not None:
                 with torch.no_grad():
-                    teacher_v = self.teacher({IMAGE: xt[IMAGE]}, {IMAGE: t[IMAGE]}, captions)[IMAGE]
-        out = flow_loss(
-            pred, x0, noise, t, active, self.cfg.loss,
-            valid_mask={DEPTH: valid}, teacher_v=teacher_v,
-            distill_weight_t=t.get(DEPTH),
+                    teacher_v = self.teacher({IMAGE: p.xt[IMAGE]}, {IMAGE: p.t[IMAGE]},
+                                             p.captions)[IMAGE]  # fmt: skip
+        return flow_loss(
+            pred, p.x0, p.noise, p.t, p.active, self.cfg.loss, valid_mask={DEPTH: p.valid},
+            teacher_v=teacher_v, distill_weight_t=p.t.get(DEPTH), normalizer=normalizer,
         )  # fmt: skip
-        return out, levels
 
-    def _accumulate_bins(self, out: LossOutput) -> None:
-        for m, (sums, counts) in out.t_bins.items():
-            acc = self.state.t_bins.setdefault(m, [[0.0] * len(sums), [0.0] * len(sums)])
-            for i in range(len(sums)):
-                acc[0][i] += float(sums[i])
-                acc[1][i] += float(counts[i])
+    def compute_loss(self, batch: dict[str, Any], start_index: int = 0) -> LossOutput:
+        """Loss of one batch on its own (tests, diagnostics)."""
+        return self.loss(self.prepare(batch, start_index))
+
+    def train_step(self) -> dict[str, Any] | None:
+        """One optimiser step over the global batch; None when the loss was not finite."""
+        step, cfg = self.state.step, self.cfg
+        micro = [
+            self.prepare(self.source.get(step, m), sample_start(
+                step, m, cfg.batch_size, self.micro_batch, self.env.rank, self.env.world_size))
+            for m in range(cfg.grad_accum)
+        ]  # fmt: skip
+        counts = torch.stack([sum(p.active[m].sum() for p in micro) for m in self.modalities])
+        counts = D.all_reduce_sum(counts.float(), self.env)
+        normalizer = dict(zip(self.modalities, counts, strict=True))
+        sums = torch.zeros(len(self.modalities), device=self.device)
+        finite = True
+        for i, p in enumerate(micro):
+            with D.no_grad_sync(self.engine, cfg.parallel, sync=i == len(micro) - 1):
+                out = self.loss(p, normalizer)
+                finite &= bool(torch.isfinite(out.total))
+                # DDP/FSDP average gradients over ranks; scaling by the world size turns that
+                # average back into the sum the global normaliser expects.
+                (out.total * self.env.world_size).backward()
+            sums += torch.stack([out.per_modality[m].detach() for m in self.modalities])
+        finite = bool(D.all_reduce_sum(torch.tensor([float(not finite)]), self.env)[0] == 0)
+        if not finite:
+            return None
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
+        if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor
+            grad_norm = grad_norm.full_tensor()
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        losses = D.all_reduce_sum(sums, self.env)
+        corners = torch.bincount(torch.cat([p.draws.levels.corner for p in micro]),
+                                 minlength=len(CORNER_NAMES))  # fmt: skip
+        return {
+            "loss": {m: float(v) for m, v in zip(self.modalities, losses, strict=True)},
+            "grad_norm": float(grad_norm),
+            "corners": dict(zip(CORNER_NAMES, corners.tolist(), strict=True)),
+        }
 
     # ----------------------------------------------------------------------------- checkpoints
-    def save(self) -> Path:
-        step = self.state.step
-        weights = self.ema.shadow if self.ema is not None else self.model.state_dict()
-        training_state = {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "ema": self.ema.state_dict() if self.ema is not None else None,
-            "generator": self.generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "train_state": to_dict(self.state),
-        }
-        meta = {"step": step, "stage": self.cfg.stage, "weights": "ema" if self.ema else "raw"}
-        name = f"step_{step:07d}"
-        path = write_checkpoint(self.ckpt_dir / name, self.cfg.model, weights, meta, training_state)
-        pointer = self.ckpt_dir / (LATEST + ".tmp")
-        pointer.write_text(name)
-        pointer.replace(self.ckpt_dir / LATEST)
-        write_checkpoint(self.run_dir / "final", self.cfg.model, weights, meta)
-        for old in sorted(self.ckpt_dir.glob("step_*"))[:-2]:  # keep the last two
-            if old.name != name and old.is_dir():
-                import shutil
+    def _full_weights(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Gather sharded (DTensor) tensors into full ones; a collective under FSDP2."""
+        return {k: v.full_tensor() if hasattr(v, "full_tensor") else v for k, v in state.items()}
 
-                shutil.rmtree(old)
-        return path
+    def save(self) -> Path:
+        """Sharded training state from every rank + single-file inference weights from rank 0."""
+        from torch.distributed import barrier
+        from torch.distributed.checkpoint import save
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        step, name = self.state.step, f"step_{self.state.step:07d}"
+        final_path = self.ckpt_dir / name
+        tmp = temp_dir_for(final_path) if self.env.is_main else final_path.with_name(name + ".tmp")
+        if self.env.enabled:
+            barrier()
+        model_sd, optim_sd = get_state_dict(self.model, self.optimizer)
+        state = {"model": model_sd, "optim": optim_sd}
+        if self.ema is not None:
+            state["ema"] = self.ema.shadow
+        save(state, checkpoint_id=str(tmp / TRAIN_STATE))
+        weights = self._full_weights(self.ema.shadow if self.ema else self.model.state_dict())
+        self.state.data = self.source.state()
+        if self.env.is_main:
+            meta = {"step": step, "stage": self.cfg.stage, "weights": "ema" if self.ema else "raw",
+                    "world_size": self.env.world_size}  # fmt: skip
+            write_inference_files(tmp, self.cfg.model, weights, meta)
+            info = {"train_state": to_dict(self.state),
+                    "ema_updates": self.ema.num_updates if self.ema else 0}  # fmt: skip
+            (tmp / TRAINER_JSON).write_text(json.dumps(info))
+            commit_dir(tmp, final_path)
+            pointer = self.ckpt_dir / (LATEST + ".tmp")
+            pointer.write_text(name)
+            pointer.replace(self.ckpt_dir / LATEST)
+            final_tmp = temp_dir_for(self.run_dir / "final")
+            write_inference_files(final_tmp, self.cfg.model, weights, meta)
+            commit_dir(final_tmp, self.run_dir / "final")
+            for old in sorted(self.ckpt_dir.glob("step_???????"))[:-2]:  # keep the last two
+                if old.name != name:
+                    import shutil
+
+                    shutil.rmtree(old)
+        if self.env.enabled:
+            barrier()
+        return final_path
 
     # ----------------------------------------------------------------------------- loop
     def run(self, stop_at: int | None = None) -> Path:
         """Train until `max_steps` (or `stop_at`, a step to stop after: tests, preemption)."""
         cfg = self.cfg
-        tqdm.write(
+        self.log(
             f"model: {count_parameters(self.model) / 1e6:.2f}M parameters "
             f"({count_parameters(self.model.dit) / 1e6:.2f}M in the DiT); stage {cfg.stage}; "
-            f"device {self.device}; precision {cfg.precision}"
+            f"device {self.device}; precision {cfg.precision}; parallel {cfg.parallel} x "
+            f"{self.env.world_size}; global batch {cfg.batch_size} = {self.env.world_size} ranks "
+            f"x {cfg.grad_accum} micro x {self.micro_batch}"
         )
-        start = self.state.step
-        batches = training_batches(cfg.data, cfg.batch_size, start * cfg.grad_accum)
-        log_file = (self.run_dir / "metrics.jsonl").open("a")
-        t_start, last_log = time.time(), time.time()
-        bar = tqdm(
-            total=cfg.max_steps, initial=start, desc=f"train[{cfg.stage}]", dynamic_ncols=True
-        )
-        window: dict[str, list[float]] = {}
         last = min(cfg.max_steps, stop_at if stop_at is not None else cfg.max_steps)
+        log_file = (self.run_dir / "metrics.jsonl").open("a") if self.env.is_main else None
+        t_start = last_log = time.time()
+        bar = tqdm(total=cfg.max_steps, initial=self.state.step, desc=f"train[{cfg.stage}]",
+                   dynamic_ncols=True, disable=not self.env.is_main)  # fmt: skip
+        window: list[dict[str, Any]] = []
         while self.state.step < last:
             step = self.state.step
             for group in self.optimizer.param_groups:
                 group["lr"] = cfg.optim.lr * lr_factor(step, cfg.optim, cfg.max_steps)
             self.model.train()
             self.optimizer.zero_grad(set_to_none=True)
-            finite = True
-            for _ in range(cfg.grad_accum):
-                out, levels = self.compute_loss(next(batches))
-                if not torch.isfinite(out.total):
-                    finite = False
-                    break
-                (out.total / cfg.grad_accum).backward()
-                self._accumulate_bins(out)
-                for m, v in out.per_modality.items():
-                    window.setdefault(m, []).append(float(v.detach()))
+            record = self.train_step()
             self.state.step += 1
-            if not finite:
+            if record is None:
                 self._bad_step(step)
                 continue
             self.state.bad_in_a_row = 0
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
-            self.optimizer.step()
-            if self.ema is not None:
-                self.ema.update(self.model)
+            window.append(record)
             bar.update(1)
-            if self.state.step % cfg.log_every == 0 or self.state.step == cfg.max_steps:
+            if self.state.step % cfg.log_every == 0 or self.state.step == last:
                 now = time.time()
-                record = self._log_record(window, grad_norm, levels, now - last_log, t_start)
-                log_file.write(json.dumps(record) + "\n")
-                log_file.flush()
-                bar.set_postfix({k: f"{v:.4f}" for k, v in record["loss"].items()})
-                window, last_log = {}, now
+                summary = self._summarise(window, now - last_log, now - t_start)
+                if log_file is not None:
+                    log_file.write(json.dumps(summary) + "\n")
+                    log_file.flush()
+                bar.set_postfix({k: f"{v:.4f}" for k, v in summary["loss"].items()})
+                window, last_log = [], now
             timed_out = (
                 cfg.max_minutes is not None and (time.time() - t_start) > 60 * cfg.max_minutes
             )
-            done = self.state.step == last or timed_out
-            if self.state.step % cfg.ckpt_every == 0 or done:
+            if self.state.step % cfg.ckpt_every == 0 or self.state.step == last or timed_out:
                 self.save()
-            if cfg.sample_every and self.state.step % cfg.sample_every == 0:
+            if cfg.sample_every and self.state.step % cfg.sample_every == 0 and self.env.is_main:
                 self.preview()
             if timed_out:
-                tqdm.write(f"stopping at step {self.state.step}: max_minutes reached")
+                self.log(f"stopping at step {self.state.step}: max_minutes reached")
                 break
         bar.close()
-        log_file.close()
+        if log_file is not None:
+            log_file.close()
         return self.run_dir / "final"
 
     def _bad_step(self, step: int) -> None:
         self.state.bad_in_a_row += 1
         self.state.bad_total += 1
         self.optimizer.zero_grad(set_to_none=True)
-        tqdm.write(f"step {step}: non-finite loss, step skipped ({self.state.bad_total} so far)")
+        self.log(f"step {step}: non-finite loss, step skipped ({self.state.bad_total} so far)")
         if self.state.bad_in_a_row >= self.cfg.max_bad_steps:
             raise RuntimeError(
                 f"{self.state.bad_in_a_row} non-finite losses in a row (last at step {step}); "
                 "lower optim.lr, check the data, or use precision=fp32"
             )
 
-    def _log_record(
-        self, window: dict[str, list[float]], grad_norm: torch.Tensor, levels: NoiseLevels,
-        dt: float, t_start: float,
-    ) -> dict[str, Any]:  # fmt: skip
-        steps = max(1, len(next(iter(window.values()), [])) // self.cfg.grad_accum)
-        bins = {
-            m: [s / c if c else None for s, c in zip(*acc, strict=True)]
-            for m, acc in self.state.t_bins.items()
-        }
-        self.state.t_bins = {}
-        corners = torch.bincount(levels.corner, minlength=len(CORNER_NAMES)).tolist()
+    def _summarise(self, window: list[dict[str, Any]], dt: float, elapsed: float) -> dict[str, Any]:
+        names = window[-1]["loss"].keys()
         return {
             "step": self.state.step,
             "lr": self.optimizer.param_groups[0]["lr"],
-            "loss": {m: sum(v) / len(v) for m, v in window.items()},
-            "loss_t_bins": bins,
-            "grad_norm": float(grad_norm),
-            "samples_per_s": steps * self.cfg.batch_size * self.cfg.grad_accum / max(dt, 1e-9),
-            "elapsed_s": time.time() - t_start,
-            "corners_last_batch": dict(zip(CORNER_NAMES, corners, strict=True)),
+            "loss": {m: sum(r["loss"][m] for r in window) / len(window) for m in names},
+            "grad_norm": sum(r["grad_norm"] for r in window) / len(window),
+            "samples_per_s": len(window) * self.cfg.batch_size / max(dt, 1e-9),
+            "elapsed_s": elapsed,
+            "corners_last_step": window[-1]["corners"],
             "bad_steps": self.state.bad_total,
         }
 
     def preview(self) -> Path | None:
         """Sample grid from the EMA weights (or raw), written as PNG."""
-        if self.ema is None:
+        from .train_preview import write_preview_grid
+
+        if self.ema is None or self.env.enabled:  # sharded EMA: preview the live weights
             return write_preview_grid(self.model, self.cfg, self.run_dir, self.state.step)
         raw = {k: v.clone() for k, v in self.model.state_dict().items()}
         self.model.load_state_dict(self.ema.shadow)
@@ -310,12 +398,8 @@ class Trainer:
             self.model.load_state_dict(raw)
 
 
-def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-
-
-def train(cfg: TrainConfig, resume: bool = False) -> Path:
+def train(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None) -> Path:
     """Run training to `cfg.max_steps` (or `max_minutes`); returns the final checkpoint dir."""
     if not math.isfinite(cfg.optim.lr) or cfg.optim.lr <= 0:
         raise ValueError(f"optim.lr must be a positive number, got {cfg.optim.lr}")
-    return Trainer(cfg, resume=resume).run()
+    return Trainer(cfg, resume=resume).run(stop_at=stop_at)

@@ -1,80 +1,131 @@
-"""Training batch streams with an explicit position, so a resumed run sees exactly the same data.
+"""Training batch sources with an explicit position, so resumed and multi-rank runs see the data
+they should.
 
-`procedural`: batch k holds train-split samples [k * B, (k + 1) * B), rendered on the fly; a
-`sparse_fraction` of each batch is sparsified (per-sample seeded), so dense and sparse samples mix.
-`shards`: samples read in order from webdataset shards, cycling epochs; the position is the number
-of samples consumed.
+`procedural`: the global batch of step k holds train-split samples [k * B, (k + 1) * B); rank r's
+micro-batch m is the slice starting at k * B + (m * world + r) * b. So no two ranks share a seed,
+and the data of a step does not depend on the world size. Whether a sample is sparsified (a
+`sparse_fraction` of samples, with `sparsify`) is decided from its index alone.
+`shards`: webdataset shards split over ranks (and loader workers), shuffled per epoch by seed; the
+position is the number of samples this rank consumed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from ..config import DataConfig
 from .batch import collate
 
+SPARSE_SALT = 0x5BA45E
 
-def _sparsify_part(samples: list[dict[str, Any]], cfg: DataConfig, index: int) -> None:
+
+class BatchSource(Protocol):
+    def get(self, step: int, micro: int) -> dict[str, Any]: ...
+
+    def state(self) -> dict[str, int]: ...
+
+
+def sample_start(
+    step: int, micro: int, global_batch: int, micro_batch: int, rank: int, world: int
+) -> int:
+    """Global index of the first sample of rank `rank`'s micro-batch `micro` at `step`."""
+    return step * global_batch + (micro * world + rank) * micro_batch
+
+
+def _sample_rng(index: int, salt: int) -> np.random.Generator:
+    return np.random.default_rng([index, salt])
+
+
+def sparsify_some(samples: list[dict[str, Any]], start: int, cfg: DataConfig) -> None:
+    """Sparsify, in place, the samples (global indices start, start + 1, ...) chosen by index."""
     if not cfg.sparsify or cfg.sparse_fraction <= 0:
         return
     from .sparsify import apply_sparsifier
 
-    n_sparse = round(cfg.sparse_fraction * len(samples))
-    for i in range(n_sparse):
-        rng = np.random.default_rng([index, i, 0x5BA45E])
-        samples[i] = apply_sparsifier(samples[i], cfg.sparsify, rng)
+    for i, sample in enumerate(samples):
+        rng = _sample_rng(start + i, SPARSE_SALT)
+        if rng.random() < cfg.sparse_fraction:
+            samples[i] = apply_sparsifier(sample, cfg.sparsify, rng)
 
 
-def procedural_batches(
-    cfg: DataConfig, batch_size: int, start_batch: int = 0, split: str = "train"
-) -> Iterator[dict[str, Any]]:
-    """Endless batches of on-the-fly procedural scenes, starting at batch `start_batch`."""
-    from .procedural import SceneConfig, render_split
+class ProceduralSource:
+    """Rank-sliced, index-addressed procedural batches (see module docstring)."""
 
-    scene = SceneConfig(height=cfg.height, width=cfg.width, shadows=cfg.shadows)
-    index = start_batch
-    while True:
-        samples = render_split(split, index * batch_size, batch_size, scene)
-        _sparsify_part(samples, cfg, index)
-        yield collate(samples)
-        index += 1
+    def __init__(
+        self, cfg: DataConfig, global_batch: int, micro_batch: int, rank: int = 0, world: int = 1
+    ) -> None:
+        from .procedural import SceneConfig
 
+        self.cfg, self.global_batch, self.micro_batch = cfg, global_batch, micro_batch
+        self.rank, self.world = rank, world
+        self.scene = SceneConfig(height=cfg.height, width=cfg.width, shadows=cfg.shadows)
 
-def shard_batches(
-    cfg: DataConfig, batch_size: int, start_batch: int = 0
-) -> Iterator[dict[str, Any]]:
-    """Endless batches from shards (in order, cycling); skips `start_batch * batch_size` samples."""
-    from .shards import iter_shard_samples
+    def get(self, step: int, micro: int) -> dict[str, Any]:
+        from .procedural import render_split
 
-    if not cfg.shards:
-        raise ValueError("data.source is 'shards' but data.shards lists no shard paths")
-    skip = start_batch * batch_size
-    buffer: list[dict[str, Any]] = []
-    index = start_batch
-    while True:
-        seen = 0
-        for sample in iter_shard_samples(cfg.shards):
-            seen += 1
-            if skip > 0:
-                skip -= 1
-                continue
-            buffer.append(sample)
-            if len(buffer) == batch_size:
-                _sparsify_part(buffer, cfg, index)
-                yield collate(buffer)
-                buffer, index = [], index + 1
-        if seen == 0:
-            raise ValueError(f"no readable samples in shards {cfg.shards}")
+        start = sample_start(
+            step, micro, self.global_batch, self.micro_batch, self.rank, self.world
+        )
+        samples = render_split("train", start, self.micro_batch, self.scene)
+        sparsify_some(samples, start, self.cfg)
+        return collate(samples)
+
+    def state(self) -> dict[str, int]:
+        return {}  # fully determined by the step
 
 
-def training_batches(
-    cfg: DataConfig, batch_size: int, start_batch: int = 0
-) -> Iterator[dict[str, Any]]:
-    """Dispatch on `cfg.source`."""
-    sources = {"procedural": procedural_batches, "shards": shard_batches}
-    if cfg.source not in sources:
-        raise ValueError(f"unknown data source '{cfg.source}'; choose from {sorted(sources)}")
-    return sources[cfg.source](cfg, batch_size, start_batch)
+class ShardSource:
+    """Sequential micro-batches from this rank's shards; resumable by samples consumed."""
+
+    def __init__(
+        self, cfg: DataConfig, micro_batch: int, rank: int = 0, world: int = 1, seed: int = 0,
+        consumed: int = 0,
+    ) -> None:  # fmt: skip
+        if not cfg.shards:
+            raise ValueError("data.source is 'shards' but data.shards lists no shard paths")
+        self.cfg, self.micro_batch, self.seed = cfg, micro_batch, seed
+        self.rank, self.world, self.consumed = rank, world, consumed
+        self._samples = self._stream(skip=consumed)
+
+    def _stream(self, skip: int) -> Iterator[dict[str, Any]]:
+        from .shards import ShardDataset
+
+        epoch = 0
+        while True:
+            # ShardDataset splits shards over torch.distributed ranks and loader workers itself.
+            data = ShardDataset(self.cfg.shards, shuffle_buffer=256, seed=self.seed)
+            data.set_epoch(epoch)
+            seen = 0
+            for sample in data:
+                seen += 1
+                if skip > 0:
+                    skip -= 1
+                    continue
+                yield sample
+            if seen == 0:
+                raise ValueError(f"no readable samples for rank {self.rank} in {self.cfg.shards}")
+            epoch += 1
+
+    def get(self, step: int, micro: int) -> dict[str, Any]:
+        samples = [next(self._samples) for _ in range(self.micro_batch)]
+        sparsify_some(samples, self.consumed * self.world + self.rank, self.cfg)
+        self.consumed += self.micro_batch
+        return collate(samples)
+
+    def state(self) -> dict[str, int]:
+        return {"consumed": self.consumed}
+
+
+def make_source(
+    cfg: DataConfig, global_batch: int, micro_batch: int, rank: int = 0, world: int = 1,
+    seed: int = 0, state: dict[str, int] | None = None,
+) -> BatchSource:  # fmt: skip
+    """The batch source named by `cfg.source`, restored to `state` when resuming."""
+    if cfg.source == "procedural":
+        return ProceduralSource(cfg, global_batch, micro_batch, rank, world)
+    if cfg.source == "shards":
+        return ShardSource(cfg, micro_batch, rank, world, seed, (state or {}).get("consumed", 0))
+    raise ValueError(f"unknown data source '{cfg.source}'; choose from ['procedural', 'shards']")

@@ -58,6 +58,7 @@ def flow_loss(
     teacher_v: torch.Tensor | None = None,
     distill_key: str = "image",
     distill_weight_t: torch.Tensor | None = None,
+    normalizer: dict[str, torch.Tensor] | None = None,
 ) -> LossOutput:
     """Combine the per-modality objectives.
 
@@ -70,6 +71,9 @@ def flow_loss(
         valid_mask: modality -> [B, 1, H, W] bool for masked (sparse) modalities.
         teacher_v: optional [B, C, H, W] velocity of the frozen T2I teacher for `distill_key`.
         distill_weight_t: [B] per-sample distillation weights (normally t_depth).
+        normalizer: modality -> number of active samples to divide by (default: this batch's).
+            The trainer passes the count over the whole global batch (all ranks, all
+            micro-batches), so summing these losses gives the global mean exactly.
 
     Returns:
         LossOutput with the total, per-modality scalars, per-sample values and t-bin sums.
@@ -89,7 +93,8 @@ def flow_loss(
         err = (p - target).square()
         per_sample, count = _masked_mean(err, mask)
         act = active[name] & (count > 0)  # a sample with no valid depth trains the image alone
-        loss = (per_sample * act).sum() / act.sum().clamp_min(1)
+        denom = act.sum() if normalizer is None else normalizer[name]
+        loss = (per_sample * act).sum() / denom.clamp_min(1)
         out.per_modality[name] = loss
         out.per_sample[name] = torch.where(act, per_sample.detach(), float("nan"))
         out.t_bins[name] = bin_losses(t[name], per_sample, act, cfg.num_t_bins)
@@ -98,6 +103,7 @@ def flow_loss(
         err = (pred[distill_key].float() - teacher_v.float()).square().flatten(1).mean(1)
         w = distill_weight_t if distill_weight_t is not None else torch.ones_like(err)
         w = w.to(err.device) * active[distill_key]
-        out.distill = (err * w).sum() / active[distill_key].sum().clamp_min(1)
+        denom = active[distill_key].sum() if normalizer is None else normalizer[distill_key]
+        out.distill = (err * w).sum() / denom.clamp_min(1)
         out.total = out.total + cfg.distill_weight * out.distill
     return out

@@ -10,11 +10,13 @@ from collections.abc import Callable
 
 from torch import nn
 
+from ..backbones.official_model import OfficialModel
 from ..config import ModelConfig
 from .denoiser import ModalityForcingModel
 
 MODEL_FAMILIES: dict[str, Callable[[ModelConfig], nn.Module]] = {
     "native": ModalityForcingModel,
+    "official": OfficialModel,  # the released flux_rgbd checkpoints (docs/official_format.md)
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..config import ModelConfig
 from ..modalities import IMAGE, get_modality
@@ -166,6 +167,7 @@ class MMDiT(nn.Module):
     def __init__(self, cfg: ModelConfig, token_dims: dict[str, int], text_dim: int) -> None:
         super().__init__()
         self.cfg = cfg
+        self.activation_checkpointing = False  # set by the trainer (TrainConfig)
         self.modalities = list(cfg.modalities)
         d, heads, ratio = cfg.hidden_size, cfg.num_heads, cfg.mlp_ratio
         if d % heads:
@@ -266,14 +268,20 @@ class MMDiT(nn.Module):
             keep = F.pad(text_mask.bool(), (0, rest), value=True)  # [B, N_total]
             attn_mask = keep[:, None, None, :]  # [B, 1, 1, N_total]
         for block in [*self.joint_blocks, *self.single_blocks]:
-            xs = block(xs, vecs, ropes, attn_mask)
+            xs = self._run(block, xs, vecs, ropes, attn_mask)
         out = {}
         for m in tokens:
             x = {m: xs[m]}
             for block in self.decoders[m]:
-                x = block(x, vecs, ropes, None)
+                x = self._run(block, x, vecs, ropes, None)
             out[m] = self._head(m, x[m], vecs[m])
         return out
+
+    def _run(self, block: nn.Module, *args: object) -> dict[str, torch.Tensor]:
+        """Call a block, recomputing its activations in backward when checkpointing is on."""
+        if self.activation_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(block, *args, use_reentrant=False)
+        return block(*args)
 
     def _head(self, m: str, x: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
         if not get_modality(m).fp32_head:

@@ -204,10 +204,17 @@ class HFTextEncoder(TextEncoder):
         cfg: `pretrained` (local directory), `hidden_layers`, `dim`, `max_length`, `trainable`.
         chat_template: wrap each caption as a single user message with the tokenizer's template.
         dtype: dtype to load the backbone in (None: transformers' default for the checkpoint).
+        project: add the trainable projection to `dim`; False feeds the concatenated hidden
+            states as they are (the release's txt_in takes them directly; `dim` must equal
+            their width).
     """
 
     def __init__(
-        self, cfg: TextConfig, chat_template: bool = False, dtype: torch.dtype | None = None
+        self,
+        cfg: TextConfig,
+        chat_template: bool = False,
+        dtype: torch.dtype | None = None,
+        project: bool = True,
     ) -> None:
         super().__init__()
         import transformers
@@ -236,7 +243,11 @@ class HFTextEncoder(TextEncoder):
                     f"hidden layer {k} out of range for a model with {num_states} hidden states"
                 )
         self.pad_id = self.tokenizer.pad_token_id or 0
-        self.proj = nn.Linear(len(self.hidden_layers) * config.hidden_size, cfg.dim)
+        width = len(self.hidden_layers) * config.hidden_size
+        if not project and width != cfg.dim:
+            raise ValueError(f"without a projection `dim` must be {width} (the concatenated "
+                             f"hidden states), got {cfg.dim}")  # fmt: skip
+        self.proj = nn.Linear(width, cfg.dim) if project else nn.Identity()
         if not self.trainable:
             self.backbone.requires_grad_(False).eval()
 
@@ -270,7 +281,7 @@ class HFTextEncoder(TextEncoder):
 
     def forward(self, captions: Sequence[str]) -> TextTokens:
         """Captions (B strings) -> tokens [B, max_length, dim], mask [B, max_length]."""
-        device = self.proj.weight.device
+        device = self.backbone.get_input_embeddings().weight.device
         ids, mask = self.tokenize(captions)
         ids, mask = ids.to(device), mask.to(device)
         with torch.set_grad_enabled(self.trainable and torch.is_grad_enabled()):
@@ -282,7 +293,9 @@ class HFTextEncoder(TextEncoder):
             )
         states = [out.hidden_states[k].float() for k in self.hidden_layers]  # k x [B, L, H]
         x = torch.cat(states, dim=-1)  # [B, L, k * H]
-        return TextTokens(tokens=self.proj(x.to(self.proj.weight.dtype)), mask=mask)
+        if isinstance(self.proj, nn.Linear):
+            x = self.proj(x.to(self.proj.weight.dtype))
+        return TextTokens(tokens=x, mask=mask)
 
 
 def _build_hf(cfg: TextConfig) -> HFTextEncoder:

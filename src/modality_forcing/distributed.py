@@ -1,0 +1,131 @@
+"""torch.distributed glue for the one training loop: process group, DDP / FSDP2 wrapping, helpers.
+
+Launch with `torchrun --nproc_per_node N -m modality_forcing train ...` (any number of nodes):
+torchrun sets RANK / WORLD_SIZE / LOCAL_RANK and the trainer picks them up. NCCL on CUDA, gloo on
+CPU. Without torchrun everything here degrades to a single process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+STRATEGIES = ("none", "ddp", "fsdp2")
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed() -> DistEnv:
+    """Join the process group torchrun describes (or stay single-process)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda", local) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    return DistEnv(rank=rank, world_size=world, local_rank=local, device=device)
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def check_same_config(config: dict[str, Any], env: DistEnv) -> None:
+    """Fail fast, on every rank, when ranks were launched with different configs."""
+    if not env.enabled:
+        return
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+    digests: list[str | None] = [None] * env.world_size
+    dist.all_gather_object(digests, digest)
+    if len(set(digests)) > 1:
+        bad = [r for r, d in enumerate(digests) if d != digests[0]]
+        raise ValueError(
+            f"ranks disagree on the training config (ranks {bad} differ from rank 0); launch every "
+            "rank with the same --config and --set overrides"
+        )
+
+
+def all_reduce_sum(x: torch.Tensor, env: DistEnv) -> torch.Tensor:
+    """Sum a tensor over ranks (returns a new tensor; identity on one process)."""
+    if not env.enabled:
+        return x
+    y = x.clone()
+    dist.all_reduce(y, op=dist.ReduceOp.SUM)
+    return y
+
+
+def wrap_model(
+    model: nn.Module, strategy: str, env: DistEnv, blocks: list[nn.Module], bf16: bool
+) -> nn.Module:
+    """Wrap for data parallelism. Returns the module to call forward on.
+
+    `ddp`: replicated weights, all-reduced gradients. `fsdp2`: every block then the root sharded
+    with `fully_shard`; with `bf16`, parameters are cast to bf16 for compute while the sharded
+    fp32 parameters stay the optimiser's master weights and gradients reduce in fp32.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown parallel strategy '{strategy}'; choose from {list(STRATEGIES)}")
+    if strategy == "none" or not env.enabled:
+        return model
+    if strategy == "ddp":
+        ids = [env.device.index] if env.device.type == "cuda" else None
+        # Some parameters legitimately get no gradient in a step (the depth stream during T2I,
+        # the text stream of the last joint block), so DDP must look for unused ones.
+        return nn.parallel.DistributedDataParallel(
+            model, device_ids=ids, find_unused_parameters=True
+        )
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    policy = MixedPrecisionPolicy(
+        param_dtype=torch.bfloat16 if bf16 else None, reduce_dtype=torch.float32
+    )
+    for block in blocks:
+        fully_shard(block, mp_policy=policy)
+    fully_shard(model, mp_policy=policy)
+    return model
+
+
+def no_grad_sync(engine: nn.Module, strategy: str, sync: bool) -> AbstractContextManager[Any]:
+    """Skip gradient synchronisation on all but the last micro-step of an accumulation."""
+    if sync:
+        return nullcontext()
+    if isinstance(engine, nn.parallel.DistributedDataParallel):
+        return engine.no_sync()
+    if strategy == "fsdp2" and hasattr(engine, "set_requires_gradient_sync"):
+        engine.set_requires_gradient_sync(False)
+        return _ResyncOnExit(engine)
+    return nullcontext()
+
+
+class _ResyncOnExit(AbstractContextManager[None]):
+    def __init__(self, engine: nn.Module) -> None:
+        self.engine = engine
+
+    def __exit__(self, *exc: object) -> None:
+        self.engine.set_requires_gradient_sync(True)  # type: ignore[operator]
