@@ -100,18 +100,31 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         from .bench.data_speed import run_data_benchmark
 
         run_data_benchmark(sizes=args.sizes, seconds=args.seconds, out=args.out)
+    elif args.suite == "throughput":
+        from .bench.throughput import run_throughput
+
+        out = args.out if args.out != "bench_out/data.json" else "bench_out/throughput.json"
+        run_throughput(args.presets, args.resolution, args.batch, args.steps, out,
+                       bf16=not args.fp32)  # fmt: skip
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench",
         help="benchmarks that print a table and write JSON",
-        description="Benchmarks. `data`: procedural scene generation speed (samples/s).",
+        description="Benchmarks. `data`: procedural scene generation speed (samples/s). "
+        "`throughput`: training samples/s, tokens/s, TFLOP/s and MFU against a GEMM peak "
+        "measured in the same run, and the depth stream's cost per token (MF vs T2I).",
     )
-    p.add_argument("suite", choices=["data"])
+    p.add_argument("suite", choices=["data", "throughput"])
     p.add_argument("--sizes", type=_size, nargs="+", default=[(64, 64), (256, 256)])
     p.add_argument("--seconds", type=float, default=5.0, help="time budget per measurement")
     p.add_argument("--out", default="bench_out/data.json")
+    p.add_argument("--presets", nargs="+", default=["cpu-s", "cpu-m"], help="throughput presets")
+    p.add_argument("--resolution", type=_size, default=(32, 32), help="throughput image size")
+    p.add_argument("--batch", type=int, default=32, help="throughput batch size")
+    p.add_argument("--steps", type=int, default=5, help="timed training steps per measurement")
+    p.add_argument("--fp32", action="store_true", help="throughput without bf16 autocast")
     p.set_defaults(func=_cmd_bench)
 
 

@@ -1,0 +1,159 @@
+"""`modality-forcing bench throughput`: training speed, achieved FLOP/s and MFU, and the cost of
+the depth stream per token, measured in one run so the ratios are comparable on a noisy machine.
+
+MFU is measured against the peak of a dense GEMM timed in the same run on the same device (bf16
+and fp32), not a datasheet number. Each model is timed for a full training step (forward,
+backward, AdamW) on synthetic inputs, so data loading is excluded. "T2I" is the same network fed
+image tokens only (depth absent), "MF" image + depth tokens; the overhead compares time per
+generated (image or depth) token.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import model_preset
+from ..modalities import DEPTH, IMAGE
+from ..model.factory import build_model
+from ..model.mmdit import count_parameters, flops_per_token
+
+
+def gemm_peak_tflops(
+    dtype: torch.dtype, device: torch.device, n: int = 2048, seconds: float = 2.0
+) -> float:
+    """Sustained TFLOP/s of an n x n x n matmul in `dtype` (the MFU denominator)."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    _sync(device)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+    _sync(device)
+    return 2 * n**3 * count / (time.perf_counter() - start) / 1e12
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process high-water mark
+
+
+def time_train_step(
+    model: torch.nn.Module, modalities: tuple[str, ...], batch: int, resolution: tuple[int, int],
+    bf16: bool, steps: int, device: torch.device,
+) -> float:  # fmt: skip
+    """Seconds per training step (median of `steps` after warm-up)."""
+    h, w = resolution
+    shapes = {m: (batch, *model.grid_shape(m, h, w)) for m in modalities}
+    xt = {m: torch.randn(s, device=device) for m, s in shapes.items()}
+    t = {m: torch.rand(batch, device=device) for m in modalities}
+    captions = ["a red sphere left of a blue striped box on a gray checkered floor"] * batch
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    times = []
+    for i in range(steps + 2):
+        _sync(device)
+        start = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = model(xt, t, captions)
+        loss = sum(o.float().square().mean() for o in out.values())
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        _sync(device)
+        if i >= 2:
+            times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def measure_preset(
+    preset: str, resolution: tuple[int, int], batch: int, steps: int, peak: dict[str, float],
+    bf16: bool, device: torch.device,
+) -> dict[str, Any]:  # fmt: skip
+    cfg = dataclasses.replace(model_preset(preset), resolution=resolution)
+    torch.manual_seed(0)
+    model = build_model(cfg).to(device)
+    h, w = resolution
+    p = model.patch_size(IMAGE)
+    tokens = (model.grid_shape(IMAGE, h, w)[1] // p) * (model.grid_shape(IMAGE, h, w)[2] // p)
+    text = cfg.text.max_length
+    result: dict[str, Any] = {"preset": preset, "params": count_parameters(model),
+                              "resolution": list(resolution), "batch": batch,
+                              "tokens_per_modality": tokens}  # fmt: skip
+    for name, mods in [("t2i", (IMAGE,)), ("mf", (IMAGE, DEPTH))]:
+        sec = time_train_step(model, mods, batch, resolution, bf16, steps, device)
+        gen_tokens = batch * tokens * len(mods)
+        flops = flops_per_token(dataclasses.replace(cfg, modalities=mods), tokens, text)
+        achieved = flops * gen_tokens / sec / 1e12
+        result[name] = {
+            "seconds_per_step": sec,
+            "samples_per_s": batch / sec,
+            "tokens_per_s": gen_tokens / sec,
+            "us_per_token": 1e6 * sec / gen_tokens,
+            "tflops": achieved,
+            "mfu": achieved / peak["bf16" if bf16 else "fp32"],
+        }
+    result["mf_overhead_per_token"] = (
+        result["mf"]["us_per_token"] / result["t2i"]["us_per_token"] - 1
+    )
+    result["peak_memory_mb"] = _peak_memory_mb(device)
+    return result
+
+
+def run_throughput(
+    presets: list[str], resolution: tuple[int, int], batch: int, steps: int, out: str | Path,
+    bf16: bool = True, gemm_seconds: float = 2.0,
+) -> dict[str, Any]:  # fmt: skip
+    """Measure every preset, print a Markdown table, write JSON to `out`."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    peak = {"bf16": gemm_peak_tflops(torch.bfloat16, device, seconds=gemm_seconds),
+            "fp32": gemm_peak_tflops(torch.float32, device, seconds=gemm_seconds)}  # fmt: skip
+    rows = [measure_preset(p, resolution, batch, steps, peak, bf16, device) for p in presets]
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    report = {"device": name, "threads": torch.get_num_threads(), "gemm_peak_tflops": peak,
+              "precision": "bf16" if bf16 else "fp32", "results": rows}  # fmt: skip
+    print(throughput_table(report))
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2))
+    return report
+
+
+def throughput_table(report: dict[str, Any]) -> str:
+    peak = report["gemm_peak_tflops"]
+    lines = [
+        f"device {report['device']} ({report['threads']} threads), {report['precision']}; "
+        f"measured GEMM peak: bf16 {peak['bf16']:.2f} TFLOP/s, fp32 {peak['fp32']:.2f} TFLOP/s",
+        "",
+        "| preset | params | res | batch | stream | samples/s | tokens/s | TFLOP/s | MFU "
+        "| us/token |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["results"]:
+        for name in ("t2i", "mf"):
+            m = r[name]
+            lines.append(
+                f"| {r['preset']} | {r['params'] / 1e6:.1f}M | {r['resolution'][0]}x"
+                f"{r['resolution'][1]} | {r['batch']} | {name} | {m['samples_per_s']:.1f} "
+                f"| {m['tokens_per_s']:.0f} | {m['tflops']:.3f} | {m['mfu']:.1%} "
+                f"| {m['us_per_token']:.2f} |"
+            )
+        lines.append(
+            f"| {r['preset']} | | | | MF overhead/token | {r['mf_overhead_per_token']:+.1%} "
+            f"| peak mem {r['peak_memory_mb']:.0f} MB | | | |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,20 @@
+"""Benchmarks produce their tables and JSON (figures themselves are measured, not asserted)."""
+
+import json
+import math
+
+from modality_forcing.bench.throughput import run_throughput
+
+
+def test_throughput_report_is_complete(tmp_path, capsys):
+    report = run_throughput(["tiny"], (16, 16), batch=2, steps=1, out=tmp_path / "t.json")
+    saved = json.loads((tmp_path / "t.json").read_text())
+    assert saved["results"][0]["preset"] == "tiny" and saved["gemm_peak_tflops"]["bf16"] > 0
+    row = report["results"][0]
+    assert row["tokens_per_modality"] == 16
+    for name in ("t2i", "mf"):
+        m = row[name]
+        assert m["samples_per_s"] > 0 and 0 < m["mfu"] < 1 and math.isfinite(m["us_per_token"])
+        # tokens/s counts generated tokens: MF has twice the tokens per sample of T2I
+    assert row["mf"]["tokens_per_s"] / row["mf"]["samples_per_s"] == 2 * 16 * 1.0
+    assert "MF overhead/token" in capsys.readouterr().out
