@@ -7,7 +7,9 @@ from modality_forcing.bench.throughput import run_throughput
 
 
 def test_throughput_report_is_complete(tmp_path, capsys):
-    report = run_throughput(["tiny"], (16, 16), batch=2, steps=1, out=tmp_path / "t.json")
+    report = run_throughput(
+        ["tiny"], (16, 16), batch=2, steps=1, out=tmp_path / "t.json", gemm_seconds=0.2
+    )
     saved = json.loads((tmp_path / "t.json").read_text())
     assert saved["results"][0]["preset"] == "tiny" and saved["gemm_peak_tflops"]["bf16"] > 0
     row = report["results"][0]

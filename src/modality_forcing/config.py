@@ -47,7 +47,7 @@ class CodecConfig:
 
 @dataclass
 class BackboneConfig:
-    """A diffusers T2I backbone post-trained with the depth stream (families `flux2`, `flux`, `sd3`).
+    """A diffusers T2I backbone post-trained with the depth stream (family flux2, flux or sd3).
 
     Frozen parts (text encoders, VAE, the trunk under LoRA) are reloaded from `pretrained` whenever
     the model is built, so checkpoints hold only the trained tensors.

@@ -53,6 +53,14 @@ def modulation(module: nn.Module, vec: torch.Tensor) -> Chunks:
     return (chunks[1], chunks[0]) if isinstance(module, AdaLayerNormContinuous) else chunks
 
 
+def pooled_text(text: TextTokens) -> torch.Tensor:
+    """The pooled text embedding [B, P] FLUX.1 and SD3 condition their timestep on."""
+    pooled = getattr(text, "pooled", None)
+    if pooled is None:
+        raise ValueError("this backbone needs a pooled text embedding (BackboneTextTokens.pooled)")
+    return pooled
+
+
 def vec_for(stream: str, vecs: dict[str, torch.Tensor]) -> torch.Tensor:
     """Text tokens are modulated by the image timestep, as in every backbone here."""
     return vecs[IMAGE if stream == TEXT else stream]
@@ -246,7 +254,6 @@ class BackboneDiT(nn.Module):
     global_modulations: ClassVar[tuple[str, ...]] = ()  # FLUX.2: adaLN shared by all blocks
     single_spec: ClassVar[type[SingleSpec] | None] = None
     learned_modality_id: ClassVar[bool] = False  # SD3 has no RoPE: a learned depth embedding
-    mlp_ratio: ClassVar[float] = 4.0
 
     def __init__(self, transformer: nn.Module, bcfg: BackboneConfig, depth_token_dim: int) -> None:
         super().__init__()
@@ -276,9 +283,9 @@ class BackboneDiT(nn.Module):
                 SingleLayer(b, self.single_spec, self.head_dim, copy_depth)
                 for b in transformer.single_transformer_blocks
             )
-        layers = range(bcfg.depth_decoder_layers)
+        layers, ratio = range(bcfg.depth_decoder_layers), self.mlp_ratio_of(transformer.config)
         self.decoders = nn.ModuleDict(
-            {DEPTH: nn.ModuleList(SingleBlock([DEPTH], d, heads, self.mlp_ratio) for _ in layers)}
+            {DEPTH: nn.ModuleList(SingleBlock([DEPTH], d, heads, ratio) for _ in layers)}
         )
         self.final = nn.ModuleDict({DEPTH: FinalLayer(d, depth_token_dim)})
         self.activation_checkpointing = False  # set by the trainer
@@ -309,7 +316,23 @@ class BackboneDiT(nn.Module):
         return getattr(self.transformer, "single_transformer_blocks", ())
 
     # ------------------------------------------------------------------ backbone-specific hooks
-    image_patch: int  # image token side in codec-latent pixels
+    @classmethod
+    def image_patch_of(cls, config: Any) -> int:
+        """Image token side in codec-latent pixels."""
+        return config.patch_size
+
+    @classmethod
+    def image_channels_of(cls, config: Any) -> int:
+        """Latent channels the transformer expects (what the codec must produce)."""
+        return config.in_channels
+
+    @classmethod
+    def mlp_ratio_of(cls, config: Any) -> float:
+        return float(getattr(config, "mlp_ratio", 4.0))
+
+    @property
+    def image_patch(self) -> int:
+        return self.image_patch_of(self.transformer.config)
 
     def embed_image(self, x: torch.Tensor) -> torch.Tensor:
         """Image grid [B, C, h, w] -> tokens [B, N, D] (positions included where additive)."""
@@ -396,6 +419,14 @@ class BackboneDiT(nn.Module):
         with torch.autocast(device_type=x.device.type, enabled=False):  # fp32 depth head
             tokens = self.final[DEPTH](xs[DEPTH].float(), vec.float())
         return unpatchify(tokens, shape[1], shape[2], shape[3], shape[-1] // w)
+
+
+def grid_ids(h: int, w: int, modality_id: int, num_axes: int) -> torch.Tensor:
+    """FLUX position ids of an h x w token grid: (modality, row, col, 0...) rows, [h * w, axes]."""
+    ids = torch.zeros(h * w, num_axes)
+    ids[:, 0] = modality_id
+    ids[:, 1:3] = grid_positions(h, w)
+    return ids
 
 
 def lora_target_names(transformer: nn.Module, suffixes: tuple[str, ...] = ()) -> list[str]:

@@ -1,4 +1,4 @@
-"""Build the denoiser a config asks for: the native MM-DiT, or (later) an adapted T2I backbone.
+"""Build the denoiser a config asks for: the native MM-DiT, or an adapted T2I backbone.
 
 Every caller (trainer, checkpoint loader, pipeline) goes through `build_model`, so a new model
 family is one registry entry here.
@@ -7,9 +7,11 @@ family is one registry entry here.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 from torch import nn
 
+from ..backbones import build_backbone
 from ..backbones.official_model import OfficialModel
 from ..config import ModelConfig
 from .denoiser import ModalityForcingModel
@@ -17,6 +19,10 @@ from .denoiser import ModalityForcingModel
 MODEL_FAMILIES: dict[str, Callable[[ModelConfig], nn.Module]] = {
     "native": ModalityForcingModel,
     "official": OfficialModel,  # the released flux_rgbd checkpoints (docs/official_format.md)
+    # diffusers T2I backbones + depth stream, settings in `model.backbone` (docs/backbones.md)
+    "flux2": partial(build_backbone, "flux2"),  # FLUX.2 [klein] / [dev]
+    "flux": partial(build_backbone, "flux"),  # FLUX.1 [dev] / [schnell]
+    "sd3": partial(build_backbone, "sd3"),  # SD3 / SD3.5
 }
 
 
