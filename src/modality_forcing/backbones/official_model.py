@@ -119,6 +119,9 @@ class OfficialModel(nn.Module):
                 module.to(device)
         return self
 
+    def channels(self, modality: str) -> int:
+        return self.codec.channels if modality == IMAGE else 1
+
     def patch_size(self, modality: str) -> int:
         """Patch side in the modality's own grid (latent pixels for image, pixels for depth)."""
         return self.cfg.patch_size * (1 if modality == IMAGE else self.codec.downsample)

@@ -195,10 +195,10 @@ class HFTextEncoder(TextEncoder):
     truncation to `max_length`, then right-pad by hand with `pad_token_id` (0 if none); run with
     `output_hidden_states=True`; `hidden_states[k]` (HF convention: 0 = embedding output, k = after
     layer k, negative from the end) for each k, concatenated along channels in the given order,
-    cast to fp32, then a trainable `nn.Linear` to `dim`. Padded positions keep their hidden states
-    (the release feeds them to the DiT); `mask` says which are real. Encoder-decoder models
-    (T5) use their encoder only. The backbone is frozen (no grad, eval mode) unless
-    `cfg.trainable`.
+    cast to fp32, then a trainable `nn.Linear` to `dim` (unless `project=False`). Padded
+    positions keep their hidden states (the release feeds them to the DiT); `mask` says which are
+    real. Encoder-decoder models (T5) use their encoder only. The backbone is frozen (no grad,
+    eval mode) unless `cfg.trainable`.
 
     Args:
         cfg: `pretrained` (local directory), `hidden_layers`, `dim`, `max_length`, `trainable`.
