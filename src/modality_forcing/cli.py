@@ -187,6 +187,10 @@ def _cmd_train(args: argparse.Namespace) -> None:
     overrides = list(args.set or [])
     if args.out:
         overrides.append(f"out_dir={args.out}")
+    if args.backbone:
+        overrides.append(f"model.family={args.backbone}")
+    if args.pretrained:
+        overrides.append(f"model.backbone.pretrained={args.pretrained}")
     cfg = load_train_config(args.config, overrides)
     final = train(cfg, resume=args.resume)
     print(f"final checkpoint: {final}")
@@ -205,7 +209,31 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--resume", action="store_true", help="continue from the run's latest checkpoint"
     )
+    p.add_argument("--backbone", choices=["native", "flux2", "flux", "sd3"], default=None,
+                   help="model family, e.g. a diffusers backbone (sets model.family)")  # fmt: skip
+    p.add_argument("--pretrained", default=None, metavar="DIR",
+                   help="diffusers pipeline dir (sets model.backbone.pretrained)")  # fmt: skip
     p.set_defaults(func=_cmd_train)
+
+
+def _cmd_memory(args: argparse.Namespace) -> None:
+    from .backbones.memory import memory_table
+
+    print(memory_table(args.gpus, args.resolution, args.lora_rank, args.micro_batch))
+
+
+def _add_memory(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "memory",
+        help="parameters and training memory of the adapted real backbones",
+        description="Parameters the depth stream adds to FLUX.2 / FLUX.1 / SD3.5 and training "
+        "memory per GPU under FSDP2, from configs alone (meta device: nothing is allocated).",
+    )
+    p.add_argument("--gpus", type=int, default=8, help="FSDP2 world size")
+    p.add_argument("--resolution", type=_size, default=(1024, 1024), help="N or HxW")
+    p.add_argument("--lora-rank", type=int, default=64)
+    p.add_argument("--micro-batch", type=int, default=1, help="samples per GPU per micro-step")
+    p.set_defaults(func=_cmd_memory)
 
 
 def _cmd_presets(args: argparse.Namespace) -> None:
@@ -353,6 +381,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_eval,
     _add_train,
     _add_presets,
+    _add_memory,
     _add_plot,
     _add_sample,
     _add_demo,

@@ -114,6 +114,8 @@ class Trainer:
         self.teacher: torch.nn.Module | None = None
         if cfg.init_from and not resume:
             self._init_from(cfg.init_from)
+        if cfg.loss.distill_weight > 0 and hasattr(self.model, "teacher_forward"):
+            self.teacher = self.model.teacher_forward  # adapted backbone: its own original
         self.engine = D.wrap_model(self.model, cfg.parallel, self.env, self._blocks(),
                                    cfg.precision == "bf16")  # fmt: skip
         if cfg.compile:
