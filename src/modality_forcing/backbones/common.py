@@ -427,36 +427,3 @@ def grid_ids(h: int, w: int, modality_id: int, num_axes: int) -> torch.Tensor:
     ids[:, 0] = modality_id
     ids[:, 1:3] = grid_positions(h, w)
     return ids
-
-
-def lora_target_names(transformer: nn.Module, suffixes: tuple[str, ...] = ()) -> list[str]:
-    """Full names of the trunk linears LoRA adapts: attention and MLP linears of the original
-    blocks (never adaLN modulation, never the depth copies), optionally filtered by suffix."""
-    names = []
-    for name, module in transformer.named_modules():
-        parts = name.split(".")
-        if not isinstance(module, nn.Linear) or "block" not in parts:
-            continue
-        if any(p.startswith("norm") for p in parts):
-            continue
-        if not suffixes or any(name == s or name.endswith("." + s) for s in suffixes):
-            names.append(name)
-    if not names:
-        raise ValueError(f"no trunk linear matches the LoRA targets {list(suffixes)}")
-    return names
-
-
-def freeze_for_lora(dit: BackboneDiT, rank: int, alpha: float | None,
-                    suffixes: tuple[str, ...]) -> None:  # fmt: skip
-    """LoRA (peft) on the trunk; the trunk is frozen, every depth part stays fully trainable."""
-    from peft import LoraConfig
-
-    targets = lora_target_names(dit.transformer, suffixes)
-    dit.transformer.requires_grad_(False)
-    dit.transformer.add_adapter(
-        LoraConfig(r=rank, lora_alpha=alpha or rank, target_modules=targets)
-    )
-    for layer in [*dit.joint_blocks, *dit.single_blocks]:
-        for part in (getattr(layer, "depth", None), getattr(layer, "depth_mod", None)):
-            if part is not None:
-                part.requires_grad_(True)
