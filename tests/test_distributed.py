@@ -63,3 +63,10 @@ def test_sharded_checkpoint_resumes_on_another_world_size(tmp_path, single):
     first = _run(tmp_path, "fsdp", 2, 2, parallel="fsdp2")
     rest = _run(tmp_path, "resumed", 1, 4, resume_from="fsdp")
     assert _close(first + rest[len(first) :], single), (first, rest, single)
+
+
+def test_fsdp2_bf16_keeps_the_depth_head_in_fp32(tmp_path):
+    """bf16 blocks, fp32 depth head (its own FSDP unit): trains and saves."""
+    losses = _run(tmp_path, "bf16", 2, 2, parallel="fsdp2", precision="bf16")
+    assert len(losses) == 2 and all(0 < v < 10 for r in losses for v in r.values())
+    assert (tmp_path / "bf16" / "final" / "model.safetensors").is_file()

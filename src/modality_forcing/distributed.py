@@ -81,13 +81,19 @@ def all_reduce_sum(x: torch.Tensor, env: DistEnv) -> torch.Tensor:
 
 
 def wrap_model(
-    model: nn.Module, strategy: str, env: DistEnv, blocks: list[nn.Module], bf16: bool
+    model: nn.Module,
+    strategy: str,
+    env: DistEnv,
+    blocks: list[nn.Module],
+    bf16: bool,
+    fp32_units: list[nn.Module] | None = None,
 ) -> nn.Module:
     """Wrap for data parallelism. Returns the module to call forward on.
 
     `ddp`: replicated weights, all-reduced gradients. `fsdp2`: every block then the root sharded
     with `fully_shard`; with `bf16`, parameters are cast to bf16 for compute while the sharded
     fp32 parameters stay the optimiser's master weights and gradients reduce in fp32.
+    `fp32_units` (e.g. the depth head) are sharded on their own and always compute in fp32.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown parallel strategy '{strategy}'; choose from {list(STRATEGIES)}")
@@ -105,6 +111,9 @@ def wrap_model(
     policy = MixedPrecisionPolicy(
         param_dtype=torch.bfloat16 if bf16 else None, reduce_dtype=torch.float32
     )
+    fp32 = MixedPrecisionPolicy(param_dtype=torch.float32, reduce_dtype=torch.float32)
+    for unit in fp32_units or []:
+        fully_shard(unit, mp_policy=fp32)
     for block in blocks:
         fully_shard(block, mp_policy=policy)
     fully_shard(model, mp_policy=policy)

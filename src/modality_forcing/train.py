@@ -28,7 +28,7 @@ from .data.stream import make_source, sample_start
 from .flow.loss import LossOutput, flow_loss
 from .flow.noise_levels import CORNER_NAMES
 from .flow.path import interpolate
-from .modalities import DEPTH, IMAGE
+from .modalities import DEPTH, IMAGE, get_modality
 from .model.factory import build_model
 from .model.mmdit import count_parameters
 from .optim import EMA, build_optimizer, lr_factor
@@ -117,7 +117,7 @@ class Trainer:
         if cfg.loss.distill_weight > 0 and hasattr(self.model, "teacher_forward"):
             self.teacher = self.model.teacher_forward  # adapted backbone: its own original
         self.engine = D.wrap_model(self.model, cfg.parallel, self.env, self._blocks(),
-                                   cfg.precision == "bf16")  # fmt: skip
+                                   cfg.precision == "bf16", self._fp32_units())  # fmt: skip
         if cfg.compile:
             for block in self._blocks():
                 block.compile()
@@ -141,6 +141,11 @@ class Trainer:
         dit = self.model.dit
         blocks = [*dit.joint_blocks, *dit.single_blocks] if hasattr(dit, "joint_blocks") else []
         return blocks + [b for dec in getattr(dit, "decoders", {}).values() for b in dec]
+
+    def _fp32_units(self) -> list[torch.nn.Module]:
+        """Heads that must compute in fp32 (the depth head) even under FSDP2's bf16 policy."""
+        heads = getattr(self.model.dit, "final", {})
+        return [heads[m] for m in heads if get_modality(m).fp32_head]
 
     def log(self, text: str) -> None:
         if self.env.is_main:
