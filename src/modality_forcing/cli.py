@@ -105,7 +105,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
 
         out = args.out if args.out != "bench_out/data.json" else "bench_out/throughput.json"
         run_throughput(args.presets, args.resolution, args.batch, args.steps, out,
-                       bf16=not args.fp32)  # fmt: skip
+                       bf16=not args.fp32, compile_blocks=args.compile)  # fmt: skip
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
@@ -125,6 +125,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=32, help="throughput batch size")
     p.add_argument("--steps", type=int, default=5, help="timed training steps per measurement")
     p.add_argument("--fp32", action="store_true", help="throughput without bf16 autocast")
+    p.add_argument("--compile", action="store_true", help="throughput with torch.compile blocks")
     p.set_defaults(func=_cmd_bench)
 
 

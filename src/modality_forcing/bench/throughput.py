@@ -82,16 +82,20 @@ def time_train_step(
 
 def measure_preset(
     preset: str, resolution: tuple[int, int], batch: int, steps: int, peak: dict[str, float],
-    bf16: bool, device: torch.device,
+    bf16: bool, device: torch.device, compile_blocks: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     cfg = dataclasses.replace(model_preset(preset), resolution=resolution)
     torch.manual_seed(0)
     model = build_model(cfg).to(device)
+    if compile_blocks:  # as the trainer's `compile: true` does
+        for block in [*model.dit.joint_blocks, *model.dit.single_blocks]:
+            block.compile()
     h, w = resolution
     p = model.patch_size(IMAGE)
     tokens = (model.grid_shape(IMAGE, h, w)[1] // p) * (model.grid_shape(IMAGE, h, w)[2] // p)
     text = cfg.text.max_length
     result: dict[str, Any] = {"preset": preset, "params": count_parameters(model),
+                              "compiled": compile_blocks,
                               "resolution": list(resolution), "batch": batch,
                               "tokens_per_modality": tokens}  # fmt: skip
     for name, mods in [("t2i", (IMAGE,)), ("mf", (IMAGE, DEPTH))]:
@@ -116,13 +120,14 @@ def measure_preset(
 
 def run_throughput(
     presets: list[str], resolution: tuple[int, int], batch: int, steps: int, out: str | Path,
-    bf16: bool = True, gemm_seconds: float = 2.0,
+    bf16: bool = True, gemm_seconds: float = 2.0, compile_blocks: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """Measure every preset, print a Markdown table, write JSON to `out`."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     peak = {"bf16": gemm_peak_tflops(torch.bfloat16, device, seconds=gemm_seconds),
             "fp32": gemm_peak_tflops(torch.float32, device, seconds=gemm_seconds)}  # fmt: skip
-    rows = [measure_preset(p, resolution, batch, steps, peak, bf16, device) for p in presets]
+    rows = [measure_preset(p, resolution, batch, steps, peak, bf16, device, compile_blocks)
+            for p in presets]  # fmt: skip
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     report = {"device": name, "threads": torch.get_num_threads(), "gemm_peak_tflops": peak,
               "precision": "bf16" if bf16 else "fp32", "results": rows}  # fmt: skip
@@ -144,10 +149,11 @@ def throughput_table(report: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["results"]:
+        label = r["preset"] + (" (compiled)" if r["compiled"] else "")
         for name in ("t2i", "mf"):
             m = r[name]
             lines.append(
-                f"| {r['preset']} | {r['params'] / 1e6:.1f}M | {r['resolution'][0]}x"
+                f"| {label} | {r['params'] / 1e6:.1f}M | {r['resolution'][0]}x"
                 f"{r['resolution'][1]} | {r['batch']} | {name} | {m['samples_per_s']:.1f} "
                 f"| {m['tokens_per_s']:.0f} | {m['tflops']:.3f} | {m['mfu']:.1%} "
                 f"| {m['us_per_token']:.2f} |"
