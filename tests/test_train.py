@@ -56,6 +56,9 @@ def test_resume_is_bit_exact(tmp_path):
     assert all(torch.equal(straight.ema.shadow[k], resumed.ema.shadow[k]) for k in a)
     lines = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [2, 3, 4, 6]  # step 3: the stop_at log
+    bins = lines[0]["loss_t_bins"]  # per-t-bin losses of both modalities are logged
+    assert set(bins) == {IMAGE, DEPTH} and len(bins[DEPTH]) == 10
+    assert any(v is not None and v > 0 for v in bins[DEPTH])
 
 
 def test_checkpoint_round_trip_and_no_leftovers(tmp_path):

@@ -14,6 +14,9 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -176,12 +179,14 @@ class Trainer:
         if self.ema is not None:
             state["ema"] = self.ema.shadow
         where = str(path / TRAIN_STATE)
-        load(state, checkpoint_id=where)  # strict; reshards to this world size
+        with _single_process_dcp(self.env):
+            load(state, checkpoint_id=where)  # strict; reshards to this world size
         # Parameters that never received a gradient (e.g. the depth stream during T2I, the text
         # stream of the last joint block) have no optimiser state in the checkpoint: keep the
         # freshly initialised (zero) state for those.
         optim = {"optim": optim_sd}
-        load(optim, checkpoint_id=where, planner=DefaultLoadPlanner(allow_partial_load=True))
+        with _single_process_dcp(self.env):
+            load(optim, checkpoint_id=where, planner=DefaultLoadPlanner(allow_partial_load=True))
         set_state_dict(self.model, self.optimizer, model_state_dict=state["model"],
                        optim_state_dict=optim["optim"])  # fmt: skip
         info = json.loads((path / TRAINER_JSON).read_text())
@@ -240,6 +245,8 @@ class Trainer:
         counts = D.all_reduce_sum(counts.float(), self.env)
         normalizer = dict(zip(self.modalities, counts, strict=True))
         sums = torch.zeros(len(self.modalities), device=self.device)
+        nb = cfg.loss.num_t_bins
+        bins = torch.zeros(len(self.modalities), 2, nb)  # per modality: loss sums, counts
         finite = True
         for i, p in enumerate(micro):
             with D.no_grad_sync(self.engine, cfg.parallel, sync=i == len(micro) - 1):
@@ -249,6 +256,7 @@ class Trainer:
                 # average back into the sum the global normaliser expects.
                 (out.total * self.env.world_size).backward()
             sums += torch.stack([out.per_modality[m].detach() for m in self.modalities])
+            bins += torch.stack([torch.stack(out.t_bins[m]) for m in self.modalities])
         finite = bool(D.all_reduce_sum(torch.tensor([float(not finite)]), self.env)[0] == 0)
         if not finite:
             return None
@@ -259,12 +267,14 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.model)
         losses = D.all_reduce_sum(sums, self.env)
+        bins = D.all_reduce_sum(bins.to(self.device), self.env).cpu()
         corners = torch.bincount(torch.cat([p.draws.levels.corner for p in micro]),
                                  minlength=len(CORNER_NAMES))  # fmt: skip
         return {
             "loss": {m: float(v) for m, v in zip(self.modalities, losses, strict=True)},
             "grad_norm": float(grad_norm),
             "corners": dict(zip(CORNER_NAMES, corners.tolist(), strict=True)),
+            "t_bins": dict(zip(self.modalities, bins, strict=True)),
         }
 
     # ----------------------------------------------------------------------------- checkpoints
@@ -287,7 +297,8 @@ class Trainer:
         state = {"model": model_sd, "optim": optim_sd}
         if self.ema is not None:
             state["ema"] = self.ema.shadow
-        save(state, checkpoint_id=str(tmp / TRAIN_STATE))
+        with _single_process_dcp(self.env):
+            save(state, checkpoint_id=str(tmp / TRAIN_STATE))
         weights = self._full_weights(self.ema.shadow if self.ema else self.model.state_dict())
         self.state.data = self.source.state()
         if self.env.is_main:
@@ -380,11 +391,17 @@ class Trainer:
 
     def _summarise(self, window: list[dict[str, Any]], dt: float, elapsed: float) -> dict[str, Any]:
         names = window[-1]["loss"].keys()
+        bins = {m: sum(r["t_bins"][m] for r in window) for m in names}  # [2, num_bins] each
         return {
             "step": self.state.step,
             "lr": self.optimizer.param_groups[0]["lr"],
             "loss": {m: sum(r["loss"][m] for r in window) / len(window) for m in names},
             "grad_norm": sum(r["grad_norm"] for r in window) / len(window),
+            # Mean loss of the samples whose t fell in each of num_t_bins equal bins of [0, 1].
+            "loss_t_bins": {
+                m: [float(s / c) if c > 0 else None for s, c in zip(*bins[m], strict=True)]
+                for m in names
+            },
             "samples_per_s": len(window) * self.cfg.batch_size / max(dt, 1e-9),
             "elapsed_s": elapsed,
             "corners_last_step": window[-1]["corners"],
@@ -403,6 +420,15 @@ class Trainer:
             return write_preview_grid(self.model, self.cfg, self.run_dir, self.state.step)
         finally:
             self.model.load_state_dict(raw)
+
+
+@contextmanager
+def _single_process_dcp(env: D.DistEnv) -> Iterator[None]:
+    """DCP warns on every call without a process group; that is the intended use there."""
+    with warnings.catch_warnings():
+        if not env.enabled:
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
 
 
 def train(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None) -> Path:
