@@ -2,7 +2,9 @@
 
 import json
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from modality_forcing.cli import main
 from modality_forcing.config import resolve_train_config
@@ -22,9 +24,10 @@ def tiny_ckpt(tmp_path_factory):
     return run / "export"
 
 
-def test_demo_runs_every_mode_and_scores(tiny_ckpt, tmp_path):
+def test_demo_runs_every_mode_and_scores(tiny_ckpt, tmp_path, monkeypatch):
     cfg = DemoConfig(num_prompts=2, num_images=2, num_eval=3, steps=2, ensemble=2)
-    result = run_demo(tiny_ckpt, tmp_path / "demo", cfg)
+    monkeypatch.chdir(tmp_path)  # a relative output folder, as users type it
+    result = run_demo(tiny_ckpt, "demo", cfg)
     assert 0 <= result["image_to_depth"]["abs_rel"] < 10
     assert 0 <= result["image_to_depth"]["delta1"] <= 1
     folders = sorted(p.name for p in (tmp_path / "demo").iterdir() if p.is_dir())
@@ -32,6 +35,8 @@ def test_demo_runs_every_mode_and_scores(tiny_ckpt, tmp_path):
     for name in ["joint_0", "i2d_0"]:
         assert (tmp_path / "demo" / name / "cloud.glb").is_file()
     assert (tmp_path / "demo" / "i2d_0" / "uncertainty.png").is_file()
+    sheet = np.asarray(Image.open(tmp_path / "demo" / "contact_sheet.png").convert("L"))
+    assert sheet.std() > 20  # real tiles, not blank placeholders
     html = (tmp_path / "demo" / "index.html").read_text()
     assert "joint_0/rgb.png" in html and "d2i_1" in html
     assert json.loads((tmp_path / "demo" / "demo.json").read_text())["resolution"] == [16, 16]

@@ -359,7 +359,7 @@ def save_result(
         Paths keyed by rgb, depth, depth16, depth_color, disparity, uncertainty,
         uncertainty_color, cloud_ply, cloud_glb, metadata (only those written).
     """
-    out = Path(out_dir)
+    out = Path(out_dir).resolve()  # absolute paths: a gallery elsewhere can link to them
     out.mkdir(parents=True, exist_ok=True)
     meta: dict[str, Any] = dict(metadata or {})
     files: dict[str, Path] = {}
