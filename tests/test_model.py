@@ -128,3 +128,26 @@ def test_depth_normalisation_round_trip_and_mask():
 def test_unknown_modality_or_text_kind():
     with pytest.raises(ValueError, match="unknown text encoder"):
         ModalityForcingModel(ModelConfig(text=TextConfig(kind="nope")))
+
+
+def test_a_third_modality_is_a_registry_entry_plus_data(tmp_path):
+    """Surface normals from the procedural world as a third stream: register, configure, train."""
+    from modality_forcing.config import resolve_train_config
+    from modality_forcing.data.batch import collate
+    from modality_forcing.data.procedural import SceneConfig, render_split
+    from modality_forcing.modalities import Modality, register_modality
+    from modality_forcing.train import Trainer
+
+    register_modality(Modality("normals", channels=3, prediction="x0"))
+    cfg = resolve_train_config({
+        "preset": "tiny", "out_dir": str(tmp_path), "batch_size": 4, "precision": "fp32",
+        "model": {"modalities": ["image", "depth", "normals"]}, "data": {"height": 16, "width": 16},
+    })  # fmt: skip
+    trainer = Trainer(cfg)
+    batch = collate(render_split("train", 0, 4, SceneConfig(height=16, width=16)))
+    assert batch["normals"].shape == (4, 3, 16, 16)
+    out = trainer.compute_loss(batch)
+    assert set(out.per_modality) == {"image", "depth", "normals"}
+    assert out.per_modality["normals"] > 0
+    out.total.backward()
+    assert trainer.model.dit.final["normals"].linear.weight.grad.abs().sum() > 0

@@ -27,6 +27,11 @@ class Modality:
         prediction: what the modality's head predicts: `velocity` (noise - x0) or `x0`.
         masked: whether the modality carries a per-pixel `valid_mask` (sparse supervision).
         fp32_head: run the output head in float32 even under bf16 autocast (geometry needs it).
+
+    Modalities other than `image` (which goes through the image codec) and `depth` (normalised
+    below) are taken from the batch as they are, so their data must already be in a network
+    range such as [-1, 1]: e.g. `register_modality(Modality("normals", 3, "x0"))` plus samples
+    with a `normals` array ([H, W, 3]) is all a third modality needs.
     """
 
     name: str

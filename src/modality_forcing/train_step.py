@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .config import ForcingConfig
-from .flow.noise_levels import NoiseLevels, sample_noise_levels
+from .flow.noise_levels import NoiseLevels, logit_normal, sample_noise_levels
 
 
 def sample_generator(seed: int, index: int) -> torch.Generator:
@@ -47,7 +47,11 @@ def draw_for_samples(
     n = _batch_size(shapes)
     for i in range(n):
         g = sample_generator(seed, start + i)
-        levels.append(sample_noise_levels(forcing, 1, g))
+        lv = sample_noise_levels(forcing, 1, g)
+        for m in shapes:  # modalities the policy does not know (e.g. normals): noised freely
+            if m not in lv.t:
+                lv.t[m] = logit_normal(1, forcing.shift_mu, forcing.shift_sigma, g)
+        levels.append(lv)
         drops.append(torch.rand(1, generator=g) < caption_dropout)
         for m in sorted(shapes):
             noise[m].append(torch.randn(shapes[m][1:], generator=g))

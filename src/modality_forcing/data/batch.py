@@ -48,9 +48,21 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     depth, valid = zip(
         *(sanitize_depth(s["depth"], s.get("valid_mask")) for s in samples), strict=True
     )
-    return {
+    batch = {
         "image": torch.stack([image_to_tensor(s["image"]) for s in samples]),
         "depth": torch.from_numpy(np.stack(depth))[:, None],
         "valid_mask": torch.from_numpy(np.stack(valid))[:, None],
         "caption": [str(s.get("caption") or "") for s in samples],
     }
+    for name in extra_modalities():  # e.g. surface normals, when every sample has them
+        if all(name in s for s in samples):
+            x = torch.from_numpy(np.stack([np.asarray(s[name], np.float32) for s in samples]))
+            batch[name] = x.permute(0, 3, 1, 2) if x.dim() == 4 else x[:, None]  # [B, C, H, W]
+    return batch
+
+
+def extra_modalities() -> list[str]:
+    """Registered modalities beyond image and depth (collated from samples when present)."""
+    from ..modalities import DEPTH, IMAGE, modality_names
+
+    return [m for m in modality_names() if m not in (IMAGE, DEPTH)]

@@ -56,12 +56,18 @@ class ModalityForcingModel(nn.Module):
     def encode_batch(self, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Data batch -> (clean grids per modality, depth valid_mask [B, 1, H, W]).
 
-        Depth is normalised per sample (unit mean over valid pixels, then contracted).
+        Depth is normalised per sample (unit mean over valid pixels, then contracted); any other
+        registered modality is taken from `batch[name]` ([B, C, H, W]) as it is.
         """
         x0 = {IMAGE: self.codec.encode(batch["image"])}
         valid = batch["valid_mask"].bool()
-        if DEPTH in self.cfg.modalities:
-            x0[DEPTH], _ = normalize_depth(batch["depth"].float(), valid)
+        for m in self.cfg.modalities:
+            if m == DEPTH:
+                x0[DEPTH], _ = normalize_depth(batch["depth"].float(), valid)
+            elif m != IMAGE:
+                if m not in batch:
+                    raise ValueError(f"the model has modality '{m}' but the batch has no '{m}'")
+                x0[m] = batch[m].float()
         return x0, valid
 
     def encode_text(self, captions: list[str]) -> TextTokens:

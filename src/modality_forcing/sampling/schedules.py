@@ -83,4 +83,5 @@ def scheduling_matrix(
     if mode not in MODES:
         raise ValueError(f"unknown mode '{mode}'; choose from {sorted(MODES)}")
     columns = MODES[mode](base_timesteps(num_steps, shift_mu), log2_alpha)
-    return torch.stack([columns[m] for m in modalities], dim=1)
+    # Further modalities (e.g. normals) follow the depth column: generated with depth, or given.
+    return torch.stack([columns.get(m, columns[DEPTH]) for m in modalities], dim=1)
