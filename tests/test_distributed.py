@@ -70,3 +70,21 @@ def test_fsdp2_bf16_keeps_the_depth_head_in_fp32(tmp_path):
     losses = _run(tmp_path, "bf16", 2, 2, parallel="fsdp2", precision="bf16")
     assert len(losses) == 2 and all(0 < v < 10 for r in losses for v in r.values())
     assert (tmp_path / "bf16" / "final" / "model.safetensors").is_file()
+
+
+def test_ranks_with_different_configs_stop_with_a_clear_error(tmp_path):
+    script = tmp_path / "check.py"
+    script.write_text(
+        "import os\n"
+        "from modality_forcing import distributed as D\n"
+        "env = D.init_distributed()\n"
+        "try:\n"
+        "    D.check_same_config({'lr': 1e-3 * (1 + int(os.environ['RANK']))}, env)\n"
+        "    print('agreed')\n"
+        "except ValueError as err:\n"
+        "    print('ERROR', err)\n"
+        "D.shutdown()\n"
+    )
+    argv = ["torchrun", "--standalone", "--nproc_per_node=2", str(script)]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=120).stdout
+    assert out.count("ERROR ranks disagree on the training config (ranks [1] differ") == 2, out
