@@ -75,16 +75,19 @@ def test_fsdp2_bf16_keeps_the_depth_head_in_fp32(tmp_path):
 def test_ranks_with_different_configs_stop_with_a_clear_error(tmp_path):
     script = tmp_path / "check.py"
     script.write_text(
-        "import os\n"
+        "import os, pathlib, sys\n"
         "from modality_forcing import distributed as D\n"
         "env = D.init_distributed()\n"
+        "out = pathlib.Path(sys.argv[1]) / f'rank{env.rank}.txt'\n"
         "try:\n"
-        "    D.check_same_config({'lr': 1e-3 * (1 + int(os.environ['RANK']))}, env)\n"
-        "    print('agreed')\n"
+        "    D.check_same_config({'lr': 1e-3 * (1 + env.rank)}, env)\n"
+        "    out.write_text('agreed')\n"
         "except ValueError as err:\n"
-        "    print('ERROR', err)\n"
+        "    out.write_text(str(err))\n"
         "D.shutdown()\n"
     )
-    argv = ["torchrun", "--standalone", "--nproc_per_node=2", str(script)]
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=120).stdout
-    assert out.count("ERROR ranks disagree on the training config (ranks [1] differ") == 2, out
+    argv = ["torchrun", "--standalone", "--nproc_per_node=2", str(script), str(tmp_path)]
+    subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    for rank in (0, 1):  # every rank stops, naming the rank that differs
+        text = (tmp_path / f"rank{rank}.txt").read_text()
+        assert text.startswith("ranks disagree on the training config (ranks [1] differ"), text
