@@ -279,8 +279,12 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- checkpoints
     def _full_weights(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Gather sharded (DTensor) tensors into full ones; a collective under FSDP2."""
-        return {k: v.full_tensor() if hasattr(v, "full_tensor") else v for k, v in state.items()}
+        """Gather sharded (DTensor) tensors into full CPU tensors, one at a time (a collective
+        under FSDP2), so device memory never holds more than one gathered tensor."""
+        return {
+            k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().cpu()
+            for k, v in state.items()
+        }
 
     def save(self) -> Path:
         """Sharded training state from every rank + single-file inference weights from rank 0."""
@@ -368,7 +372,9 @@ class Trainer:
             )
             if self.state.step % cfg.ckpt_every == 0 or self.state.step == last or timed_out:
                 self.save()
-            if cfg.sample_every and self.state.step % cfg.sample_every == 0 and self.env.is_main:
+            sharded = self.env.enabled and cfg.parallel == "fsdp2"  # all ranks must take part
+            due = cfg.sample_every and self.state.step % cfg.sample_every == 0
+            if due and (self.env.is_main or sharded):
                 self.preview()
             if timed_out:
                 self.log(f"stopping at step {self.state.step}: max_minutes reached")
@@ -412,12 +418,20 @@ class Trainer:
         """Sample grid from the EMA weights (or raw), written as PNG."""
         from .train_preview import write_preview_grid
 
+        save = self.env.is_main
+        if self.env.enabled and hasattr(self.model, "unshard"):  # FSDP2: gather the root unit
+            # (the text encoder lives there; block units gather themselves in their forward)
+            self.model.unshard()
+            try:
+                return write_preview_grid(self.model, self.cfg, self.run_dir, self.state.step, save)
+            finally:
+                self.model.reshard()
         if self.ema is None or self.env.enabled:  # sharded EMA: preview the live weights
-            return write_preview_grid(self.model, self.cfg, self.run_dir, self.state.step)
+            return write_preview_grid(self.model, self.cfg, self.run_dir, self.state.step, save)
         raw = {k: v.clone() for k, v in self.model.state_dict().items()}
         self.model.load_state_dict(self.ema.shadow)
         try:
-            return write_preview_grid(self.model, self.cfg, self.run_dir, self.state.step)
+            return write_preview_grid(self.model, self.cfg, self.run_dir, self.state.step, save)
         finally:
             self.model.load_state_dict(raw)
 

@@ -40,8 +40,13 @@ def _rows(gen_image: torch.Tensor | None, gen_depth: torch.Tensor | None, captio
 
 
 @torch.no_grad()
-def write_preview_grid(model: Any, cfg: TrainConfig, run_dir: Path, step: int) -> Path:
-    """Sample with fixed seeds and write `run_dir/samples/step_XXXXXXX.png`."""
+def write_preview_grid(
+    model: Any, cfg: TrainConfig, run_dir: Path, step: int, save: bool = True
+) -> Path:
+    """Sample with fixed seeds and write `run_dir/samples/step_XXXXXXX.png`.
+
+    Under FSDP2 every rank must run the forward passes (they gather weights); only one saves.
+    """
     model.eval()
     h, w = cfg.data.height, cfg.data.width
     val = render_split("val", 0, NUM_PREVIEW, SceneConfig(height=h, width=w))
@@ -61,6 +66,7 @@ def write_preview_grid(model: Any, cfg: TrainConfig, run_dir: Path, step: int) -
         rows += _rows(i2d.image, i2d.depth, captions, "image->depth (predicted)")
         rows += [{**s, "key": "ground truth"} for s in val]
     out = run_dir / "samples" / f"step_{step:07d}.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    contact_sheet(rows, scale=max(1, 96 // h)).save(out)
+    if save:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        contact_sheet(rows, scale=max(1, 96 // h)).save(out)
     return out
