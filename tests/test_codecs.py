@@ -118,3 +118,34 @@ def test_flux2_codec_patchify_and_batchnorm(flux2_dir) -> None:
     expected = vae.decode(Flux2Pipeline._unpatchify_latents(z * std + mean)).sample
     torch.testing.assert_close(codec.decode(z), expected)
     assert codec.decode(z).shape == x.shape
+
+
+def test_model_with_a_vae_moves_and_encodes_through_it(kl_dir) -> None:
+    """The frozen VAE stays out of the state dict but follows `.to()` and sets the grid."""
+    import dataclasses
+
+    from modality_forcing.config import CodecConfig, model_preset
+    from modality_forcing.model.denoiser import ModalityForcingModel
+
+    cfg = dataclasses.replace(
+        model_preset("tiny"),
+        patch_size=1,
+        codec=CodecConfig(kind="vae", pretrained=str(kl_dir), subfolder="vae"),
+    )
+    model = ModalityForcingModel(cfg)
+    assert not any(k.startswith("_codec") for k in model.state_dict())
+    f = model.codec.downsample
+    assert model.grid_shape("image", 16, 24) == (model.codec.channels, 16 // f, 24 // f)
+    assert model.grid_shape("depth", 16, 24) == (1, 16, 24)
+    model.to(torch.float64)
+    assert next(model.codec.parameters()).dtype == torch.float64
+    model.to(torch.float32)
+    batch = {
+        "image": _images(),
+        "depth": torch.rand(2, 1, 16, 24) + 0.5,
+        "valid_mask": torch.ones(2, 1, 16, 24, dtype=torch.bool),
+    }
+    x0, _ = model.encode_batch(batch)
+    assert x0["image"].shape == (2, model.codec.channels, 16 // f, 24 // f)
+    out = model(x0, {"image": torch.rand(2), "depth": torch.rand(2)}, ["a", "b"])
+    assert out["depth"].shape == (2, 1, 16, 24)

@@ -23,8 +23,8 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..modalities import DEPTH, IMAGE, get_modality
+from ..model.base import DenoiserBase
 from ..model.codecs import ImageCodec, VAECodec, build_codec
-from ..model.denoiser import ModalityForcingModel
 from ..model.text import TextEncoder, TextTokens
 from .common import BackboneDiT
 from .text import PipelineTextEncoder, SmallBackboneText
@@ -58,7 +58,7 @@ def load_transformer(class_name: str, root: Path, subfolder: str | None,
     return cls.from_pretrained(str(root), local_files_only=True, **kwargs)
 
 
-class BackboneModel(nn.Module):
+class BackboneModel(DenoiserBase):
     """Modality Forcing on a diffusers text-to-image backbone (see the module docstring).
 
     Subclasses set `dit_class` (the backbone's `BackboneDiT`), `transformer_class` (diffusers
@@ -69,11 +69,6 @@ class BackboneModel(nn.Module):
     transformer_class: ClassVar[str]
     text_kind: ClassVar[str]
     pooled_key: ClassVar[str | None] = None  # transformer config key of the pooled-text width
-
-    # The data path is the native model's: same codec use, same depth normalisation.
-    channels = ModalityForcingModel.channels
-    grid_shape = ModalityForcingModel.grid_shape
-    encode_batch = ModalityForcingModel.encode_batch
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -114,6 +109,9 @@ class BackboneModel(nn.Module):
         self.register_state_dict_post_hook(_drop_reloadable)
         self.register_load_state_dict_post_hook(_allow_reloadable)
 
+    def untracked_modules(self) -> list[nn.Module]:
+        return [*self._codec, *self._teacher]  # the teacher copy exists under full fine-tuning
+
     def _build_codec(self, root: Path, dtype: torch.dtype | None) -> ImageCodec:
         sub = self.cfg.backbone.vae_subfolder
         if sub is None:
@@ -122,18 +120,6 @@ class BackboneModel(nn.Module):
             raise FileNotFoundError(f"no VAE at '{root / sub}'; set model.backbone.vae_subfolder "
                                     "(or null to use model.codec)")  # fmt: skip
         return VAECodec(root, subfolder=sub, dtype=dtype)
-
-    @property
-    def codec(self) -> ImageCodec:
-        return self._codec[0]
-
-    def to(self, *args: Any, **kwargs: Any) -> BackboneModel:
-        """Move the (untracked) codec along with the module."""
-        self._codec[0].to(*args, **kwargs)
-        return super().to(*args, **kwargs)
-
-    def encode_text(self, captions: list[str]) -> TextTokens:
-        return self.text_encoder(captions)
 
     def forward(
         self,

@@ -20,7 +20,8 @@ from safetensors import safe_open
 from torch import nn
 
 from ..config import CodecConfig, ModelConfig, TextConfig
-from ..modalities import DEPTH, IMAGE, normalize_depth
+from ..modalities import DEPTH, IMAGE
+from ..model.base import DenoiserBase
 from ..model.codecs import ImageCodec, build_codec
 from ..model.layers import patchify, unpatchify
 from ..model.text import HFTextEncoder, TextEncoder, TextTokens, build_text_encoder
@@ -75,7 +76,7 @@ def _build_codec(cfg: CodecConfig) -> ImageCodec:
     return build_codec(cfg)
 
 
-class OfficialModel(nn.Module):
+class OfficialModel(DenoiserBase):
     """The release network with the interface of `ModalityForcingModel`.
 
     Only `dit` is a registered child, so `state_dict()` is exactly the release file's key set
@@ -89,7 +90,8 @@ class OfficialModel(nn.Module):
     def __init__(self, cfg: ModelConfig, meta: bool = False) -> None:
         super().__init__()
         self.cfg = cfg
-        self._frozen: list[nn.Module] = [_build_codec(cfg.codec), _build_text(cfg.text)]
+        self._codec = [_build_codec(cfg.codec)]
+        self._text: list[TextEncoder] = [_build_text(cfg.text)]
         f = self.codec.downsample
         self.dit_config = FluxRGBDConfig(
             in_channels=self.codec.channels * cfg.patch_size**2,
@@ -103,45 +105,21 @@ class OfficialModel(nn.Module):
             self.dit = FluxRGBDDiT(self.dit_config)
 
     @property
-    def codec(self) -> ImageCodec:
-        return self._frozen[0]  # type: ignore[return-value]
-
-    @property
     def text_encoder(self) -> TextEncoder:
-        return self._frozen[1]  # type: ignore[return-value]
+        return self._text[0]
+
+    def untracked_modules(self) -> list[nn.Module]:
+        return [*self._codec, *self._text]
 
     def _apply(self, fn: Any, recurse: bool = True) -> OfficialModel:
-        """`.to(device)` etc. also move the frozen codec and text encoder (device only)."""
-        super()._apply(fn, recurse)
+        """`.to(device)` also moves the frozen codec and text encoder, but only their device:
+        they keep their own dtypes when the DiT is cast to bf16 (and nothing moves to meta)."""
+        nn.Module._apply(self, fn, recurse)
         device = self.dit.img_in.weight.device
         if device.type != "meta":
-            for module in self._frozen:
+            for module in self.untracked_modules():
                 module.to(device)
         return self
-
-    def channels(self, modality: str) -> int:
-        return self.codec.channels if modality == IMAGE else 1
-
-    def patch_size(self, modality: str) -> int:
-        """Patch side in the modality's own grid (latent pixels for image, pixels for depth)."""
-        return self.cfg.patch_size * (1 if modality == IMAGE else self.codec.downsample)
-
-    def grid_shape(self, modality: str, height: int, width: int) -> tuple[int, int, int]:
-        """[C, h, w] of a modality's grid for an image of height x width pixels."""
-        if modality == IMAGE:
-            return self.codec.channels, *self.codec.latent_size(height, width)
-        return 1, height, width
-
-    @torch.no_grad()
-    def encode_batch(self, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """Data batch -> (clean grids, depth valid_mask); depth normalised as in `generate`."""
-        valid = batch["valid_mask"].bool()
-        x0 = {IMAGE: self.codec.encode(batch["image"])}
-        x0[DEPTH], _ = normalize_depth(batch["depth"].float(), valid)
-        return x0, valid
-
-    def encode_text(self, captions: list[str]) -> TextTokens:
-        return self.text_encoder(captions)
 
     def forward(
         self,

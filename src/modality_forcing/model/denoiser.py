@@ -8,20 +8,18 @@ never a VAE) with `patch_size * codec.downsample`, so both give the same number 
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-from torch import nn
 
 from ..config import ModelConfig
-from ..modalities import DEPTH, IMAGE, get_modality, normalize_depth
+from ..modalities import IMAGE
+from .base import DenoiserBase
 from .codecs import ImageCodec, build_codec
 from .layers import grid_positions, patchify, rope_2d, unpatchify
 from .mmdit import MMDiT
 from .text import TextTokens, build_text_encoder
 
 
-class ModalityForcingModel(nn.Module):
+class ModalityForcingModel(DenoiserBase):
     """Denoiser over `{"image": [B, C, h, w] latent, "depth": [B, 1, H, W] normalised depth}`."""
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -33,45 +31,6 @@ class ModalityForcingModel(nn.Module):
         self.text_encoder = build_text_encoder(cfg.text)
         dims = {m: self.patch_size(m) ** 2 * self.channels(m) for m in cfg.modalities}
         self.dit = MMDiT(cfg, dims, cfg.text.dim)
-
-    @property
-    def codec(self) -> ImageCodec:
-        return self._codec[0]
-
-    def channels(self, modality: str) -> int:
-        return self.codec.channels if modality == IMAGE else get_modality(modality).channels
-
-    def patch_size(self, modality: str) -> int:
-        """Patch side in the modality's own grid (latent pixels for image, pixels otherwise)."""
-        if modality == IMAGE:
-            return self.cfg.patch_size
-        return self.cfg.patch_size * self.codec.downsample
-
-    def grid_shape(self, modality: str, height: int, width: int) -> tuple[int, int, int]:
-        """[C, h, w] of a modality's grid for an image of height x width pixels."""
-        f = self.codec.downsample if modality == IMAGE else 1
-        return self.channels(modality), height // f, width // f
-
-    @torch.no_grad()
-    def encode_batch(self, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """Data batch -> (clean grids per modality, depth valid_mask [B, 1, H, W]).
-
-        Depth is normalised per sample (unit mean over valid pixels, then contracted); any other
-        registered modality is taken from `batch[name]` ([B, C, H, W]) as it is.
-        """
-        x0 = {IMAGE: self.codec.encode(batch["image"])}
-        valid = batch["valid_mask"].bool()
-        for m in self.cfg.modalities:
-            if m == DEPTH:
-                x0[DEPTH], _ = normalize_depth(batch["depth"].float(), valid)
-            elif m != IMAGE:
-                if m not in batch:
-                    raise ValueError(f"the model has modality '{m}' but the batch has no '{m}'")
-                x0[m] = batch[m].float()
-        return x0, valid
-
-    def encode_text(self, captions: list[str]) -> TextTokens:
-        return self.text_encoder(captions)
 
     def forward(
         self,
