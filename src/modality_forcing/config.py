@@ -154,10 +154,22 @@ class LossConfig:
 
 
 @dataclass
+class MixtureEntry:
+    """One member of `data.source: mixture` (readers in `data/training_sets/`)."""
+
+    name: str = "procedural"  # training-set reader: hypersim | vkitti2 | kitti_depth | points | ...
+    root: str | None = None  # dataset root (unused by `procedural`)
+    weight: float = 1.0  # sampling weight, relative to the other members
+    kind: str | None = None  # `dense` | `sparse`; None: the reader's own (sparse when sparsified)
+    sparsify: str | None = None  # sparse-depth simulator for this member, e.g. "lidar:32"
+    options: dict[str, Any] = field(default_factory=dict)  # reader keywords, e.g. {raw_root: ...}
+
+
+@dataclass
 class DataConfig:
     """Where training batches come from: the procedural world on the fly, or webdataset shards."""
 
-    source: str = "procedural"  # `procedural` | `shards`
+    source: str = "procedural"  # `procedural` | `shards` | `mixture`
     shards: list[str] = field(default_factory=list)  # paths or brace patterns for `shards`
     height: int = 32
     width: int = 32
@@ -165,6 +177,8 @@ class DataConfig:
     sparse_fraction: float = 0.0  # fraction of each batch sparsified (the rest stays dense)
     num_workers: int = 0
     shadows: bool = True
+    mixture: list[MixtureEntry] = field(default_factory=list)  # members of `source: mixture`
+    depth_fill: str = "neutral"  # noisy depth at missing pixels: neutral | noise | nearest
 
 
 @dataclass

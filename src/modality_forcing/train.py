@@ -28,6 +28,7 @@ from . import distributed as D
 from .checkpoint import commit_dir, load_model, read_meta, temp_dir_for, write_inference_files
 from .config import TrainConfig, save_yaml, to_dict
 from .data.stream import make_source, sample_start
+from .flow.fill import fill_missing
 from .flow.loss import LossOutput, flow_loss
 from .flow.noise_levels import CORNER_NAMES
 from .flow.path import interpolate
@@ -213,6 +214,9 @@ class Trainer:
         captions = ["" if d else c for c, d in zip(batch["caption"], draws.drop_caption.tolist(),
                                                      strict=True)]  # fmt: skip
         xt = {m: interpolate(x0[m], noise[m], t[m]) for m in self.modalities}
+        if DEPTH in xt:  # what the noisy input holds where the sensor has no depth
+            x0[DEPTH], xt[DEPTH] = fill_missing(x0[DEPTH], noise[DEPTH], t[DEPTH], valid,
+                                                self.cfg.data.depth_fill)  # fmt: skip
         return Prepared(x0, xt, noise, t, active, valid, captions, draws)
 
     def loss(self, p: Prepared, normalizer: dict[str, torch.Tensor] | None = None) -> LossOutput:

@@ -7,6 +7,8 @@ and the data of a step does not depend on the world size. Whether a sample is sp
 `sparse_fraction` of samples, with `sparsify`) is decided from its index alone.
 `shards`: webdataset shards split over ranks (and loader workers), shuffled per epoch by seed; the
 position is the number of samples this rank consumed.
+`mixture`: index-addressed like `procedural`, each sample drawn from the weighted training sets of
+`data.mixture` by its global index alone (`data/training_sets/mixture.py`).
 """
 
 from __future__ import annotations
@@ -119,6 +121,30 @@ class ShardSource:
         return {"consumed": self.consumed}
 
 
+class MixtureSource:
+    """Rank-sliced, index-addressed batches from a weighted mixture of training sets."""
+
+    def __init__(
+        self, cfg: DataConfig, global_batch: int, micro_batch: int, rank: int = 0, world: int = 1
+    ) -> None:
+        from .training_sets.mixture import Mixture
+
+        self.cfg, self.global_batch, self.micro_batch = cfg, global_batch, micro_batch
+        self.rank, self.world = rank, world
+        self.mixture = Mixture(cfg.mixture, cfg.height, cfg.width, shadows=cfg.shadows)
+
+    def get(self, step: int, micro: int) -> dict[str, Any]:
+        start = sample_start(
+            step, micro, self.global_batch, self.micro_batch, self.rank, self.world
+        )
+        samples = [self.mixture.sample(start + i) for i in range(self.micro_batch)]
+        sparsify_some(samples, start, self.cfg)
+        return collate(samples)
+
+    def state(self) -> dict[str, int]:
+        return {}  # fully determined by the step
+
+
 def make_source(
     cfg: DataConfig, global_batch: int, micro_batch: int, rank: int = 0, world: int = 1,
     seed: int = 0, state: dict[str, int] | None = None,
@@ -128,4 +154,8 @@ def make_source(
         return ProceduralSource(cfg, global_batch, micro_batch, rank, world)
     if cfg.source == "shards":
         return ShardSource(cfg, micro_batch, rank, world, seed, (state or {}).get("consumed", 0))
-    raise ValueError(f"unknown data source '{cfg.source}'; choose from ['procedural', 'shards']")
+    if cfg.source == "mixture":
+        return MixtureSource(cfg, global_batch, micro_batch, rank, world)
+    raise ValueError(
+        f"unknown data source '{cfg.source}'; choose from ['mixture', 'procedural', 'shards']"
+    )

@@ -1,0 +1,275 @@
+"""`modality-forcing bench sparse`: does training on sparse depth cost accuracy, and which fill of
+the missing pixels (`flow/fill.py`) works best?
+
+On the procedural world, at equal compute (same preset, steps, batch, seed), it trains one model
+per (setting, fill): `dense` depth, depth sparsified by a simulator (`lidar:32`, `lidar:64`,
+`random:0.01`, `random:0.05`), and `mixed` (dense 50% + sparsified 50%). Every setting reads
+through the same `data.source: mixture` of procedural members, so sample i is the same scene in
+every run and only its depth mask differs. Scenes are rendered at `sensor_scale` x the training
+size, sparsified there (the sensor sees the full-resolution camera: at 32 x 32 itself a 32-beam
+LiDAR hits every row of its elevation band, so lidar:32 and lidar:64 would coincide), then
+resized to the training size. Each model predicts image -> depth on the same dense held-out test
+scenes, prepared the same way, scored with per-image least-squares scale and shift (AbsRel,
+delta1). Targets (issue #6): sparse within 15% relative AbsRel of dense; the mixture at least as
+good as dense alone.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ..config import resolve_train_config, to_dict
+from ..flow.fill import FILLS, check_fill
+
+SETTINGS = ("dense", "lidar:32", "lidar:64", "random:0.01", "random:0.05", "mixed")
+MIXED_SPARSE = "lidar:32"  # the sparse half of `mixed` (`mixed:SPEC` picks another)
+SPARSE_TARGET = 0.15  # relative AbsRel gap to dense allowed for sparse training
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Compute per run: every (setting, fill) trains exactly `steps` x `batch` samples."""
+
+    preset: str
+    size: tuple[int, int]
+    steps: int
+    batch: int
+    num_eval: int  # dense held-out test scenes scored
+    sample_steps: int  # Euler steps of image -> depth sampling
+    sensor_scale: int = 1  # scenes rendered and sparsified at this multiple of `size`
+    precision: str = "bf16"
+    lr: float = 4e-4
+    warmup: int = 50
+
+
+BUDGETS: dict[str, Budget] = {
+    # Smoke test: seconds in total; the numbers mean nothing.
+    "tiny": Budget("tiny", (16, 16), steps=4, batch=4, num_eval=4, sample_steps=2,
+                   precision="fp32", lr=1e-3, warmup=1),
+    # ~6 min per run on 2 CPU cores (cpu-s, 32x32, rendered at 128x128): the 6 x 3 grid in ~2 h.
+    "small": Budget("cpu-s", (32, 32), steps=300, batch=32, num_eval=100, sample_steps=10,
+                    sensor_scale=4),
+    # The shipped checkpoint's stage-2 budget (1200 x 64) per run, rendered at 256x256: LiDAR
+    # densities close to KITTI's (lidar:32 ~11%, lidar:64 ~22%). For a GPU or a long night.
+    "full": Budget("cpu-s", (32, 32), steps=1200, batch=64, num_eval=100, sample_steps=10,
+                   sensor_scale=8),
+}  # fmt: skip
+
+
+def setting_data(setting: str, render_size: tuple[int, int] | None = None) -> dict[str, Any]:
+    """`data` config of a setting (`dense`, a sparsifier spec, `mixed[:SPEC]`): a mixture of
+    procedural members rendered at `render_size` (default: the training size)."""
+    from ..data.sparsify import parse_sparsifier
+
+    options = {} if render_size is None else {"height": render_size[0], "width": render_size[1]}
+    dense = {"name": "procedural", "kind": "dense", "options": options}
+    if setting == "dense":
+        members = [{**dense, "weight": 1.0}]
+    elif setting == "mixed" or setting.startswith("mixed:"):
+        spec = setting.partition(":")[2] or MIXED_SPARSE
+        parse_sparsifier(spec)
+        members = [{**dense, "weight": 0.5},
+                   {**dense, "weight": 0.5, "kind": "sparse", "sparsify": spec}]  # fmt: skip
+    else:
+        parse_sparsifier(setting)  # raises for an unknown name, listing the simulators
+        members = [{**dense, "weight": 1.0, "kind": "sparse", "sparsify": setting}]
+    return {"source": "mixture", "mixture": members}
+
+
+def run_config(
+    setting: str, fill: str, budget: Budget, run_dir: Path, seed: int = 0,
+    init_from: str | None = None, minutes: float | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """The training config (a dict for `resolve_train_config`) of one (setting, fill) run."""
+    height, width = budget.size
+    render = (height * budget.sensor_scale, width * budget.sensor_scale)
+    data = {**setting_data(setting, render), "height": height, "width": width, "depth_fill": fill}
+    return {
+        "preset": budget.preset, "stage": "mf", "init_from": init_from, "out_dir": str(run_dir),
+        "batch_size": budget.batch, "max_steps": budget.steps, "max_minutes": minutes,
+        "precision": budget.precision, "seed": seed, "sample_every": 0,
+        "log_every": max(1, budget.steps // 20), "ckpt_every": budget.steps, "data": data,
+        "optim": {"lr": budget.lr, "warmup_steps": min(budget.warmup, budget.steps)},
+    }  # fmt: skip
+
+
+def held_out_scenes(budget: Budget) -> Any:
+    """The dense held-out procedural test scenes at the training size, rendered like training
+    scenes (at `sensor_scale` x, then resized), with the benchmark's depth range (0.001, 30) m."""
+    from ..data.benchmarks import get_benchmark
+    from ..data.training_sets import fit_to_size
+
+    height, width = budget.size
+    scale = budget.sensor_scale
+    bench = get_benchmark("procedural", None, num=budget.num_eval, height=height * scale,
+                          width=width * scale)  # fmt: skip
+    if scale == 1:
+        return bench
+    return _Scenes([fit_to_size(s, height, width) for s in bench], bench.depth_range)
+
+
+class _Scenes(list):
+    """A list of samples carrying the `depth_range` that `score_predictions` reads."""
+
+    def __init__(self, samples: list[dict[str, Any]], depth_range: tuple[float, float]) -> None:
+        super().__init__(samples)
+        self.depth_range, self.name = depth_range, "procedural"
+
+
+def depth_density(cfg: Any, num: int = 32) -> float:
+    """Mean fraction of pixels with depth in the first `num` training samples of a config."""
+    from ..data.stream import make_source
+
+    batch = make_source(cfg.data, num, num).get(0, 0)
+    return float(batch["valid_mask"].float().mean())
+
+
+def train_and_score(
+    setting: str, fill: str, budget: Budget, run_dir: Path, **options: Any
+) -> dict[str, Any]:
+    """Train one model, score image -> depth on the dense test scenes; the result row."""
+    from ..checkpoint import read_meta
+    from ..evaluate import score_predictions
+    from ..predict import DepthPredictor, PredictConfig
+    from ..train import train
+
+    cfg = resolve_train_config(run_config(setting, fill, budget, run_dir, **options))
+    config = to_dict(cfg)  # before training, which fills in e.g. the model resolution
+    result_path = run_dir / "result.json"
+    if result_path.is_file():  # finished before with the same config: reuse (resumable bench)
+        old = json.loads(result_path.read_text())
+        if old.get("config") == config:
+            return old
+    start = time.time()
+    final = train(cfg)
+    train_s = time.time() - start
+    predictor = DepthPredictor(final, PredictConfig(num_steps=budget.sample_steps,
+                                                    bf16=budget.precision == "bf16"))  # fmt: skip
+    summary = score_predictions(held_out_scenes(budget), predictor, "least_squares",
+                                out_dir=run_dir / "eval", progress=False)  # fmt: skip
+    scores = summary.metrics["least_squares"]
+    row = {
+        "setting": setting, "fill": fill, "steps": read_meta(final)["step"],
+        "batch": budget.batch, "train_seconds": train_s, "depth_density": depth_density(cfg),
+        "abs_rel": scores["abs_rel"], "delta1": scores["delta1"],
+        "num_scored": summary.num_scored["least_squares"], "config": config,
+    }  # fmt: skip
+    tmp = result_path.with_name(result_path.name + ".tmp")
+    tmp.write_text(json.dumps(row, indent=2))
+    tmp.replace(result_path)
+    return row
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Gaps to dense per fill, the targets' verdicts, and the fill with the lowest mean AbsRel."""
+    verdicts: dict[str, Any] = {}
+    for fill in dict.fromkeys(r["fill"] for r in rows):
+        mine = {r["setting"]: r for r in rows if r["fill"] == fill}
+        dense = mine.get("dense")
+        for r in mine.values():
+            r["abs_rel_vs_dense"] = r["abs_rel"] / dense["abs_rel"] - 1 if dense else None
+        if dense is None:
+            continue
+        sparse = [r for s, r in mine.items() if s != "dense" and not s.startswith("mixed")]
+        mixed = [r for s, r in mine.items() if s.startswith("mixed")]
+        verdicts[fill] = {
+            "worst_sparse_gap": max((r["abs_rel_vs_dense"] for r in sparse), default=None),
+            "sparse_within_target": all(r["abs_rel_vs_dense"] <= SPARSE_TARGET for r in sparse),
+            "mixed_at_least_dense": all(r["abs_rel"] <= dense["abs_rel"] for r in mixed),
+        }
+    means = {}
+    for fill in dict.fromkeys(r["fill"] for r in rows):
+        values = [r["abs_rel"] for r in rows if r["fill"] == fill]
+        means[fill] = sum(values) / len(values)
+    return {"verdicts": verdicts, "mean_abs_rel": means, "best_fill": min(means, key=means.get)}
+
+
+def run_sparse_benchmark(
+    out_dir: str | Path = "bench_out/sparse",
+    budget: str | Budget = "small",
+    fills: list[str] | tuple[str, ...] | None = None,
+    settings: list[str] | tuple[str, ...] | None = None,
+    steps: int | None = None,
+    minutes_per_run: float | None = None,
+    num_eval: int | None = None,
+    init_from: str | None = None,
+    seed: int = 0,
+    sensor_scale: int | None = None,
+) -> dict[str, Any]:
+    """Train and score every (setting, fill); print a Markdown table, write `sparse.json`.
+
+    Args:
+        out_dir: one sub-folder per run (checkpoints, eval reports, result.json) + the report.
+            Runs whose result.json holds the same config are reused, so a stopped bench resumes.
+        budget: a key of `BUDGETS` or a `Budget`.
+        fills: fill strategies (default: all of `FILLS`).
+        settings: default `SETTINGS`.
+        steps, num_eval, sensor_scale: override the budget's.
+        minutes_per_run: optional wall-time cap per run (the table reports the steps reached).
+        init_from: checkpoint to start every run from (e.g. the stage-1 T2I model).
+        seed: one seed for all runs (same initial weights and noise draws).
+
+    Returns:
+        The report: budget, rows (one per run) and the summary (`summarise`).
+    """
+    if isinstance(budget, str) and budget not in BUDGETS:
+        raise ValueError(f"unknown budget '{budget}'; choose from {list(BUDGETS)}")
+    spec = BUDGETS[budget] if isinstance(budget, str) else budget
+    spec = replace(spec, steps=steps or spec.steps, num_eval=num_eval or spec.num_eval,
+                   sensor_scale=sensor_scale or spec.sensor_scale)  # fmt: skip
+    fills = [check_fill(f) for f in (fills or list(FILLS))]
+    settings = list(settings or SETTINGS)
+    for s in settings:
+        setting_data(s)  # fail before any training on a bad name
+    out = Path(out_dir)
+    rows = []
+    for fill in fills:
+        for setting in settings:
+            run_dir = out / f"{setting.replace(':', '_')}-{fill}"
+            rows.append(train_and_score(setting, fill, spec, run_dir, seed=seed,
+                                        init_from=init_from, minutes=minutes_per_run))  # fmt: skip
+    report = {"budget": asdict(spec), "seed": seed, "init_from": init_from,
+              "rows": [{k: v for k, v in r.items() if k != "config"} for r in rows]}  # fmt: skip
+    report["summary"] = summarise(report["rows"])
+    print(sparse_table(report))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sparse.json").write_text(json.dumps(report, indent=2))
+    (out / "sparse.md").write_text(sparse_table(report) + "\n")
+    return report
+
+
+def sparse_table(report: dict[str, Any]) -> str:
+    """Markdown: one row per run, then the verdicts per fill and the winning fill."""
+    b = report["budget"]
+    lines = [
+        f"preset {b['preset']}, {b['size'][0]}x{b['size'][1]}, {b['steps']} steps x batch "
+        f"{b['batch']} per run; scenes rendered at {b['sensor_scale']}x and sparsified there; "
+        f"image -> depth on {b['num_eval']} dense procedural test scenes, least-squares aligned, "
+        f"{b['sample_steps']} sampling steps",
+        "",
+        "| setting | fill | steps | depth px | train s | AbsRel | delta1 | AbsRel vs dense |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["rows"]:
+        gap = r.get("abs_rel_vs_dense")
+        lines.append(
+            f"| {r['setting']} | {r['fill']} | {r['steps']} | {r['depth_density']:.1%} "
+            f"| {r['train_seconds']:.0f} | {r['abs_rel']:.4f} | {r['delta1']:.4f} "
+            f"| {'' if gap is None else f'{gap:+.1%}'} |"
+        )
+    summary = report["summary"]
+    lines.append("")
+    for fill, v in summary["verdicts"].items():
+        worst = v["worst_sparse_gap"]
+        lines.append(
+            f"- {fill}: worst sparse gap {'n/a' if worst is None else f'{worst:+.1%}'} "
+            f"(target <= +{SPARSE_TARGET:.0%}: {'met' if v['sparse_within_target'] else 'missed'})"
+            f"; mixed <= dense: {'yes' if v['mixed_at_least_dense'] else 'no'}"
+        )
+    means = ", ".join(f"{k} {v:.4f}" for k, v in summary["mean_abs_rel"].items())
+    lines.append(f"- mean AbsRel per fill: {means}; lowest: **{summary['best_fill']}**")
+    return "\n".join(lines)

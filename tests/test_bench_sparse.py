@@ -1,0 +1,47 @@
+"""`modality-forcing bench sparse --budget tiny` runs end to end: trains each (setting, fill) at
+equal compute, scores image -> depth, prints the table, writes JSON, and resumes finished runs."""
+
+import json
+
+import pytest
+
+from modality_forcing.bench.sparse import setting_data
+from modality_forcing.cli import main
+
+
+def test_tiny_sparse_bench_end_to_end(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "sparse"
+    args = ["bench", "sparse", "--budget", "tiny", "--out", str(out), "--sensor-scale", "2",
+            "--settings", "dense", "lidar:32", "mixed", "--fills", "neutral", "noise"]  # fmt: skip
+    main(args)
+    printed = capsys.readouterr().out
+    assert "| setting | fill | steps |" in printed and "lowest: **" in printed
+    report = json.loads((out / "sparse.json").read_text())
+    rows = report["rows"]
+    assert [(r["setting"], r["fill"]) for r in rows] == [
+        (s, f) for f in ("neutral", "noise") for s in ("dense", "lidar:32", "mixed")
+    ]
+    assert all(r["steps"] == report["budget"]["steps"] == 4 for r in rows)  # equal compute
+    assert all(0 <= r["abs_rel"] < 10 and 0 <= r["delta1"] <= 1 for r in rows)
+    dense = {r["fill"]: r for r in rows if r["setting"] == "dense"}
+    for r in rows:
+        assert r["abs_rel_vs_dense"] == pytest.approx(
+            r["abs_rel"] / dense[r["fill"]]["abs_rel"] - 1
+        )
+    assert rows[1]["depth_density"] < rows[0]["depth_density"]  # lidar is sparser than dense
+    assert report["summary"]["best_fill"] in ("neutral", "noise")
+    assert report["budget"]["sensor_scale"] == 2  # rendered at 32x32, fitted to 16x16
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr("modality_forcing.train.train", no_training)
+    main(args)  # every run has a result.json with the same config: reused
+    assert json.loads((out / "sparse.json").read_text())["rows"] == rows
+
+
+def test_bad_setting_or_budget_is_rejected():
+    with pytest.raises(ValueError, match="unknown sparsifier 'sonar'"):
+        setting_data("sonar:4")
+    with pytest.raises(SystemExit):
+        main(["bench", "sparse", "--budget", "huge"])
