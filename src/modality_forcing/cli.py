@@ -106,6 +106,13 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         out = args.out if args.out != "bench_out/data.json" else "bench_out/throughput.json"
         run_throughput(args.presets, args.resolution, args.batch, args.steps, out,
                        bf16=not args.fp32, compile_blocks=args.compile)  # fmt: skip
+    elif args.suite == "sparse":
+        from .bench.sparse import run_sparse_benchmark
+
+        out = args.out if args.out != "bench_out/data.json" else "bench_out/sparse"
+        run_sparse_benchmark(out, args.budget, args.fills, args.settings, args.train_steps,
+                             args.minutes_per_run, args.num_eval, args.init_from,
+                             sensor_scale=args.sensor_scale)  # fmt: skip
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
@@ -114,9 +121,12 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         help="benchmarks that print a table and write JSON",
         description="Benchmarks. `data`: procedural scene generation speed (samples/s). "
         "`throughput`: training samples/s, tokens/s, TFLOP/s and MFU against a GEMM peak "
-        "measured in the same run, and the depth stream's cost per token (MF vs T2I).",
+        "measured in the same run, and the depth stream's cost per token (MF vs T2I). "
+        "`sparse`: dense vs sparse vs mixed depth training at equal compute, per missing-pixel "
+        "fill, scored image -> depth on dense test scenes (output: a folder, default "
+        "bench_out/sparse).",
     )
-    p.add_argument("suite", choices=["data", "throughput"])
+    p.add_argument("suite", choices=["data", "throughput", "sparse"])
     p.add_argument("--sizes", type=_size, nargs="+", default=[(64, 64), (256, 256)])
     p.add_argument("--seconds", type=float, default=5.0, help="time budget per measurement")
     p.add_argument("--out", default="bench_out/data.json")
@@ -126,6 +136,21 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=5, help="timed training steps per measurement")
     p.add_argument("--fp32", action="store_true", help="throughput without bf16 autocast")
     p.add_argument("--compile", action="store_true", help="throughput with torch.compile blocks")
+    p.add_argument("--budget", choices=["tiny", "small", "full"], default="small",
+                   help="sparse: compute per run (bench/sparse.py BUDGETS)")  # fmt: skip
+    p.add_argument("--fills", nargs="+", default=None, help="sparse: neutral noise nearest")
+    p.add_argument(
+        "--settings",
+        nargs="+",
+        default=None,
+        help="sparse: dense lidar:32 lidar:64 random:0.01 random:0.05 mixed[:SPEC]",
+    )
+    p.add_argument("--train-steps", type=int, default=None, help="sparse: override the budget")
+    p.add_argument("--minutes-per-run", type=float, default=None, help="sparse: wall-time cap")
+    p.add_argument("--num-eval", type=int, default=None, help="sparse: test scenes scored")
+    p.add_argument("--init-from", default=None, help="sparse: start each run from a checkpoint")
+    p.add_argument("--sensor-scale", type=int, default=None,
+                   help="sparse: render + sparsify at this multiple of the size")  # fmt: skip
     p.set_defaults(func=_cmd_bench)
 
 
@@ -375,6 +400,29 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_export)
 
 
+def _cmd_app(args: argparse.Namespace) -> None:
+    try:
+        from .app import launch
+    except ImportError as err:  # gradio is the optional `app` extra
+        raise SystemExit(f"modality-forcing app: {err}") from None
+    print(f"serving http://{args.host}:{args.port} (Ctrl+C stops)")
+    launch(args.ckpt, args.host, args.port)
+
+
+def _add_app(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "app",
+        help="web UI (Gradio) for text -> RGB + depth, image -> depth and depth -> image",
+        description="Serve a Gradio app with one tab per mode: colour maps, uncertainty, an "
+        "interactive point cloud and depth .npy / 16-bit PNG / PLY / GLB downloads. Needs the "
+        "`app` extra: pip install 'modality-forcing[app]'.",
+    )
+    p.add_argument("--ckpt", default=None, help="checkpoint dir (default: the shipped one)")
+    p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 serves the local network")
+    p.add_argument("--port", type=int, default=7860)
+    p.set_defaults(func=_cmd_app)
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_prepare_data,
     _add_preview,
@@ -387,6 +435,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_sample,
     _add_demo,
     _add_export,
+    _add_app,
 ]
 
 

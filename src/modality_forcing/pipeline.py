@@ -11,6 +11,7 @@ outputs cropped back. Depth outputs are relative depth: unit mean, not contracte
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,9 +155,11 @@ class ModalityForcingPipeline:
         height: int | None = None,
         width: int | None = None,
         bf16: bool = True,
+        callback: Callable[[int, int], None] | None = None,
     ) -> ModalityForcingOutput:
         """Run one mode. See the module docstring; None settings take `self.defaults`
-        (per format; `guidance_scale` also per mode)."""
+        (per format; `guidance_scale` also per mode). `callback(step, num_steps)` is called
+        after every sampler step (once per sampling run: an ensemble is one run per image)."""
         if mode not in GIVEN_BY_MODE:
             raise ValueError(f"unknown mode '{mode}'; choose from {sorted(GIVEN_BY_MODE)}")
         if output_type not in OUTPUT_TYPES:
@@ -173,6 +176,7 @@ class ModalityForcingPipeline:
         opts = {
             "num_steps": steps, "shift_mu": shift_mu, "solver": solver,
             "generator": generator, "autocast_dtype": torch.bfloat16 if bf16 else None,
+            "progress": callback,
         }  # fmt: skip
         scale = d["guidance"][mode] if guidance_scale is None else guidance_scale
         size = self.resolution

@@ -6,6 +6,7 @@ and `cfg`), so this module stays independent of `model/`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +47,7 @@ def generate(
     solver: str = "euler",
     generator: torch.Generator | None = None,
     autocast_dtype: torch.dtype | None = torch.bfloat16,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Generation:
     """Sample one mode for a batch of captions (B = len(captions)).
 
@@ -60,6 +62,7 @@ def generate(
         num_steps, guidance_scale, log2_alpha, shift_mu, solver: sampler settings.
         generator: seeds the initial noise.
         autocast_dtype: bf16 autocast for the network (None = fp32).
+        progress: optional callback(step, num_steps) after every sampler step.
     """
     if mode not in GIVEN_BY_MODE:
         raise ValueError(f"unknown mode '{mode}'; choose from {sorted(GIVEN_BY_MODE)}")
@@ -88,7 +91,9 @@ def generate(
             return model(xt, t, text)
 
     cfg = SamplerConfig(solver=solver, guidance_scale=guidance_scale, t_min=model.cfg.depth_t_min)
-    out = sample(fn, schedule, modalities, shapes, cond, uncond, given, cfg, generator, device)
+    out = sample(
+        fn, schedule, modalities, shapes, cond, uncond, given, cfg, generator, device, progress
+    )
     img = model.codec.decode(out[IMAGE]).clamp(-1, 1) if IMAGE in out else None
     dep = denormalize_depth(out[DEPTH]) if DEPTH in out else None
     return Generation(image=img, depth=dep)
