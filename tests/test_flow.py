@@ -119,3 +119,55 @@ def test_self_distillation_weighted_by_depth_noise():
     out = flow_loss(pred, x0, noise, t, active, cfg, teacher_v=teacher, distill_weight_t=w)
     assert out.distill.item() == pytest.approx(0.5)
     assert out.total.item() == pytest.approx(1.0)
+
+
+def test_depth_readout_share_and_depth_shift():
+    cfg = ForcingConfig(p_image_clean=0.5, p_depth_clean=0.1, p_both_noised=0.4,
+                        p_depth_readout=0.3, depth_shift_mu=-1.0)  # fmt: skip
+    levels = sample_noise_levels(cfg, 40000, torch.Generator().manual_seed(2))
+    c, ti, td = levels.corner, levels.t[IMAGE], levels.t[DEPTH]
+    readout = (td[c == IMAGE_CLEAN] == 1).float().mean().item()
+    assert abs(readout - 0.3) < 0.01  # share of image-clean samples at t_depth = 1 exactly
+    assert (td[c != IMAGE_CLEAN] < 1).all()  # only the image-clean corner reads out
+    both = c == BOTH_NOISED  # depth t's median moves to sigmoid(-1); the image keeps mu = 1.1
+    assert abs(td[both].median().item() - torch.sigmoid(torch.tensor(-1.0)).item()) < 0.02
+    assert abs(ti[both].median().item() - torch.sigmoid(torch.tensor(1.1)).item()) < 0.02
+    with pytest.raises(ValueError, match="p_depth_readout"):
+        sample_noise_levels(ForcingConfig(p_depth_readout=1.5), 4)
+
+
+def test_readout_changes_only_image_clean_depth_levels():
+    """The readout moves some image-clean t_depth to 1 and leaves every other draw alone."""
+    off = ForcingConfig(p_depth_readout=0.0)
+    a = sample_noise_levels(off, 256, torch.Generator().manual_seed(5))
+    b = sample_noise_levels(ForcingConfig(), 256, torch.Generator().manual_seed(5))
+    assert torch.equal(a.corner, b.corner) and torch.equal(a.t[IMAGE], b.t[IMAGE])
+    changed = a.t[DEPTH] != b.t[DEPTH]
+    assert changed.any() and (b.t[DEPTH][changed] == 1).all()
+    assert (a.corner[changed] == IMAGE_CLEAN).all()
+
+
+def test_l1_depth_loss_is_mean_absolute_error_on_valid_pixels():
+    x0, noise, t, active = _loss_inputs()
+    pred = {IMAGE: noise[IMAGE] - x0[IMAGE], DEPTH: x0[DEPTH] + 0.5}
+    pred[DEPTH][:, :, 0] += 10.0  # large errors on the first row, which is not measured
+    valid = torch.ones(2, 1, 4, 4, dtype=torch.bool)
+    valid[:, :, 0] = False
+    l1 = flow_loss(pred, x0, noise, t, active, LossConfig(depth_loss="l1"), {DEPTH: valid})
+    mse = flow_loss(pred, x0, noise, t, active, LossConfig(), {DEPTH: valid})
+    assert l1.per_modality[DEPTH].item() == pytest.approx(0.5)
+    assert mse.per_modality[DEPTH].item() == pytest.approx(0.25)
+    assert l1.per_modality[IMAGE].item() == 0  # the image stream keeps its velocity MSE
+    with pytest.raises(ValueError, match="depth_loss"):
+        flow_loss(pred, x0, noise, t, active, LossConfig(depth_loss="huber"))
+
+
+def test_velocity_parametrised_depth_uses_the_velocity_target():
+    x0, noise, t, active = _loss_inputs()
+    perfect = {IMAGE: noise[IMAGE] - x0[IMAGE], DEPTH: noise[DEPTH] - x0[DEPTH]}
+    out = flow_loss(perfect, x0, noise, t, active, LossConfig(), prediction={DEPTH: "velocity"})
+    assert out.total.item() == 0
+    out = flow_loss(perfect, x0, noise, t, active, LossConfig())  # registry default: x0
+    assert out.per_modality[DEPTH].item() > 0
+    with pytest.raises(ValueError, match="unknown prediction 'eps'"):
+        flow_loss(perfect, x0, noise, t, active, LossConfig(), prediction={DEPTH: "eps"})

@@ -101,3 +101,16 @@ def test_mixture_config_round_trips_through_yaml(tmp_path):
     assert to_dict(again) == to_dict(cfg)
     assert again.data.mixture[0].options["layer"] == "velodyne_raw"
     assert yaml.safe_load((tmp_path / "c.yaml").read_text())["data"]["depth_fill"] == "noise"
+
+
+def test_procedural_num_scenes_cycles_a_finite_training_set():
+    data = resolve_train_config({"data": {"height": 16, "width": 16, "num_scenes": 3}}).data
+    batch = make_source(data, global_batch=8, micro_batch=8).get(step=0, micro=0)
+    unlimited = make_source(resolve_train_config({"data": {"height": 16, "width": 16}}).data, 8, 8)
+    first = unlimited.get(step=0, micro=0)
+    for i in range(8):  # sample i is training scene i mod 3
+        assert torch.equal(batch["image"][i], first["image"][i % 3])
+    assert not torch.equal(first["image"][3], first["image"][0])
+    bad = resolve_train_config({"data": {"num_scenes": 0}}).data
+    with pytest.raises(ValueError, match="num_scenes"):
+        make_source(bad, 4, 4).get(0, 0)

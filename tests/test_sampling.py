@@ -148,3 +148,41 @@ def test_save_and_load_pretrained_round_trip(pipe, tmp_path):
     a = pipe(prompt="a", num_inference_steps=2, generator=g())
     b = again(prompt="a", num_inference_steps=2, generator=g())
     assert np.array_equal(a.image, b.image) and np.array_equal(a.depth, b.depth)
+
+
+def test_replacement_imposes_the_noised_given_at_every_step():
+    """Shared-t baseline conditioning: the network sees the given image noised to the current t
+    with one noise draw, the depth moves, and the given comes back unchanged."""
+    shapes = {IMAGE: (2, 3, 4, 4), DEPTH: (2, 1, 4, 4)}
+    image = torch.randn(shapes[IMAGE], generator=torch.Generator().manual_seed(1))
+    seen = []
+
+    def fn(x, t, text):
+        seen.append((x[IMAGE].clone(), t[IMAGE].clone()))
+        return {IMAGE: torch.zeros_like(x[IMAGE]), DEPTH: torch.full_like(x[DEPTH], 0.5)}
+
+    schedule = scheduling_matrix("image_to_depth_replacement", 4)
+    assert torch.equal(schedule[:, 0], schedule[:, 1])  # one shared t
+    out = sample(fn, schedule, (IMAGE, DEPTH), shapes, None,
+                 generator=torch.Generator().manual_seed(0), replace={IMAGE: image})  # fmt: skip
+    noise = torch.randn(shapes[IMAGE], generator=torch.Generator().manual_seed(0))  # first draw
+    assert len(seen) == 4
+    for x, t in seen:
+        tt = t[0].item()
+        torch.testing.assert_close(x, (1 - tt) * image + tt * noise)
+    assert torch.equal(out[IMAGE], image)
+    torch.testing.assert_close(out[DEPTH], torch.full_like(out[DEPTH], 0.5))  # x0 readout
+
+
+@pytest.mark.parametrize("kind", ["x0", "velocity"])
+def test_one_euler_step_reads_out_x0_in_either_parametrisation(kind):
+    shapes = {IMAGE: (2, 3, 4, 4), DEPTH: (2, 1, 4, 4)}
+    image, target = torch.randn(shapes[IMAGE]), torch.rand(shapes[DEPTH])
+
+    def fn(x, t, text):  # a perfect denoiser for a point-mass depth distribution
+        v = (x[DEPTH] - target) / t[DEPTH][:, None, None, None]
+        return {DEPTH: target if kind == "x0" else v}
+
+    out = sample(fn, scheduling_matrix("image_to_depth", 1), (IMAGE, DEPTH), shapes, None,
+                 given={IMAGE: image}, cfg=SamplerConfig(prediction={DEPTH: kind}))  # fmt: skip
+    torch.testing.assert_close(out[DEPTH], target)

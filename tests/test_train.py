@@ -100,3 +100,25 @@ def test_sparse_only_batches_train(tmp_path):
     trainer.run()
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert all(json.loads(x)["bad_steps"] == 0 for x in lines)
+
+
+def test_keep_checkpoints_zero_keeps_every_checkpoint(tmp_path):
+    train(_cfg(tmp_path, "all", **{"max_steps": 4, "ckpt_every": 1, "keep_checkpoints": 0}))
+    train(_cfg(tmp_path, "two", **{"max_steps": 4, "ckpt_every": 1}))
+    names = lambda run: sorted(p.name for p in (tmp_path / run / "checkpoints").glob("step_*"))  # noqa: E731
+    assert names("all") == [f"step_{i:07d}" for i in (1, 2, 3, 4)]
+    assert names("two") == ["step_0000003", "step_0000004"]
+
+
+def test_velocity_parametrised_depth_trains_and_samples(tmp_path):
+    from modality_forcing.pipeline import ModalityForcingPipeline
+
+    cfg = _cfg(tmp_path, **{"max_steps": 2, "model.depth_prediction": "velocity"})
+    trainer = Trainer(cfg)
+    batch = collate(render_split("train", 0, 4, SceneConfig(height=16, width=16, shadows=False)))
+    out = trainer.compute_loss(batch, start_index=0)
+    assert torch.isfinite(out.total) and out.per_modality[DEPTH] > 0
+    pipe = ModalityForcingPipeline.from_pretrained(train(cfg))
+    assert pipe.model.cfg.depth_prediction == "velocity"
+    depth = pipe(image=batch["image"][:1], mode="image_to_depth", num_inference_steps=2).depth
+    assert depth.shape == (1, 16, 16) and torch.isfinite(torch.as_tensor(depth)).all()

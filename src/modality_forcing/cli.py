@@ -113,6 +113,17 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         run_sparse_benchmark(out, args.budget, args.fills, args.settings, args.train_steps,
                              args.minutes_per_run, args.num_eval, args.init_from,
                              sensor_scale=args.sensor_scale)  # fmt: skip
+    elif args.suite == "depth":
+        from .bench.depth import run_depth_benchmark
+
+        out = args.out if args.out != "bench_out/data.json" else "bench_out/depth"
+        run_depth_benchmark(out, args.budget, args.recipes, args.init_from,
+                            steps=args.train_steps)  # fmt: skip
+    elif args.suite == "paper":
+        from .bench.paper import run_paper_benchmark
+
+        out = args.out if args.out != "bench_out/data.json" else "bench_out/paper"
+        run_paper_benchmark(out, args.budget)
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
@@ -124,9 +135,13 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         "measured in the same run, and the depth stream's cost per token (MF vs T2I). "
         "`sparse`: dense vs sparse vs mixed depth training at equal compute, per missing-pixel "
         "fill, scored image -> depth on dense test scenes (output: a folder, default "
-        "bench_out/sparse).",
+        "bench_out/sparse). `depth`: image -> depth of the MF model vs a deterministic "
+        "regressor of the same size and compute, every inference setting, curves vs training "
+        "time (output: a folder with REPORT.md, depth.json and plots; default bench_out/depth). "
+        "`paper`: the paper's six claims in miniature (REPORT.md, paper.json and plots; default "
+        "bench_out/paper).",
     )
-    p.add_argument("suite", choices=["data", "throughput", "sparse"])
+    p.add_argument("suite", choices=["data", "throughput", "sparse", "depth", "paper"])
     p.add_argument("--sizes", type=_size, nargs="+", default=[(64, 64), (256, 256)])
     p.add_argument("--seconds", type=float, default=5.0, help="time budget per measurement")
     p.add_argument("--out", default="bench_out/data.json")
@@ -137,7 +152,11 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fp32", action="store_true", help="throughput without bf16 autocast")
     p.add_argument("--compile", action="store_true", help="throughput with torch.compile blocks")
     p.add_argument("--budget", choices=["tiny", "small", "full"], default="small",
-                   help="sparse: compute per run (bench/sparse.py BUDGETS)")  # fmt: skip
+                   help="sparse, depth, paper: compute per run (bench/sparse.py, bench/depth.py "
+                        "BUDGETS)")  # fmt: skip
+    p.add_argument("--recipes", nargs="+", default=None,
+                   help="depth: training recipes (bench/depth.py RECIPES; default regressor "
+                        "mf-naive mf)")  # fmt: skip
     p.add_argument("--fills", nargs="+", default=None, help="sparse: neutral noise nearest")
     p.add_argument(
         "--settings",
@@ -145,10 +164,12 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="sparse: dense lidar:32 lidar:64 random:0.01 random:0.05 mixed[:SPEC]",
     )
-    p.add_argument("--train-steps", type=int, default=None, help="sparse: override the budget")
+    p.add_argument("--train-steps", type=int, default=None,
+                   help="sparse, depth: override the budget's steps")  # fmt: skip
     p.add_argument("--minutes-per-run", type=float, default=None, help="sparse: wall-time cap")
     p.add_argument("--num-eval", type=int, default=None, help="sparse: test scenes scored")
-    p.add_argument("--init-from", default=None, help="sparse: start each run from a checkpoint")
+    p.add_argument("--init-from", default=None,
+                   help="sparse, depth: start each run from a checkpoint")  # fmt: skip
     p.add_argument("--sensor-scale", type=int, default=None,
                    help="sparse: render + sparsify at this multiple of the size")  # fmt: skip
     p.set_defaults(func=_cmd_bench)

@@ -83,6 +83,7 @@ class ModelConfig:
     rope_theta: float = 100.0
     cross_modality_time: bool = False  # gated mixing of the other modality's timestep embedding
     depth_t_min: float = 0.05  # clamp in v = (x_t - x0_hat) / max(t, t_min)
+    depth_prediction: str = "x0"  # what the depth head predicts: `x0` | `velocity`
     resolution: tuple[int, int] | None = None  # (H, W) trained at; set by the trainer
     text: TextConfig = field(default_factory=TextConfig)
     codec: CodecConfig = field(default_factory=CodecConfig)
@@ -138,18 +139,25 @@ class ForcingConfig:
     """Per-sample noise-level policy (the "forcing"). Probabilities of the four corners sum to 1."""
 
     policy: str = "corners"
-    p_image_clean: float = 0.2  # t_image = 0: learn image -> depth
+    # Defaults measured by `bench depth` (docs/depth_quality.md): half the samples learn
+    # image -> depth, half of those from pure-noise depth (the one-step readout).
+    p_image_clean: float = 0.5  # t_image = 0: learn image -> depth
     p_depth_clean: float = 0.2  # t_depth = 0: learn depth -> image
-    p_both_noised: float = 0.6  # independent shifted logit-normal t's
+    p_both_noised: float = 0.3  # independent shifted logit-normal t's
     p_depth_absent: float = 0.0  # t_depth = 1 and no depth loss: plain T2I sample
     shift_mu: float = 1.1  # logit-normal mean; > 0 favours noisier t
     shift_sigma: float = 1.0
+    depth_shift_mu: float | None = None  # logit-normal mean of t_depth (None: shift_mu)
+    # Image-clean samples whose depth starts from pure noise (t_depth = 1): the one-step x0
+    # readout that few-step image -> depth sampling starts from (`docs/depth_quality.md`).
+    p_depth_readout: float = 0.5
 
 
 @dataclass
 class LossConfig:
     weights: dict[str, float] = field(default_factory=lambda: {IMAGE: 1.0, DEPTH: 1.0})
     num_t_bins: int = 10  # per-t-bin loss logging
+    depth_loss: str = "mse"  # x0 error of masked modalities: `mse` | `l1`
     distill_weight: float = 0.0  # self-distillation toward the frozen T2I model (image stream)
 
 
@@ -177,6 +185,7 @@ class DataConfig:
     sparse_fraction: float = 0.0  # fraction of each batch sparsified (the rest stays dense)
     num_workers: int = 0
     shadows: bool = True
+    num_scenes: int | None = None  # `procedural`: cycle through the first N training scenes
     mixture: list[MixtureEntry] = field(default_factory=list)  # members of `source: mixture`
     depth_fill: str = "neutral"  # noisy depth at missing pixels: neutral | noise | nearest
 
@@ -220,6 +229,7 @@ class TrainConfig:
     sample_every: int = 500
     ckpt_every: int = 500
     max_bad_steps: int = 10  # consecutive non-finite losses before stopping
+    keep_checkpoints: int = 2  # resumable checkpoints kept (0: keep all, e.g. for curves)
 
 
 # ---------------------------------------------------------------------------------------------

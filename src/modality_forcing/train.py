@@ -231,6 +231,7 @@ class Trainer:
         return flow_loss(
             pred, p.x0, p.noise, p.t, p.active, self.cfg.loss, valid_mask={DEPTH: p.valid},
             teacher_v=teacher_v, distill_weight_t=p.t.get(DEPTH), normalizer=normalizer,
+            prediction={DEPTH: self.cfg.model.depth_prediction},
         )  # fmt: skip
 
     def compute_loss(self, batch: dict[str, Any], start_index: int = 0) -> LossOutput:
@@ -323,7 +324,8 @@ class Trainer:
             final_tmp = temp_dir_for(self.run_dir / "final")
             write_inference_files(final_tmp, self.cfg.model, weights, meta)
             commit_dir(final_tmp, self.run_dir / "final")
-            for old in sorted(self.ckpt_dir.glob("step_???????"))[:-2]:  # keep the last two
+            keep = self.cfg.keep_checkpoints
+            for old in sorted(self.ckpt_dir.glob("step_???????"))[:-keep] if keep > 0 else []:
                 if old.name != name:
                     import shutil
 

@@ -17,13 +17,13 @@ good as dense alone.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ..config import resolve_train_config, to_dict
 from ..flow.fill import FILLS, check_fill
+from .runs import same_config, train_cached, write_json
 
 SETTINGS = ("dense", "lidar:32", "lidar:64", "random:0.01", "random:0.05", "mixed")
 MIXED_SPARSE = "lidar:32"  # the sparse half of `mixed` (`mixed:SPEC` picks another)
@@ -132,35 +132,30 @@ def train_and_score(
     setting: str, fill: str, budget: Budget, run_dir: Path, **options: Any
 ) -> dict[str, Any]:
     """Train one model, score image -> depth on the dense test scenes; the result row."""
-    from ..checkpoint import read_meta
     from ..evaluate import score_predictions
     from ..predict import DepthPredictor, PredictConfig
-    from ..train import train
 
-    cfg = resolve_train_config(run_config(setting, fill, budget, run_dir, **options))
-    config = to_dict(cfg)  # before training, which fills in e.g. the model resolution
+    config = run_config(setting, fill, budget, run_dir, **options)
     result_path = run_dir / "result.json"
+    resolved = to_dict(resolve_train_config(config))
     if result_path.is_file():  # finished before with the same config: reuse (resumable bench)
         old = json.loads(result_path.read_text())
-        if old.get("config") == config:
+        if same_config(old.get("config"), resolved):
             return old
-    start = time.time()
-    final = train(cfg)
-    train_s = time.time() - start
-    predictor = DepthPredictor(final, PredictConfig(num_steps=budget.sample_steps,
-                                                    bf16=budget.precision == "bf16"))  # fmt: skip
+    run = train_cached(config)
+    settings = PredictConfig(num_steps=budget.sample_steps, bf16=budget.precision == "bf16")
+    predictor = DepthPredictor(run["final"], settings)
     summary = score_predictions(held_out_scenes(budget), predictor, "least_squares",
                                 out_dir=run_dir / "eval", progress=False)  # fmt: skip
     scores = summary.metrics["least_squares"]
     row = {
-        "setting": setting, "fill": fill, "steps": read_meta(final)["step"],
-        "batch": budget.batch, "train_seconds": train_s, "depth_density": depth_density(cfg),
+        "setting": setting, "fill": fill, "steps": run["steps"], "batch": budget.batch,
+        "train_seconds": run["train_seconds"],
+        "depth_density": depth_density(resolve_train_config(config)),
         "abs_rel": scores["abs_rel"], "delta1": scores["delta1"],
-        "num_scored": summary.num_scored["least_squares"], "config": config,
+        "num_scored": summary.num_scored["least_squares"], "config": resolved,
     }  # fmt: skip
-    tmp = result_path.with_name(result_path.name + ".tmp")
-    tmp.write_text(json.dumps(row, indent=2))
-    tmp.replace(result_path)
+    write_json(result_path, row)
     return row
 
 

@@ -71,7 +71,14 @@ class ProceduralSource:
         start = sample_start(
             step, micro, self.global_batch, self.micro_batch, self.rank, self.world
         )
-        samples = render_split("train", start, self.micro_batch, self.scene)
+        n = self.cfg.num_scenes
+        if n is not None and n < 1:
+            raise ValueError(f"data.num_scenes must be >= 1 (or null for unlimited), got {n}")
+        if n is None:
+            samples = render_split("train", start, self.micro_batch, self.scene)
+        else:  # a finite training set: sample index i shows scene i mod N
+            samples = [render_split("train", (start + i) % n, 1, self.scene)[0]
+                       for i in range(self.micro_batch)]  # fmt: skip
         sparsify_some(samples, start, self.cfg)
         return collate(samples)
 

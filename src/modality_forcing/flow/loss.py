@@ -1,9 +1,10 @@
 """Per-modality flow loss with sparse depth supervision and per-t-bin logging.
 
-Image: velocity MSE. Depth: x0 MSE averaged over valid pixels only, so sparse sensor depth (LiDAR,
-SfM points) trains the depth stream without inventing values. A modality held clean (t = 0) or
-absent gets no loss. Optional self-distillation pulls the image velocity toward a frozen T2I
-teacher, weighted by t_depth (the noisier the depth, the closer to plain T2I the model must be).
+Image: velocity MSE. Depth: x0 MSE (or L1, `loss.depth_loss`) averaged over valid pixels only,
+so sparse sensor depth (LiDAR, SfM points) trains the depth stream without inventing values. A
+modality held clean (t = 0) or absent gets no loss. Optional self-distillation pulls the image
+velocity toward a frozen T2I teacher, weighted by t_depth (the noisier the depth, the closer to
+plain T2I the model must be).
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ def flow_loss(
     distill_key: str = "image",
     distill_weight_t: torch.Tensor | None = None,
     normalizer: dict[str, torch.Tensor] | None = None,
+    prediction: dict[str, str] | None = None,
 ) -> LossOutput:
     """Combine the per-modality objectives.
 
@@ -74,23 +76,31 @@ def flow_loss(
         normalizer: modality -> number of active samples to divide by (default: this batch's).
             The trainer passes the count over the whole global batch (all ranks, all
             micro-batches), so summing these losses gives the global mean exactly.
+        prediction: modality -> `x0` | `velocity`, overriding the registry's parametrisation
+            (e.g. `model.depth_prediction`).
 
     Returns:
         LossOutput with the total, per-modality scalars, per-sample values and t-bin sums.
     """
+    if cfg.depth_loss not in ("mse", "l1"):
+        raise ValueError(f"unknown loss.depth_loss '{cfg.depth_loss}'; choose from ['l1', 'mse']")
     valid_mask = valid_mask or {}
     total = torch.zeros((), device=next(iter(pred.values())).device)
     out = LossOutput(total=total, per_modality={}, per_sample={})
     for name, p in pred.items():
         spec = get_modality(name)
-        target = x0[name] if spec.prediction == "x0" else velocity_target(x0[name], noise[name])
+        kind = (prediction or {}).get(name, spec.prediction)
+        if kind not in ("x0", "velocity"):
+            raise ValueError(f"unknown prediction '{kind}' for '{name}'; choose x0 or velocity")
+        target = x0[name] if kind == "x0" else velocity_target(x0[name], noise[name])
         mask = valid_mask.get(name) if spec.masked else None
         p, target = p.float(), target.float()
         if mask is not None:
             # Replace unmeasured pixels *before* the error: a where() after it would still pass
             # NaN gradients (0 * inf) back from garbage predictions there.
             p = torch.where(mask.expand_as(p), p, target)
-        err = (p - target).square()
+        l1 = spec.masked and cfg.depth_loss == "l1"  # depth-like (x0, masked) modalities
+        err = (p - target).abs() if l1 else (p - target).square()
         per_sample, count = _masked_mean(err, mask)
         act = active[name] & (count > 0)  # a sample with no valid depth trains the image alone
         denom = act.sum() if normalizer is None else normalizer[name]

@@ -4,6 +4,8 @@ A policy maps a batch size to `NoiseLevels`: a `t` dict keyed by modality name (
 `corner` id per sample saying which training case it is. The paper's recipe is `corners`: per
 sample, image clean (learn image -> depth), depth clean (learn depth -> image), both noised with
 independent shifted logit-normal t's, or depth absent (t_depth = 1, an ordinary T2I sample).
+`p_depth_readout` sends a share of the image-clean samples to t_depth = 1 exactly, where the x0
+prediction is a regression from the image alone (the one-step readout).
 """
 
 from __future__ import annotations
@@ -51,10 +53,16 @@ def _corners(cfg: ForcingConfig, n: int, generator: torch.Generator | None) -> N
             "forcing probabilities p_image_clean, p_depth_clean, p_both_noised, p_depth_absent "
             f"must be >= 0 and sum to 1, got {probs.tolist()}"
         )
+    if not 0 <= cfg.p_depth_readout <= 1:
+        raise ValueError(f"forcing.p_depth_readout must be in [0, 1], got {cfg.p_depth_readout}")
     corner = torch.multinomial(probs, n, replacement=True, generator=generator)
     t_image = logit_normal(n, cfg.shift_mu, cfg.shift_sigma, generator)
-    t_depth = logit_normal(n, cfg.shift_mu, cfg.shift_sigma, generator)
+    depth_mu = cfg.shift_mu if cfg.depth_shift_mu is None else cfg.depth_shift_mu
+    t_depth = logit_normal(n, depth_mu, cfg.shift_sigma, generator)
     t_image = torch.where(corner == IMAGE_CLEAN, 0.0, t_image)
+    if cfg.p_depth_readout > 0:  # drawn only when used, so old configs keep their random stream
+        readout = torch.rand(n, generator=generator) < cfg.p_depth_readout
+        t_depth = torch.where((corner == IMAGE_CLEAN) & readout, 1.0, t_depth)
     t_depth = torch.where(corner == DEPTH_CLEAN, 0.0, t_depth)
     t_depth = torch.where(corner == DEPTH_ABSENT, 1.0, t_depth)
     return NoiseLevels({IMAGE: t_image, DEPTH: t_depth}, corner)

@@ -22,6 +22,9 @@ GIVEN_BY_MODE = {
     "image_to_depth": (IMAGE,),
     "depth_to_image": (DEPTH,),
 }
+# Baselines, not pipeline modes: the given image is imposed by replacement on a shared-t schedule
+# (how joint models trained with one noise level for all modalities are conditioned).
+REPLACEMENT_MODES = {"image_to_depth_replacement": (IMAGE,)}
 
 
 @dataclass
@@ -45,6 +48,7 @@ def generate(
     log2_alpha: float = 0.0,
     shift_mu: float = 0.0,
     solver: str = "euler",
+    t_min: float | None = None,
     generator: torch.Generator | None = None,
     autocast_dtype: torch.dtype | None = torch.bfloat16,
     progress: Callable[[int, int], None] | None = None,
@@ -53,27 +57,30 @@ def generate(
 
     Args:
         model: the denoiser.
-        mode: `joint`, `image_to_depth`, `depth_to_image` or `marginal`.
+        mode: `joint`, `image_to_depth`, `depth_to_image` or `marginal` (or the baseline
+            `image_to_depth_replacement`, see `REPLACEMENT_MODES`).
         captions: B prompts ("" for unconditional).
         height, width: output size in pixels.
         image: [B, 3, H, W] in [-1, 1], required for `image_to_depth`.
         depth: [B, 1, H, W] depth (any scale), required for `depth_to_image`.
         valid_mask: [B, 1, H, W] bool for `depth` (default: depth > 0).
         num_steps, guidance_scale, log2_alpha, shift_mu, solver: sampler settings.
+        t_min: clamp of x0 -> velocity conversions (None: the model's `depth_t_min`).
         generator: seeds the initial noise.
         autocast_dtype: bf16 autocast for the network (None = fp32).
         progress: optional callback(step, num_steps) after every sampler step.
     """
-    if mode not in GIVEN_BY_MODE:
-        raise ValueError(f"unknown mode '{mode}'; choose from {sorted(GIVEN_BY_MODE)}")
+    needs = {**GIVEN_BY_MODE, **REPLACEMENT_MODES}
+    if mode not in needs:
+        raise ValueError(f"unknown mode '{mode}'; choose from {sorted(needs)}")
     device = next(model.parameters()).device
     b = len(captions)
     given: dict[str, torch.Tensor] = {}
-    if IMAGE in GIVEN_BY_MODE[mode]:
+    if IMAGE in needs[mode]:
         if image is None:
             raise ValueError(f"mode '{mode}' needs an image")
         given[IMAGE] = model.codec.encode(image.to(device).float())
-    if DEPTH in GIVEN_BY_MODE[mode]:
+    if DEPTH in needs[mode]:
         if depth is None:
             raise ValueError(f"mode '{mode}' needs a depth map")
         depth = depth.to(device).float()
@@ -90,10 +97,15 @@ def generate(
                             enabled=autocast_dtype is not None):  # fmt: skip
             return model(xt, t, text)
 
-    cfg = SamplerConfig(solver=solver, guidance_scale=guidance_scale, t_min=model.cfg.depth_t_min)
+    t_min = model.cfg.depth_t_min if t_min is None else t_min
+    kind = getattr(model.cfg, "depth_prediction", None)
+    cfg = SamplerConfig(solver=solver, guidance_scale=guidance_scale, t_min=t_min,
+                        prediction={DEPTH: kind} if kind else None)  # fmt: skip
+    replace = given if mode in REPLACEMENT_MODES else None
     out = sample(
-        fn, schedule, modalities, shapes, cond, uncond, given, cfg, generator, device, progress
-    )
+        fn, schedule, modalities, shapes, cond, uncond, {} if replace else given, cfg, generator,
+        device, progress, replace,
+    )  # fmt: skip
     img = model.codec.decode(out[IMAGE]).clamp(-1, 1) if IMAGE in out else None
     dep = denormalize_depth(out[DEPTH]) if DEPTH in out else None
     return Generation(image=img, depth=dep)

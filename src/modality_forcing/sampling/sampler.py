@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ..flow.path import x0_to_velocity
+from ..flow.path import interpolate, x0_to_velocity
 from ..modalities import get_modality
 
 DenoiseFn = Callable[
@@ -26,6 +26,7 @@ class SamplerConfig:
     solver: str = "euler"  # `euler` | `heun`
     guidance_scale: float = 1.0  # CFG on text; 1 = no unconditional pass
     t_min: float = 0.05  # clamp in the x0 -> velocity conversion
+    prediction: dict[str, str] | None = None  # modality -> `x0` | `velocity` (registry default)
 
 
 def _velocity(
@@ -43,7 +44,7 @@ def _velocity(
         pred = {m: base[m] + cfg.guidance_scale * (pred[m] - base[m]) for m in pred}
     out = {}
     for m, p in pred.items():
-        if get_modality(m).prediction == "x0":
+        if (cfg.prediction or {}).get(m, get_modality(m).prediction) == "x0":
             out[m] = x0_to_velocity(x[m], p.to(x[m].dtype), t[m], cfg.t_min)
         else:
             out[m] = p.to(x[m].dtype)
@@ -62,6 +63,7 @@ def sample(
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
     progress: Callable[[int, int], None] | None = None,
+    replace: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Integrate the flow from schedule row 0 to the last row.
 
@@ -75,6 +77,9 @@ def sample(
         cfg: solver and guidance settings.
         generator: seeds the initial noise (drawn in `modalities` order, float32).
         progress: optional callback(step, num_steps).
+        replace: modality -> clean tensor imposed by *replacement* (the conditioning of joint
+            models with one shared t): before every network call its state is set to the clean
+            tensor noised to the schedule's t, with one noise draw for the whole trajectory.
 
     Returns:
         modality -> final state (given modalities returned unchanged, absent ones omitted).
@@ -82,7 +87,7 @@ def sample(
     cfg = cfg or SamplerConfig()
     if cfg.solver not in ("euler", "heun"):
         raise ValueError(f"unknown solver '{cfg.solver}'; choose from ['euler', 'heun']")
-    given = given or {}
+    given, replace = given or {}, replace or {}
     cols = {m: schedule[:, j] for j, m in enumerate(modalities)}
     absent = {m for m, c in cols.items() if bool((c == 1).all())}
     state: dict[str, torch.Tensor] = {}
@@ -98,11 +103,15 @@ def sample(
             state[m] = noise.to(device)
     batch = next(iter(state.values())).shape[0]
     num_steps = schedule.shape[0] - 1
+    clean = {m: x.to(device=device, dtype=torch.float32) for m, x in replace.items()}
+    replace_noise = {m: state[m] for m in clean}  # the initial draw, reused at every step
     for k in range(num_steps):
         t_now = {m: cols[m][k].float().expand(batch).to(device) for m in state}
         t_next = {m: cols[m][k + 1].float().expand(batch).to(device) for m in state}
+        for m, x in clean.items():
+            state[m] = interpolate(x, replace_noise[m], t_now[m])
         v = _velocity(fn, state, t_now, cond, uncond, cfg)
-        moving = [m for m in state if bool(cols[m][k + 1] != cols[m][k])]
+        moving = [m for m in state if bool(cols[m][k + 1] != cols[m][k]) and m not in clean]
         proposal = {
             m: state[m] + (t_next[m] - t_now[m])[:, None, None, None] * v[m] for m in moving
         }
@@ -116,4 +125,4 @@ def sample(
         state.update(proposal)
         if progress is not None:
             progress(k + 1, num_steps)
-    return state
+    return {**state, **clean}

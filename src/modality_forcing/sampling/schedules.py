@@ -56,8 +56,14 @@ def _marginal(t: torch.Tensor, log2_alpha: float) -> dict[str, torch.Tensor]:
     return {IMAGE: t, DEPTH: torch.ones_like(t)}
 
 
+def _shared(t: torch.Tensor, log2_alpha: float) -> dict[str, torch.Tensor]:
+    """One t for both (a shared-noise joint model); the image is imposed by replacement."""
+    return {IMAGE: t, DEPTH: t.clone()}
+
+
 MODES: dict[str, Callable[[torch.Tensor, float], dict[str, torch.Tensor]]] = {
     "joint": _joint,
+    "image_to_depth_replacement": _shared,
     "image_to_depth": _image_to_depth,
     "depth_to_image": _depth_to_image,
     "marginal": _marginal,

@@ -124,10 +124,11 @@ class Procedural(Benchmark):
         from ..procedural import SceneConfig, render_split
 
         config = SceneConfig(height=self.size[0], width=self.size[1])
-        return [
-            self.make_sample(s["image"], s["depth"], str(s["key"]), s.get("valid_mask"))
+        return [  # with the scene-graph caption (text-conditioned modes use it)
+            {**self.make_sample(s["image"], s["depth"], str(s["key"]), s.get("valid_mask")),
+             "caption": str(s.get("caption", ""))}
             for s in render_split(self.split, start, num, config)
-        ]
+        ]  # fmt: skip
 
     def _load(self, index: int) -> dict[str, Any]:
         return self._render(index, 1)[0]

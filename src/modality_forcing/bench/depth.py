@@ -1,0 +1,544 @@
+"""`modality-forcing bench depth`: is image -> depth from one Modality Forcing model as accurate as
+a dedicated depth regressor of the same size and compute, and which settings decide it?
+
+On the procedural world it trains, at equal compute (same preset, steps, batch, seed, data order),
+one model per *recipe*: the deterministic regressor (image clean, depth input pure noise, x0 loss
+at t_depth = 1 only), the naive MF recipe of the calibration prototype, the project's MF default,
+and optional ablations (`RECIPES`). Every run keeps a checkpoint at `curve_points` evenly spaced
+steps, scored on the validation split (accuracy vs training time). Then the MF default's final
+weights go through every inference setting (`SETTINGS`: steps, Euler vs Heun, time shift,
+ensembles of N with their uncertainty, letterboxed vs stretched non-square inputs) on the
+validation split, where the best setting is chosen, and on the held-out test split, which is
+reported. Metrics: per-image least-squares scale-and-shift alignment (AbsRel, delta1).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .runs import train_cached, write_json
+
+# Targets (issue #11): MF's best setting within 1.1x the regressor's AbsRel; 4 steps within 5% of
+# MF's best; an ensemble of 5 better than one sample; uncertainty that correlates with the error.
+REGRESSOR_RATIO_TARGET = 1.10
+FOUR_STEP_TARGET = 0.05
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Compute per recipe: every run trains exactly `steps` x `batch` samples."""
+
+    preset: str
+    size: tuple[int, int]
+    steps: int
+    batch: int
+    num_val: int  # validation scenes: curves and the choice of the best setting
+    num_test: int  # held-out test scenes: the reported numbers
+    curve_points: int  # checkpoints per run scored for the accuracy-vs-time curve
+    ensemble: int = 5
+    precision: str = "bf16"
+    lr: float = 4e-4
+    warmup: int = 50
+    full_sweep: bool = True  # False: a handful of settings (smoke tests)
+
+
+BUDGETS: dict[str, Budget] = {
+    # Smoke test (CI): seconds; the numbers mean nothing.
+    "tiny": Budget("tiny", (16, 16), steps=6, batch=4, num_val=3, num_test=3, curve_points=2,
+                   ensemble=3, precision="fp32", lr=1e-3, warmup=1, full_sweep=False),
+    # ~8 min per run on 2 CPU cores (cpu-s, 32x32); default recipes + sweep in about an hour.
+    "small": Budget("cpu-s", (32, 32), steps=600, batch=32, num_val=100, num_test=200,
+                    curve_points=4),
+}  # fmt: skip
+
+# Recipes: overrides on top of the project's training defaults (config.py), applied per run.
+RECIPES: dict[str, dict[str, Any]] = {
+    # The same network as a deterministic image -> depth regressor.
+    "regressor": {"forcing": {"policy": "regression"}},
+    # The calibration prototype's recipe: 20% image-clean, no EMA, constant learning rate.
+    "mf-naive": {
+        "forcing": {
+            "p_image_clean": 0.2,
+            "p_depth_clean": 0.2,
+            "p_both_noised": 0.6,
+            "p_depth_readout": 0.0,
+        },
+        "optim": {"schedule": "constant", "ema_decay": 0.0},
+    },
+    # The project default (whatever `ForcingConfig` / `OptimConfig` say now).
+    "mf": {},
+    # Ablations of the default, one change each.
+    "mf-ic20": {"forcing": {"p_image_clean": 0.2, "p_depth_clean": 0.2, "p_both_noised": 0.6}},
+    "mf-ic80": {"forcing": {"p_image_clean": 0.8, "p_depth_clean": 0.1, "p_both_noised": 0.1}},
+    "mf-no-readout": {"forcing": {"p_depth_readout": 0.0}},
+    "mf-no-ema": {"optim": {"ema_decay": 0.0}},
+    "mf-l1": {"loss": {"depth_loss": "l1"}},
+    "mf-dec2": {"model": {"decoder_layers": 2}},
+    "mf-velocity": {"model": {"depth_prediction": "velocity"}},
+    "mf-from-t2i": {"init_from": "runs/cpu-s-t2i/final"},  # needs that stage-1 run (cpu-s)
+}
+DEFAULT_RECIPES = ("regressor", "mf-naive", "mf")
+MAIN = "mf"  # the recipe whose final weights get the full inference sweep
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One way of running image -> depth at test time."""
+
+    steps: int = 1
+    solver: str = "euler"
+    shift_mu: float = 0.0
+    ensemble: int = 1
+    reduction: str = "median"
+    frame: str = "letterbox"  # non-square inputs: `letterbox` | `stretch`
+    t_min: float | None = None  # x0 -> velocity clamp (None: the model's `depth_t_min`)
+
+    @property
+    def name(self) -> str:
+        parts = [f"{self.solver}-{self.steps}"]
+        if self.shift_mu:
+            parts.append(f"shift{self.shift_mu:+g}")
+        if self.t_min is not None:
+            parts.append(f"tmin{self.t_min:g}")
+        if self.ensemble > 1:
+            parts.append(f"ens{self.ensemble}-{self.reduction}")
+        return " ".join(parts)
+
+    @property
+    def evaluations(self) -> int:
+        """Network evaluations per image (Heun: 2 per step but the last)."""
+        per_sample = self.steps if self.solver == "euler" else 2 * self.steps - 1
+        return per_sample * self.ensemble
+
+
+def sweep_settings(budget: Budget) -> list[Setting]:
+    """Inference settings of the sweep (square test scenes)."""
+    if not budget.full_sweep:
+        return [Setting(1), Setting(2), Setting(2, "heun"),
+                Setting(2, ensemble=budget.ensemble)]  # fmt: skip
+    n = budget.ensemble
+    return [
+        *(Setting(s) for s in (1, 2, 4, 10, 25, 50)),
+        *(Setting(s, "heun") for s in (2, 4, 10)),
+        *(Setting(s, shift_mu=mu) for s in (4, 10) for mu in (-1.0, 1.0)),
+        *(Setting(10, t_min=t) for t in (0.01, 0.2)),
+        *(Setting(s, ensemble=n, reduction=r) for s in (1, 4, 10) for r in ("median", "mean")),
+    ]
+
+
+# ---------------------------------------------------------------------------------- scenes
+
+
+@dataclass
+class Scenes:
+    """A batch of procedural scenes as tensors."""
+
+    images: torch.Tensor  # [N, 3, H, W] in [-1, 1]
+    depth: torch.Tensor  # [N, H, W] metres, float64
+    mask: torch.Tensor  # [N, H, W] bool
+    depth_range: tuple[float, float]
+    captions: list[str]
+
+
+def load_scenes(split: str, num: int, height: int, width: int) -> Scenes:
+    """The first `num` scenes of a procedural split, rendered at (height, width)."""
+    from ..data.benchmarks import get_benchmark
+
+    bench = get_benchmark("procedural", None, split=split, num=num, height=height, width=width)
+    samples = [bench[i] for i in range(len(bench))]
+    images = np.stack([np.asarray(s["image"]) for s in samples])
+    return Scenes(
+        images=torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1,
+        depth=torch.from_numpy(np.stack([np.asarray(s["depth"]) for s in samples])).double(),
+        mask=torch.from_numpy(np.stack([np.asarray(s["valid_mask"]) for s in samples])).bool(),
+        depth_range=tuple(bench.depth_range),
+        captions=[str(s.get("caption", "")) for s in samples],
+    )
+
+
+# ------------------------------------------------------------------------------- inference
+
+
+@torch.no_grad()
+def sample_depths(
+    model: Any, images: torch.Tensor, setting: Setting, size: tuple[int, int], seed: int = 0,
+    chunk: int = 100, mode: str = "image_to_depth",
+) -> torch.Tensor:  # fmt: skip
+    """`setting.ensemble` image -> depth samples per image: [N, E, H, W] at the input size.
+
+    Inputs of another shape than the model's `size` are letterboxed (or stretched) to it and
+    the predictions mapped back. `mode="image_to_depth_replacement"` conditions a shared-t
+    model by replacement instead.
+    """
+    import torch.nn.functional as F
+
+    from ..data.letterbox import letterbox, unletterbox
+    from ..sampling.generate import generate
+
+    n, e = images.shape[0], setting.ensemble
+    h, w = images.shape[-2:]
+    box = None
+    if (h, w) != tuple(size) and setting.frame == "letterbox":
+        images, box = letterbox(images, size, pad_value=-1.0)
+    elif (h, w) != tuple(size):
+        images = F.interpolate(images, size=size, mode="bilinear", antialias=True)
+    generator = torch.Generator().manual_seed(seed)
+    repeated = images.repeat_interleave(e, dim=0)
+    depths = []
+    for part in repeated.split(chunk):
+        out = generate(
+            model, mode, [""] * part.shape[0], *size, image=part,
+            num_steps=setting.steps, solver=setting.solver, shift_mu=setting.shift_mu,
+            t_min=setting.t_min, generator=generator,
+        )  # fmt: skip
+        depths.append(out.depth.float())
+    depth = torch.cat(depths)
+    if box is not None:
+        depth = unletterbox(depth, box)
+    elif depth.shape[-2:] != (h, w):
+        depth = F.interpolate(depth, size=(h, w), mode="bilinear", align_corners=False)
+    return depth.view(n, e, h, w)
+
+
+def score(samples: torch.Tensor, scenes: Scenes, reduction: str = "median") -> dict[str, float]:
+    """Ensemble (if E > 1), align per image (least squares) and score: AbsRel, delta1, and the
+    Spearman correlation of the ensemble's spread with the absolute relative error."""
+    from ..metrics.alignment import align
+    from ..metrics.depth import depth_metrics, mean_over_images
+    from ..metrics.uncertainty import spearman_per_image
+    from ..sampling.ensemble import ensemble_depth
+
+    if samples.shape[1] > 1:
+        pairs = [ensemble_depth(s[:, None], reduction) for s in samples]
+        pred = torch.cat([p for p, _ in pairs])[:, 0]
+        spread = torch.cat([u for _, u in pairs])[:, 0]
+    else:
+        pred, spread = samples[:, 0], None
+    aligned = align(pred.double(), scenes.depth, scenes.mask, "least_squares", scenes.depth_range)
+    metrics = depth_metrics(aligned.aligned, scenes.depth, scenes.mask)
+    out = {m: mean_over_images(metrics[m])[0] for m in ("abs_rel", "delta1")}
+    if spread is not None:
+        error = (aligned.aligned - scenes.depth).abs() / scenes.depth.clamp_min(1e-6)
+        out["spearman"] = mean_over_images(spearman_per_image(spread, error, scenes.mask))[0]
+    return out
+
+
+class Scorer:
+    """Scores settings of one checkpoint on one split, reusing samples shared by settings
+    (an ensemble's mean and median come from the same draws), with results cached on disk."""
+
+    def __init__(self, ckpt: str | Path, scenes: Scenes, size: tuple[int, int],
+                 cache: Path) -> None:  # fmt: skip
+        self.ckpt, self.scenes, self.size, self.cache_path = Path(ckpt), scenes, size, cache
+        weights = (self.ckpt / "model.safetensors").stat()
+        self.weights = f"{weights.st_size}:{weights.st_mtime_ns}"  # retrained: scores are stale
+        old = json.loads(cache.read_text()) if cache.is_file() else {}
+        self.cache = old if old.get("weights") == self.weights else {"weights": self.weights}
+        self._model: Any = None
+        self._samples: dict[Setting, torch.Tensor] = {}
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            from ..pipeline import ModalityForcingPipeline
+
+            self._model = ModalityForcingPipeline.from_pretrained(self.ckpt, device="cpu").model
+        return self._model
+
+    def __call__(self, setting: Setting) -> dict[str, float]:
+        key = f"{setting.name} {setting.frame} n={self.scenes.images.shape[0]}"
+        if key not in self.cache:
+            draws = replace(setting, reduction="median")
+            if draws not in self._samples:
+                self._samples[draws] = sample_depths(self.model, self.scenes.images, setting,
+                                                     self.size)  # fmt: skip
+            self.cache[key] = score(self._samples[draws], self.scenes, setting.reduction)
+            write_json(self.cache_path, self.cache)
+        return self.cache[key]
+
+
+# ---------------------------------------------------------------------------------- training
+
+
+def recipe_config(recipe: str, budget: Budget, run_dir: Path, seed: int = 0,
+                  init_from: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """Training config (a dict for `resolve_train_config`) of one recipe under a budget."""
+    from ..config import apply_overrides
+
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe '{recipe}'; choose from {list(RECIPES)}")
+    height, width = budget.size
+    base = {
+        "preset": budget.preset, "stage": "mf", "init_from": init_from, "out_dir": str(run_dir),
+        "batch_size": budget.batch, "max_steps": budget.steps, "precision": budget.precision,
+        "seed": seed, "sample_every": 0, "log_every": max(1, budget.steps // 30),
+        "ckpt_every": max(1, budget.steps // budget.curve_points), "keep_checkpoints": 0,
+        "data": {"height": height, "width": width},
+        "optim": {"lr": budget.lr, "warmup_steps": min(budget.warmup, budget.steps)},
+    }  # fmt: skip
+    overrides = [f"{k}={json.dumps(v)}" for k, v in _flatten(RECIPES[recipe]).items()]
+    return apply_overrides(base, overrides)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _elapsed_at(run_dir: Path, step: int, train_seconds: float, total_steps: int) -> float:
+    """Training wall time at `step` from metrics.jsonl (pro rata when not logged)."""
+    from .plots import read_metrics
+
+    records = [r for r in read_metrics(run_dir) if r["step"] <= step and "elapsed_s" in r]
+    if records:
+        last = records[-1]
+        return last["elapsed_s"] * step / max(1, last["step"])
+    return train_seconds * step / max(1, total_steps)
+
+
+def curve(run: dict[str, Any], run_dir: Path, scenes: Scenes, budget: Budget,
+          regressor: bool) -> list[dict[str, Any]]:  # fmt: skip
+    """Validation AbsRel of every kept checkpoint: 1-step readout (and 4 steps for MF)."""
+    points = []
+    for ckpt in sorted((run_dir / "checkpoints").glob("step_???????")):
+        step = int(ckpt.name.split("_")[1])
+        scorer = Scorer(ckpt, scenes, budget.size, ckpt / "bench_scores.json")
+        seconds = _elapsed_at(run_dir, step, run["train_seconds"], run["steps"])
+        row = {"step": step, "seconds": seconds}
+        for steps in (1,) if regressor else (1, 4):
+            row[f"abs_rel@{steps}"] = scorer(Setting(steps))["abs_rel"]
+        points.append(row)
+    return points
+
+
+# ------------------------------------------------------------------------------------ suite
+
+
+def run_depth_benchmark(
+    out_dir: str | Path = "bench_out/depth",
+    budget: str | Budget = "small",
+    recipes: list[str] | tuple[str, ...] | None = None,
+    init_from: str | None = None,
+    seed: int = 0,
+    steps: int | None = None,
+) -> dict[str, Any]:
+    """Train every recipe, score curves and the inference sweep; write depth.json, REPORT.md and
+    plots into `out_dir`; print the report. Finished runs and scores are reused (resumable)."""
+    if isinstance(budget, str) and budget not in BUDGETS:
+        raise ValueError(f"unknown budget '{budget}'; choose from {list(BUDGETS)}")
+    spec = BUDGETS[budget] if isinstance(budget, str) else budget
+    spec = replace(spec, steps=steps or spec.steps)
+    recipes = list(recipes or DEFAULT_RECIPES)
+    for name in ("regressor", MAIN):
+        if name not in recipes:
+            recipes.append(name)
+    out = Path(out_dir)
+    configs = {r: recipe_config(r, spec, out / r, seed, init_from) for r in recipes}  # fail early
+    height, width = spec.size
+    val = load_scenes("val", spec.num_val, height, width)
+    test = load_scenes("test", spec.num_test, height, width)
+    wide = load_scenes("test", spec.num_test, height, width * 3 // 2)  # 2:3, non-square
+    report: dict[str, Any] = {"budget": asdict(spec), "seed": seed, "init_from": init_from,
+                              "recipes": {}, "sweep": []}  # fmt: skip
+    for name in recipes:
+        run = train_cached(configs[name])
+        run_dir = out / name
+        is_reg = RECIPES[name].get("forcing", {}).get("policy") == "regression"
+        val_scorer = Scorer(run["final"], val, spec.size, run_dir / "scores_val.json")
+        test_scorer = Scorer(run["final"], test, spec.size, run_dir / "scores_test.json")
+        readouts = (1,) if is_reg else (1, 4, 10)
+        report["recipes"][name] = {
+            "overrides": RECIPES[name], "steps": run["steps"],
+            "train_seconds": run["train_seconds"], "regressor": is_reg,
+            "val": {s: val_scorer(Setting(s)) for s in readouts},
+            "test": {s: test_scorer(Setting(s)) for s in readouts},
+            "curve": curve(run, run_dir, val, spec, is_reg),
+        }  # fmt: skip
+        if name == MAIN:
+            report["sweep"] = sweep(run["final"], spec, val, test, wide, run_dir)
+    report["verdict"] = verdict(report)
+    write_json(out / "depth.json", report)
+    text = markdown(report)
+    (out / "REPORT.md").write_text(text + "\n")
+    plot(report, out)
+    print(text)
+    return report
+
+
+def sweep(ckpt: str, spec: Budget, val: Scenes, test: Scenes, wide: Scenes,
+          run_dir: Path) -> list[dict[str, Any]]:  # fmt: skip
+    """Every inference setting on val and test; then the best val setting on the non-square
+    scenes, letterboxed and stretched."""
+    val_scorer = Scorer(ckpt, val, spec.size, run_dir / "scores_val.json")
+    test_scorer = Scorer(ckpt, test, spec.size, run_dir / "scores_test.json")
+    rows = []
+    for s in sweep_settings(spec):
+        scores = {"val": val_scorer(s), "test": test_scorer(s)}
+        rows.append({**asdict(s), "setting": s.name, "frame": "square",
+                     "evaluations": s.evaluations, **scores})  # fmt: skip
+    best = min(rows, key=lambda r: r["val"]["abs_rel"])
+    wide_scorer = Scorer(ckpt, wide, spec.size, run_dir / "scores_wide.json")
+    fields = {k: best[k] for k in ("steps", "solver", "shift_mu", "ensemble", "reduction", "t_min")}
+    for frame in ("letterbox", "stretch"):
+        s = Setting(**fields, frame=frame)
+        rows.append({**asdict(s), "setting": s.name, "evaluations": s.evaluations,
+                     "val": None, "test": wide_scorer(s)})  # fmt: skip
+    return rows
+
+
+def verdict(report: dict[str, Any]) -> dict[str, Any]:
+    """The targets of issue #11, on the test split, with the best setting chosen on val."""
+    square = [r for r in report["sweep"] if r["frame"] == "square"]
+    if not square:
+        return {}
+    best = min(square, key=lambda r: r["val"]["abs_rel"])
+    by_name = {r["setting"]: r for r in square}
+    reg = next(r for r in report["recipes"].values() if r["regressor"])
+    reg_abs = _get(reg["test"], 1)["abs_rel"]
+    mf_best = best["test"]["abs_rel"]
+    four = by_name.get("euler-4", by_name.get("euler-2"))
+    singles = {(r["steps"], r["solver"]): r for r in square if r["ensemble"] == 1
+               and not r["shift_mu"] and r["t_min"] is None}  # fmt: skip
+    ensembles = [r for r in square if r["ensemble"] > 1 and r["reduction"] == "median"]
+    ens_gain = [
+        r["test"]["abs_rel"] / singles[(r["steps"], r["solver"])]["test"]["abs_rel"] - 1
+        for r in ensembles if (r["steps"], r["solver"]) in singles
+    ]  # fmt: skip
+    rhos = [r["test"]["spearman"] for r in ensembles if "spearman" in r["test"]]
+    return {
+        "best_setting": best["setting"], "best_test_abs_rel": mf_best,
+        "regressor_test_abs_rel": reg_abs, "ratio_to_regressor": mf_best / reg_abs,
+        "ratio_target_met": mf_best / reg_abs <= REGRESSOR_RATIO_TARGET,
+        "four_step_setting": four["setting"],
+        "four_step_gap": four["test"]["abs_rel"] / mf_best - 1,
+        "four_step_target_met": four["test"]["abs_rel"] / mf_best - 1 <= FOUR_STEP_TARGET,
+        "ensemble_gain": ens_gain, "ensemble_helps": bool(ens_gain) and max(ens_gain) < 0,
+        "spearman": rhos, "spearman_mean": float(np.mean(rhos)) if rhos else math.nan,
+    }  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------- output
+
+
+def _get(scores: dict[Any, Any], steps: int) -> dict[str, float] | None:
+    """Scores by readout steps (int keys in memory, str keys after a JSON round trip)."""
+    return scores.get(steps, scores.get(str(steps)))
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The report: recipes, the inference sweep, non-square framing, verdicts."""
+    b = report["budget"]
+    lines = [
+        f"preset {b['preset']}, {b['size'][0]}x{b['size'][1]}, {b['steps']} steps x batch "
+        f"{b['batch']} per recipe (seed {report['seed']}"
+        + (f", init from {report['init_from']}" if report["init_from"] else ", from scratch")
+        + f"); val {b['num_val']} / test {b['num_test']} procedural scenes, least-squares aligned.",
+        "",
+        "## Recipes at equal compute (image -> depth AbsRel / delta1, test)",
+        "",
+        "| recipe | train s | 1 step | 4 steps | 10 steps | val 1 / 4 steps |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, r in report["recipes"].items():
+        cells = []
+        for s in (1, 4, 10):
+            t = _get(r["test"], s)
+            cells.append(f"{t['abs_rel']:.4f} / {t['delta1']:.3f}" if t else "")
+        vals = [_get(r["val"], s) for s in (1, 4)]
+        val = " / ".join(f"{v['abs_rel']:.4f}" for v in vals if v)
+        lines.append(f"| {name} | {r['train_seconds']:.0f} | {' | '.join(cells)} | {val} |")
+    lines += ["", "## Inference settings of the `mf` recipe", "",
+              "| setting | frame | evals/image | val AbsRel | test AbsRel | test delta1 "
+              "| test Spearman(unc, err) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in report["sweep"]:
+        v = f"{r['val']['abs_rel']:.4f}" if r["val"] else ""
+        rho = r["test"].get("spearman")
+        lines.append(
+            f"| {r['setting']} | {r['frame']} | {r['evaluations']} | {v} "
+            f"| {r['test']['abs_rel']:.4f} | {r['test']['delta1']:.3f} "
+            f"| {'' if rho is None else f'{rho:.3f}'} |"
+        )
+    v = report["verdict"]
+    if v:
+        yes = {True: "met", False: "missed"}
+        gains = ", ".join(f"{g:+.1%}" for g in v["ensemble_gain"])
+        lines += [
+            "", "## Verdicts (test split; best setting chosen on val)", "",
+            f"- best setting on val: **{v['best_setting']}**, test AbsRel "
+            f"{v['best_test_abs_rel']:.4f} vs regressor {v['regressor_test_abs_rel']:.4f}: ratio "
+            f"{v['ratio_to_regressor']:.3f} (target <= {REGRESSOR_RATIO_TARGET}: "
+            f"{yes[v['ratio_target_met']]})",
+            f"- {v['four_step_setting']} vs best: {v['four_step_gap']:+.1%} (target <= "
+            f"+{FOUR_STEP_TARGET:.0%}: {yes[v['four_step_target_met']]})",
+            f"- ensemble of {b['ensemble']} (median) vs one sample: {gains} "
+            f"({'helps' if v['ensemble_helps'] else 'does not help everywhere'})",
+            f"- Spearman(uncertainty, error) per image, mean: {v['spearman_mean']:.3f}",
+        ]  # fmt: skip
+    return "\n".join(lines)
+
+
+def plot(report: dict[str, Any], out: Path) -> list[Path]:
+    """accuracy_vs_steps.png and accuracy_vs_time.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    plain = [r for r in report["sweep"] if r["frame"] == "square" and r["ensemble"] == 1
+             and not r["shift_mu"] and r["t_min"] is None]  # fmt: skip
+    for solver in ("euler", "heun"):
+        rows = sorted((r for r in plain if r["solver"] == solver), key=lambda r: r["evaluations"])
+        if rows:
+            ax.plot([r["evaluations"] for r in rows], [r["test"]["abs_rel"] for r in rows],
+                    marker="o", label=f"MF, {solver}")  # fmt: skip
+    ens = [r for r in report["sweep"] if r["ensemble"] > 1 and r["reduction"] == "median"]
+    if ens:
+        ax.scatter([r["evaluations"] for r in ens], [r["test"]["abs_rel"] for r in ens],
+                   marker="s", color="C2", label="MF, ensemble (median)", zorder=3)  # fmt: skip
+    for name, r in report["recipes"].items():
+        if r["regressor"]:
+            ax.axhline(_get(r["test"], 1)["abs_rel"], color="k", ls="--", label=name)
+    ax.set(xscale="log", xlabel="network evaluations per image", ylabel="test AbsRel",
+           title="image -> depth accuracy vs sampling steps")  # fmt: skip
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    paths.append(save_figure(fig, out / "accuracy_vs_steps.png"))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, (name, r) in enumerate(report["recipes"].items()):
+        pts = r["curve"]
+        for steps, style in ((1, "-"), (4, ":")):
+            key = f"abs_rel@{steps}"
+            if pts and key in pts[0]:
+                ax.plot([p["seconds"] / 60 for p in pts], [p[key] for p in pts], style,
+                        marker="o", color=f"C{i}", label=f"{name}, {steps} step(s)")  # fmt: skip
+    ax.set(xlabel="training time (min)", ylabel="val AbsRel",
+           title="image -> depth accuracy vs training time")  # fmt: skip
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    paths.append(save_figure(fig, out / "accuracy_vs_time.png"))
+    return paths
+
+
+def save_figure(fig: Any, path: Path) -> Path:
+    """Write a matplotlib figure as PNG (creating the folder) and close it."""
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

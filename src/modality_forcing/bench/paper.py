@@ -1,0 +1,315 @@
+"""`modality-forcing bench paper`: the paper's claims in miniature, on the procedural world, with
+the same code that trains and samples at scale.
+
+Runs (every one `steps` x `batch`, seed fixed, config saved in its folder, reused when unchanged):
+
+| run | what | claims |
+|---|---|---|
+| `mf` | the project's MF recipe | all |
+| `regressor` | the same network as a deterministic image -> depth regressor | 1, 3 |
+| `d2i-only` | depth-clean corner only: a dedicated depth -> image model | 1 |
+| `joint-only` | both-noised corner only: a dedicated joint generator | 1 |
+| `shared-t` | one t for image and depth (earlier joint models); image -> depth by replacement | 2 |
+| `t2i-<size>`, `mf-<size>` | T2I pre-training then MF post-training, per model size | 4 |
+| `t2i-data<N>`, `mf-data<N>` | the same at the main size with N distinct T2I scenes | 4 |
+| `sparse-dense`, `sparse-<spec>`, `sparse-mixed` | dense vs sparsified vs 50/50 depth | 5 |
+
+Claim 6 (schedules) needs no training: joint generation of `mf` at several tilts, and image ->
+depth at several step counts. Everything is scored on the procedural test split; the settings
+(steps, tilts) are fixed in advance (chosen on the val split by `bench depth`), never on test.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .depth import Budget as DepthBudget
+from .depth import Setting, load_scenes, recipe_config
+from .paper_eval import Estimator, depth_to_image, image_to_depth, joint
+from .runs import train_cached, write_json
+
+CONSISTENCY = "consistency_abs_rel[regressor]"
+
+
+@dataclass(frozen=True)
+class Budget:
+    preset: str
+    size: tuple[int, int]
+    steps: int  # per run (MF post-training and every baseline)
+    batch: int
+    num_eval: int  # test scenes per measurement
+    sample_steps: int  # image -> depth, depth -> image and joint sampling steps
+    t2i_steps: int  # T2I pre-training per scaling run
+    # Scaling: (name, preset, model overrides) per size, smallest first.
+    sizes: tuple[tuple[str, str, dict[str, Any]], ...] = ()
+    data_amounts: tuple[int, ...] = ()  # distinct T2I scenes at the main size (0: unlimited)
+    sparse: str = "lidar:32"
+    sensor_scale: int = 4
+    precision: str = "bf16"
+    lr: float = 4e-4
+    warmup: int = 50
+    alphas: tuple[float, ...] = (-3.0, 0.0, 3.0, 5.0)
+    i2d_steps: tuple[int, ...] = (1, 4, 10, 50)
+
+
+_TINY_SIZES = (
+    ("h16", "tiny", {"hidden_size": 16, "num_heads": 2}),
+    ("h32", "tiny", {}),
+    ("h64", "tiny", {"hidden_size": 64, "num_heads": 4}),
+)
+_CPU_SIZES = (
+    ("xs", "cpu-s", {"hidden_size": 128, "num_single_layers": 3, "num_heads": 2}),
+    ("s", "cpu-s", {}),
+    ("m", "cpu-m", {}),
+)
+BUDGETS: dict[str, Budget] = {
+    # CI smoke test: every section in well under 3 minutes on 2 cores; numbers mean little.
+    "tiny": Budget("tiny", (16, 16), steps=40, batch=8, num_eval=8, sample_steps=4,
+                   t2i_steps=20, sizes=_TINY_SIZES, data_amounts=(16, 0), sensor_scale=2,
+                   precision="fp32", lr=2e-3, warmup=5, i2d_steps=(1, 4)),
+    # About 80 minutes on a 2-core CPU.
+    "small": Budget("cpu-s", (32, 32), steps=300, batch=32, num_eval=100, sample_steps=10,
+                    t2i_steps=300, sizes=_CPU_SIZES, data_amounts=(256, 0)),
+}  # fmt: skip
+
+
+def _depth_budget(b: Budget) -> DepthBudget:
+    return DepthBudget(b.preset, b.size, b.steps, b.batch, num_val=0, num_test=b.num_eval,
+                       curve_points=1, precision=b.precision, lr=b.lr, warmup=b.warmup)  # fmt: skip
+
+
+def run_configs(b: Budget, out: Path, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Every run's training config (dicts for `resolve_train_config`), in training order."""
+    from .sparse import Budget as SparseBudget
+    from .sparse import run_config as sparse_config
+
+    db = _depth_budget(b)
+    runs = {
+        "mf": recipe_config("mf", db, out / "mf", seed),
+        "regressor": recipe_config("regressor", db, out / "regressor", seed),
+    }
+    corner = {"p_image_clean": 0.0, "p_depth_clean": 0.0, "p_both_noised": 0.0,
+              "p_depth_absent": 0.0, "p_depth_readout": 0.0}  # fmt: skip
+    for name, only in (("d2i-only", "p_depth_clean"), ("joint-only", "p_both_noised")):
+        runs[name] = {**recipe_config("mf", db, out / name, seed),
+                      "forcing": {**corner, only: 1.0}}  # fmt: skip
+    runs["shared-t"] = {**recipe_config("mf", db, out / "shared-t", seed),
+                        "forcing": {"policy": "shared"}}  # fmt: skip
+    for name, preset, model in b.sizes:
+        _pretrain_then_mf(runs, b, out, seed, name, preset, model, num_scenes=None)
+    for n in b.data_amounts:
+        if n:  # 0 (unlimited) at the main size is the size sweep's main entry
+            _pretrain_then_mf(runs, b, out, seed, f"data{n}", b.preset, {}, num_scenes=n)
+    sb = SparseBudget(b.preset, b.size, b.steps, b.batch, b.num_eval, b.sample_steps,
+                      sensor_scale=b.sensor_scale, precision=b.precision, lr=b.lr,
+                      warmup=b.warmup)  # fmt: skip
+    for name, setting in (("dense", "dense"), (b.sparse, b.sparse), ("mixed", f"mixed:{b.sparse}")):
+        key = f"sparse-{name.replace(':', '_')}"
+        runs[key] = sparse_config(setting, "neutral", sb, out / key, seed)
+    return runs
+
+
+def _pretrain_then_mf(
+    runs: dict[str, Any], b: Budget, out: Path, seed: int, name: str, preset: str,
+    model: dict[str, Any], num_scenes: int | None,
+) -> None:  # fmt: skip
+    height, width = b.size
+    common = {
+        "preset": preset, "model": model, "batch_size": b.batch, "precision": b.precision,
+        "seed": seed, "sample_every": 0, "log_every": max(1, b.steps // 20),
+        "optim": {"lr": b.lr, "warmup_steps": min(b.warmup, b.steps)},
+    }  # fmt: skip
+    t2i_dir = out / f"t2i-{name}"
+    runs[f"t2i-{name}"] = {
+        **common, "stage": "t2i", "out_dir": str(t2i_dir), "max_steps": b.t2i_steps,
+        "ckpt_every": b.t2i_steps,
+        "data": {"height": height, "width": width, "num_scenes": num_scenes},
+    }  # fmt: skip
+    runs[f"mf-{name}"] = {
+        **common, "stage": "mf", "out_dir": str(out / f"mf-{name}"), "max_steps": b.steps,
+        "ckpt_every": b.steps, "init_from": str(t2i_dir / "final"),
+        "data": {"height": height, "width": width},
+    }  # fmt: skip
+
+
+def _load(ckpt: str | Path) -> Any:
+    from ..pipeline import ModalityForcingPipeline
+
+    return ModalityForcingPipeline.from_pretrained(ckpt, device="cpu").model
+
+
+def _params(model: Any) -> int:
+    from ..model.mmdit import count_parameters
+
+    return count_parameters(model.dit)
+
+
+def run_paper_benchmark(
+    out_dir: str | Path = "bench_out/paper", budget: str | Budget = "small", seed: int = 0,
+) -> dict[str, Any]:  # fmt: skip
+    """Train every run, measure the six claims, write paper.json, REPORT.md and plots."""
+    from .paper_report import markdown, plot
+
+    if isinstance(budget, str) and budget not in BUDGETS:
+        raise ValueError(f"unknown budget '{budget}'; choose from {list(BUDGETS)}")
+    b = BUDGETS[budget] if isinstance(budget, str) else budget
+    out = Path(out_dir)
+    configs = run_configs(b, out, seed)
+    trained = {name: train_cached(cfg) for name, cfg in configs.items()}
+    models = {name: _load(run["final"]) for name, run in trained.items()}
+    scenes = load_scenes("test", b.num_eval, *b.size)
+    n = b.sample_steps
+    own = {name: Estimator(m, Setting(n), b.size) for name, m in models.items()}
+    reg = Estimator(models["regressor"], Setting(1), b.size)
+    report: dict[str, Any] = {
+        "budget": asdict(b), "seed": seed,
+        "runs": {k: {"steps": r["steps"], "train_seconds": r["train_seconds"],
+                     "params": _params(models[k]), "config": str(Path(configs[k]["out_dir"]))}
+                 for k, r in trained.items()},
+    }  # fmt: skip
+
+    # 1. One model, every permutation, against dedicated single-task models.
+    untrained = _untrained_like(models["mf"])
+    s1: dict[str, Any] = {
+        "image_to_depth": {
+            "mf": image_to_depth(own["mf"], scenes),
+            "regressor (dedicated)": image_to_depth(reg, scenes),
+            "untrained": image_to_depth(Estimator(untrained, Setting(n), b.size), scenes,
+                                        ("least_squares",)),
+            "mean training depth": _mean_depth_baseline(b, scenes),
+        },
+        "depth_to_image": {
+            name: depth_to_image(models[name], scenes, n, {"mf": own["mf"], "regressor": reg},
+                                 seed)
+            for name in ("mf", "d2i-only")
+        },
+        "joint": {
+            name: joint(models[name], scenes.captions, b.size, n,
+                        {"mf": own["mf"], "regressor": reg}, seed=seed)
+            for name in ("mf", "joint-only")
+        },
+    }  # fmt: skip
+    report["permutations"] = s1
+
+    # 2. Separate noise levels vs one shared t (image -> depth by replacement).
+    shared = Estimator(models["shared-t"], Setting(n), b.size, mode="image_to_depth_replacement")
+    report["shared_t"] = {"mf": s1["image_to_depth"]["mf"],
+                          "shared-t (replacement)": image_to_depth(shared, scenes)}  # fmt: skip
+
+    # 3. Against a dedicated estimator of the same size and compute.
+    mf_abs = s1["image_to_depth"]["mf"]["least_squares"]["abs_rel"]
+    reg_abs = s1["image_to_depth"]["regressor (dedicated)"]["least_squares"]["abs_rel"]
+    report["regressor"] = {"mf": mf_abs, "regressor": reg_abs, "ratio": mf_abs / reg_abs}
+
+    # 4. Scaling with model size and with T2I data.
+    report["scaling"] = {
+        "size": [_scaling_row(name, models, own, scenes) for name, _, _ in b.sizes],
+        "data": [_scaling_row(f"data{k}" if k else _main_size(b), models, own, scenes, k)
+                 for k in b.data_amounts],
+    }  # fmt: skip
+
+    # 5. Sparse depth.
+    report["sparse"] = {
+        key: image_to_depth(Estimator(models[key], Setting(n), b.size), scenes,
+                            ("least_squares",))["least_squares"]
+        for key in configs if key.startswith("sparse-")
+    }  # fmt: skip
+
+    # 6. Schedules.
+    report["schedules"] = {
+        "joint": {a: joint(models["mf"], scenes.captions, b.size, n, {"regressor": reg},
+                           log2_alpha=a, seed=seed) for a in b.alphas},
+        "image_to_depth_steps": {
+            k: image_to_depth(Estimator(models["mf"], Setting(k), b.size), scenes,
+                              ("least_squares",))["least_squares"] for k in b.i2d_steps},
+    }  # fmt: skip
+    report["verdicts"] = verdicts(report)
+    write_json(out / "paper.json", report)
+    text = markdown(report)
+    (out / "REPORT.md").write_text(text + "\n")
+    plot(report, out)
+    print(text)
+    return report
+
+
+def _main_size(b: Budget) -> str:
+    """The size-sweep entry trained on the main preset without model overrides."""
+    return next(name for name, preset, model in b.sizes if preset == b.preset and not model)
+
+
+def _scaling_row(name: str, models: dict[str, Any], own: dict[str, Estimator], scenes: Any,
+                 num_scenes: int | None = None) -> dict[str, Any]:  # fmt: skip
+    scores = image_to_depth(own[f"mf-{name}"], scenes, ("least_squares",))["least_squares"]
+    return {"name": name, "params": _params(models[f"mf-{name}"]), "t2i_scenes": num_scenes,
+            **scores}  # fmt: skip
+
+
+def _untrained_like(model: Any) -> Any:
+    """A freshly initialised model of the same config (seed 0)."""
+    from ..model.factory import build_model
+
+    torch.manual_seed(0)
+    return build_model(model.cfg).eval()
+
+
+def _mean_depth_baseline(b: Budget, scenes: Any, num: int = 512) -> dict[str, float]:
+    """The per-pixel mean depth map of `num` training scenes, predicted for every test image."""
+    from ..data.procedural import SceneConfig, render_split
+
+    train = render_split("train", 0, num, SceneConfig(height=b.size[0], width=b.size[1]))
+    depth = torch.stack([torch.as_tensor(s["depth"]).double() for s in train])
+    valid = torch.stack([torch.as_tensor(s["valid_mask"]) for s in train]).bool()
+    mean = (depth * valid).sum(0) / valid.sum(0).clamp_min(1)
+    pred = mean.expand_as(scenes.depth)
+    from .paper_eval import score_depth
+
+    return score_depth(pred, scenes.depth, scenes.mask, scenes.depth_range, ("least_squares",))
+
+
+def verdicts(report: dict[str, Any]) -> dict[str, Any]:
+    """One honest line of evidence per claim (the report words them)."""
+    s1 = report["permutations"]
+    i2d = {k: v["least_squares"]["abs_rel"] for k, v in s1["image_to_depth"].items()}
+    d2i = {k: v["cycle_abs_rel[regressor]"] for k, v in s1["depth_to_image"].items()}
+    jnt = {k: v[CONSISTENCY] for k, v in s1["joint"].items()}
+    shared = report["shared_t"]
+    mf_abs = shared["mf"]["least_squares"]["abs_rel"]
+    sh_abs = shared["shared-t (replacement)"]["least_squares"]["abs_rel"]
+    sizes = report["scaling"]["size"]
+    data = report["scaling"]["data"]
+    sparse = report["sparse"]
+    dense = next((v["abs_rel"] for k, v in sparse.items() if k == "sparse-dense"), math.nan)
+    joint_rows = report["schedules"]["joint"]
+    steps = report["schedules"]["image_to_depth_steps"]
+    return {
+        "1_mf_vs_dedicated": {"image_to_depth": i2d["mf"] / i2d["regressor (dedicated)"],
+                              "depth_to_image_cycle": d2i["mf"] / d2i["d2i-only"],
+                              "joint_consistency": jnt["mf"] / jnt["joint-only"]},
+        "1_beats_untrained": _lt(i2d["mf"], i2d["untrained"]),
+        "1_beats_mean_depth": _lt(i2d["mf"], i2d["mean training depth"]),
+        "2_mf_over_shared": mf_abs / sh_abs, "2_target_met": mf_abs <= 0.5 * sh_abs,
+        "3_ratio_to_regressor": report["regressor"]["ratio"],
+        "3_target_met": report["regressor"]["ratio"] <= 1.10,
+        "4_bigger_is_better": _monotone([r["abs_rel"] for r in sizes]),
+        "4_more_data_is_better": _monotone([r["abs_rel"] for r in data]),
+        "5_sparse_vs_dense": {k: v["abs_rel"] / dense - 1 for k, v in sparse.items()
+                              if k != "sparse-dense"},
+        "6_best_alpha": min(joint_rows, key=lambda a: joint_rows[a][CONSISTENCY]),
+        "6_best_steps": min(steps, key=lambda k: steps[k]["abs_rel"]),
+    }  # fmt: skip
+
+
+def _lt(a: float, b: float) -> bool:
+    """a < b, where a NaN b (a degenerate, e.g. constant, prediction) counts as worst."""
+    return not math.isnan(a) and (math.isnan(b) or a < b)
+
+
+def _monotone(values: list[float]) -> bool:
+    """Strictly better (lower) at every step along the list."""
+    return all(b < a for a, b in itertools.pairwise(values))

@@ -1,0 +1,107 @@
+"""The measurements of `bench paper`: every permutation of one checkpoint, scored on procedural
+test scenes. Pure functions of (model, scenes, settings); the suite (`bench/paper.py`) decides
+which models and settings.
+
+- image -> depth: AbsRel / delta1 under every alignment protocol (least squares first).
+- depth -> image, by cycle: the depth estimated from the generated image, scored against the
+  input depth (least squares), with any estimator (the model itself, or a separate regressor).
+- joint: consistency, the estimator's depth of the generated image scored against the generated
+  depth (least squares), next to the same score against another sample's depth (a shuffled
+  pairing: what "no agreement" looks like).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .depth import Scenes, Setting, sample_depths
+
+PROTOCOLS = ("least_squares", "least_squares_disparity", "median", "robust")
+GENERATED_RANGE = (1e-3, 1e3)  # relative depths (unit mean): the clip range when they are the GT
+
+
+def score_depth(
+    pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, depth_range: tuple[float, float],
+    protocols: tuple[str, ...] = ("least_squares",),
+) -> dict[str, dict[str, float]]:  # fmt: skip
+    """Mean AbsRel / delta1 over images for each protocol: {protocol: {abs_rel, delta1}}."""
+    from ..metrics.alignment import align
+    from ..metrics.depth import depth_metrics, mean_over_images
+
+    out = {}
+    for protocol in protocols:
+        aligned = align(pred.double(), gt.double(), mask, protocol, depth_range)
+        metrics = depth_metrics(aligned.aligned, gt.double(), mask)
+        out[protocol] = {m: mean_over_images(metrics[m])[0] for m in ("abs_rel", "delta1")}
+    return out
+
+
+class Estimator:
+    """Image -> depth with a fixed setting (the yardstick of cycles and consistency)."""
+
+    def __init__(self, model: Any, setting: Setting, size: tuple[int, int],
+                 mode: str = "image_to_depth") -> None:  # fmt: skip
+        self.model, self.setting, self.size, self.mode = model, setting, size, mode
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """[N, 3, H, W] in [-1, 1] -> relative depth [N, H, W]."""
+        return sample_depths(self.model, images, self.setting, self.size, mode=self.mode)[:, 0]
+
+
+def image_to_depth(
+    estimator: Estimator, scenes: Scenes, protocols: tuple[str, ...] = PROTOCOLS
+) -> dict[str, dict[str, float]]:
+    """Image -> depth on the scenes' images, per protocol."""
+    pred = estimator(scenes.images)
+    return score_depth(pred, scenes.depth, scenes.mask, scenes.depth_range, protocols)
+
+
+@torch.no_grad()
+def depth_to_image(
+    model: Any, scenes: Scenes, steps: int, estimators: dict[str, Estimator], seed: int = 0,
+    guidance_scale: float = 1.0,
+) -> dict[str, float]:  # fmt: skip
+    """Generate an image from each scene's depth (and caption); the cycle AbsRel / delta1 of
+    each estimator's depth of that image against the input depth (least squares)."""
+    from ..sampling.generate import generate
+
+    h, w = scenes.images.shape[-2:]
+    out = generate(
+        model, "depth_to_image", scenes.captions, h, w, depth=scenes.depth[:, None].float(),
+        valid_mask=scenes.mask[:, None], num_steps=steps, guidance_scale=guidance_scale,
+        generator=torch.Generator().manual_seed(seed),
+    )  # fmt: skip
+    scores = {}
+    for name, estimate in estimators.items():
+        s = score_depth(estimate(out.image), scenes.depth, scenes.mask, scenes.depth_range)
+        scores[f"cycle_abs_rel[{name}]"] = s["least_squares"]["abs_rel"]
+        scores[f"cycle_delta1[{name}]"] = s["least_squares"]["delta1"]
+    return scores
+
+
+@torch.no_grad()
+def joint(
+    model: Any, captions: list[str], size: tuple[int, int], steps: int,
+    estimators: dict[str, Estimator], log2_alpha: float = 0.0, seed: int = 0,
+    guidance_scale: float = 1.0,
+) -> dict[str, float]:  # fmt: skip
+    """Generate image + depth per caption; consistency of each estimator's depth of the image
+    with the generated depth, and the same against a shuffled pairing."""
+    from ..sampling.generate import generate
+
+    out = generate(
+        model, "joint", captions, *size, num_steps=steps, log2_alpha=log2_alpha,
+        guidance_scale=guidance_scale, generator=torch.Generator().manual_seed(seed),
+    )  # fmt: skip
+    depth = out.depth[:, 0].double().clamp_min(GENERATED_RANGE[0])
+    mask = torch.ones_like(depth, dtype=torch.bool)
+    scores = {}
+    for name, estimate in estimators.items():
+        est = estimate(out.image)
+        paired = score_depth(est, depth, mask, GENERATED_RANGE)["least_squares"]
+        shuffled = score_depth(est, depth.roll(1, dims=0), mask, GENERATED_RANGE)["least_squares"]
+        scores[f"consistency_abs_rel[{name}]"] = paired["abs_rel"]
+        scores[f"shuffled_abs_rel[{name}]"] = shuffled["abs_rel"]
+    return scores

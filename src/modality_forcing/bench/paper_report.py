@@ -1,0 +1,137 @@
+"""`bench paper` output: REPORT.md (tables and a verdict per claim) and its plots."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from .depth import save_figure
+
+
+def _f(x: float, digits: int = 4) -> str:
+    return "NaN (degenerate)" if x is None or math.isnan(x) else f"{x:.{digits}f}"
+
+
+def _protocol_table(rows: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+    protocols = list(next(iter(rows.values())))
+    lines = ["| model | " + " | ".join(f"{p} AbsRel / δ1" for p in protocols) + " |",
+             "|---|" + "---|" * len(protocols)]  # fmt: skip
+    for name, per in rows.items():
+        cells = [f"{_f(per[p]['abs_rel'])} / {_f(per[p]['delta1'], 3)}" if p in per else ""
+                 for p in protocols]  # fmt: skip
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _dict_table(rows: dict[str, dict[str, float]], first: str) -> list[str]:
+    keys = list(next(iter(rows.values())))
+    lines = [f"| {first} | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+    for name, values in rows.items():
+        lines.append(f"| {name} | " + " | ".join(_f(values[k]) for k in keys) + " |")
+    return lines
+
+
+def markdown(report: dict[str, Any]) -> str:
+    b, v = report["budget"], report["verdicts"]
+    yes = {True: "**holds**", False: "**does not hold**"}
+    lines = [
+        "# The paper's claims in miniature",
+        "",
+        f"Preset {b['preset']} at {b['size'][0]}x{b['size'][1]}; every run {b['steps']} steps x "
+        f"batch {b['batch']} (T2I pre-training {b['t2i_steps']} steps), seed {report['seed']}; "
+        f"{b['num_eval']} procedural test scenes; {b['sample_steps']} sampling steps; "
+        "least-squares alignment unless a column says otherwise.",
+        "",
+        "## Runs",
+        "",
+        "| run | DiT params | steps | train s |",
+        "|---|---|---|---|",
+    ]
+    for name, r in report["runs"].items():
+        lines.append(f"| {name} | {r['params'] / 1e6:.2f}M | {r['steps']} "
+                     f"| {r['train_seconds']:.0f} |")  # fmt: skip
+    s1 = report["permutations"]
+    r1 = v["1_mf_vs_dedicated"]
+    lines += [
+        "", "## 1. One model, every permutation", "", "Image -> depth:", "",
+        *_protocol_table(s1["image_to_depth"]), "",
+        "Depth -> image (cycle: depth estimated from the generated image vs the input depth; "
+        "AbsRel, lower is better):", "",
+        *_dict_table(s1["depth_to_image"], "model"), "",
+        "Joint (consistency: depth estimated from the generated image vs the generated depth; "
+        "`shuffled` pairs each image with another sample's depth):", "",
+        *_dict_table(s1["joint"], "model"), "",
+        f"Verdict: MF / dedicated AbsRel ratios: image -> depth {r1['image_to_depth']:.3f}, "
+        f"depth -> image cycle {r1['depth_to_image_cycle']:.3f}, joint consistency "
+        f"{r1['joint_consistency']:.3f} (below 1: MF is better). MF beats an untrained model: "
+        f"{v['1_beats_untrained']}; beats the mean training depth map: {v['1_beats_mean_depth']}.",
+    ]  # fmt: skip
+    lines += [
+        "", "## 2. Separate noise levels vs one shared t", "",
+        *_protocol_table(report["shared_t"]), "",
+        f"Verdict: MF / shared-t AbsRel = {v['2_mf_over_shared']:.3f} (paper: about 0.43; "
+        f"target <= 0.5): {yes[v['2_target_met']]}.",
+        "", "## 3. Against a dedicated depth estimator", "",
+        f"MF {_f(report['regressor']['mf'])} vs regressor {_f(report['regressor']['regressor'])}"
+        f": ratio {v['3_ratio_to_regressor']:.3f} (target <= 1.10): {yes[v['3_target_met']]}.",
+    ]  # fmt: skip
+    sc = report["scaling"]
+    lines += ["", "## 4. Scaling (T2I pre-training, then MF post-training)", "",
+              "| model | DiT params | T2I scenes | AbsRel | δ1 |",
+              "|---|---|---|---|---|"]  # fmt: skip
+    for r in sc["size"] + sc["data"]:
+        scenes = "unlimited" if not r["t2i_scenes"] else str(r["t2i_scenes"])
+        lines.append(f"| mf-{r['name']} | {r['params'] / 1e6:.2f}M | {scenes} "
+                     f"| {_f(r['abs_rel'])} | {_f(r['delta1'], 3)} |")  # fmt: skip
+    lines += [
+        "", f"Verdict: bigger is better at this scale: {yes[v['4_bigger_is_better']]}; more T2I "
+        f"data is better: {yes[v['4_more_data_is_better']]}.",
+        "", "## 5. Sparse depth", "", *_dict_table(report["sparse"], "training depth"), "",
+        "Verdict: AbsRel relative to dense: "
+        + ", ".join(f"{k} {g:+.1%}" for k, g in v["5_sparse_vs_dense"].items()) + ".",
+        "", "## 6. Schedules", "", "Joint generation per tilt (log2 alpha > 0: image first):", "",
+        *_dict_table({f"log2_alpha={a}": r for a, r in report["schedules"]["joint"].items()},
+                     "tilt"), "",
+        "Image -> depth per step count:", "",
+        *_dict_table({f"{k} steps": r for k, r in
+                      report["schedules"]["image_to_depth_steps"].items()}, "steps"), "",
+        f"Verdict: most consistent tilt log2_alpha = {v['6_best_alpha']}; best image -> depth "
+        f"step count {v['6_best_steps']}.",
+    ]  # fmt: skip
+    return "\n".join(lines)
+
+
+def plot(report: dict[str, Any], out: Path) -> list[Path]:
+    """scaling.png (AbsRel vs parameters and vs T2I scenes) and schedules.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sc = report["scaling"]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    a1.plot([r["params"] / 1e6 for r in sc["size"]], [r["abs_rel"] for r in sc["size"]], "o-")
+    for r in sc["size"]:
+        a1.annotate(r["name"], (r["params"] / 1e6, r["abs_rel"]))
+    a1.set(xscale="log", xlabel="DiT parameters (M)", ylabel="image -> depth AbsRel",
+           title="model size")  # fmt: skip
+    labels = ["unlimited" if not r["t2i_scenes"] else str(r["t2i_scenes"]) for r in sc["data"]]
+    a2.bar(labels, [r["abs_rel"] for r in sc["data"]], color="C1")
+    a2.set(xlabel="distinct T2I training scenes", ylabel="image -> depth AbsRel",
+           title="T2I data")  # fmt: skip
+    paths = [save_figure(fig, out / "scaling.png")]
+    joint = report["schedules"]["joint"]
+    steps = report["schedules"]["image_to_depth_steps"]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    alphas = [float(a) for a in joint]
+    for key in next(iter(joint.values())):
+        a1.plot(alphas, [r[key] for r in joint.values()], "o-", label=key)
+    a1.set(xlabel="log2 alpha (image first >)", ylabel="AbsRel", title="joint consistency")
+    a1.legend(fontsize=7)
+    a2.plot([int(k) for k in steps], [r["abs_rel"] for r in steps.values()], "o-")
+    a2.set(xscale="log", xlabel="sampling steps", ylabel="AbsRel", title="image -> depth")
+    for ax in (a1, a2):
+        ax.grid(alpha=0.3)
+    paths.append(save_figure(fig, out / "schedules.png"))
+    return paths

@@ -1,0 +1,63 @@
+"""Training runs that benchmarks can reuse: a run whose resolved config is unchanged is not
+trained again, so a stopped benchmark resumes where it stopped and a report can be rebuilt
+without retraining."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from ..config import resolve_train_config, to_dict
+
+RUN_JSON = "bench_run.json"
+
+
+def train_cached(config: dict[str, Any]) -> dict[str, Any]:
+    """Train the run described by `config` (a dict for `resolve_train_config`) unless its
+    `out_dir` already holds a finished run of the same resolved config.
+
+    Returns:
+        {"final": checkpoint dir, "steps": steps trained, "train_seconds": wall time,
+        "config": the resolved config as a dict}.
+    """
+    from ..checkpoint import read_meta
+    from ..train import train
+
+    cfg = resolve_train_config(config)
+    resolved = to_dict(cfg)  # before training, which fills in e.g. the model resolution
+    run_dir = Path(cfg.out_dir)
+    record_path = run_dir / RUN_JSON
+    if record_path.is_file():
+        old = json.loads(record_path.read_text())
+        if same_config(old.get("config"), resolved) and Path(old["final"]).is_dir():
+            return old
+    start = time.time()
+    final = train(cfg)
+    record = {
+        "final": str(final), "steps": read_meta(final)["step"],
+        "train_seconds": time.time() - start, "config": resolved,
+    }  # fmt: skip
+    write_json(record_path, record)
+    return record
+
+
+def same_config(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
+    """Whether a stored resolved config describes the same run as `new`. The stored one is
+    resolved again first, so fields added to the configs since then take their defaults and
+    do not invalidate finished runs."""
+    if not old:
+        return False
+    try:
+        return to_dict(resolve_train_config(old)) == new
+    except (TypeError, ValueError):  # a field since removed or renamed: a different run
+        return False
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (a temporary file, then a rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)

@@ -1,0 +1,70 @@
+"""`modality-forcing bench depth --budget tiny` end to end: trains the regressor and MF recipes at
+equal compute, scores curves and the inference sweep, writes the report and plots, resumes."""
+
+import json
+import math
+
+import pytest
+
+from modality_forcing.bench.depth import BUDGETS, RECIPES, Setting, recipe_config, sweep_settings
+from modality_forcing.cli import main
+from modality_forcing.config import resolve_train_config
+
+
+def test_tiny_depth_bench_end_to_end(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "depth"
+    args = ["bench", "depth", "--budget", "tiny", "--out", str(out)]
+    main(args)
+    printed = capsys.readouterr().out
+    assert "## Recipes at equal compute" in printed and "## Verdicts" in printed
+    report = json.loads((out / "depth.json").read_text())
+    assert list(report["recipes"]) == ["regressor", "mf-naive", "mf"]
+    budget = report["budget"]
+    for r in report["recipes"].values():
+        assert r["steps"] == budget["steps"]  # equal compute
+        assert len(r["curve"]) == budget["curve_points"]
+        assert all(p["seconds"] > 0 and math.isfinite(p["abs_rel@1"]) for p in r["curve"])
+        for scores in (*r["val"].values(), *r["test"].values()):
+            assert 0 < scores["abs_rel"] < 10 and 0 <= scores["delta1"] <= 1
+    assert set(report["recipes"]["regressor"]["test"]) == {"1"}  # a regressor has one readout
+    sweep = report["sweep"]
+    assert [r["frame"] for r in sweep[-2:]] == ["letterbox", "stretch"]
+    ens = [r for r in sweep if r["ensemble"] > 1]
+    assert ens and all(-1 <= r["test"]["spearman"] <= 1 for r in ens)
+    v = report["verdict"]
+    assert v["ratio_to_regressor"] == pytest.approx(
+        v["best_test_abs_rel"] / v["regressor_test_abs_rel"]
+    )
+    for png in ("accuracy_vs_steps.png", "accuracy_vs_time.png"):
+        assert (out / png).stat().st_size > 1000
+    assert (out / "REPORT.md").read_text().startswith("preset tiny")
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr("modality_forcing.train.train", no_training)
+    main(args)  # runs and scores are cached: the same report without training
+    assert json.loads((out / "depth.json").read_text())["sweep"] == sweep
+
+
+def test_recipes_resolve_and_differ_only_where_they_say(tmp_path):
+    budget = BUDGETS["small"]
+    configs = {r: resolve_train_config(recipe_config(r, budget, tmp_path / r)) for r in RECIPES}
+    assert configs["regressor"].forcing.policy == "regression"
+    naive = configs["mf-naive"].optim
+    assert naive.ema_decay == 0 and naive.schedule == "constant"
+    assert configs["mf-l1"].loss.depth_loss == "l1"
+    for cfg in configs.values():  # equal compute and data
+        assert (cfg.max_steps, cfg.batch_size, cfg.seed) == (600, 32, 0)
+        assert cfg.keep_checkpoints == 0 and cfg.ckpt_every == 150
+    with pytest.raises(ValueError, match="unknown recipe"):
+        recipe_config("nope", budget, tmp_path)
+
+
+def test_settings_count_network_evaluations():
+    assert Setting(4).evaluations == 4
+    assert Setting(4, "heun").evaluations == 7  # no second evaluation on the last step
+    assert Setting(4, ensemble=5).evaluations == 20
+    names = [s.name for s in sweep_settings(BUDGETS["small"])]
+    assert len(names) == len(set(names))
+    assert {"euler-1", "euler-50", "heun-10", "euler-4 shift-1", "euler-10 ens5-mean"} <= set(names)
