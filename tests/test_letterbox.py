@@ -1,5 +1,6 @@
 """Aspect-preserving letterbox and its inverse."""
 
+import pytest
 import torch
 
 from modality_forcing.data.letterbox import letterbox, unletterbox
@@ -29,3 +30,16 @@ def test_letterbox_is_identity_at_the_target_size():
 def test_portrait_input_is_pillarboxed():
     _, box = letterbox(torch.rand(1, 3, 64, 32), (32, 32))
     assert (box.height, box.width, box.left) == (32, 16, 8)
+
+
+def test_stretch_round_trip_and_frame_by_name():
+    from modality_forcing.data.letterbox import frame, stretch, unletterbox
+
+    x = torch.rand(1, 1, 12, 30)
+    framed, box = stretch(x, (16, 16))
+    assert framed.shape == (1, 1, 16, 16) and (box.top, box.left) == (0, 0)
+    assert unletterbox(framed, box).shape == (1, 1, 12, 30)
+    const = torch.full((1, 1, 12, 30), 3.0)
+    torch.testing.assert_close(unletterbox(*frame(const, (16, 16), "stretch")), const)
+    with pytest.raises(ValueError, match="unknown frame"):
+        frame(x, (16, 16), "crop")

@@ -186,3 +186,26 @@ def test_one_euler_step_reads_out_x0_in_either_parametrisation(kind):
     out = sample(fn, scheduling_matrix("image_to_depth", 1), (IMAGE, DEPTH), shapes, None,
                  given={IMAGE: image}, cfg=SamplerConfig(prediction={DEPTH: kind}))  # fmt: skip
     torch.testing.assert_close(out[DEPTH], target)
+
+
+def test_pipeline_stretch_frame_fills_the_working_size(pipe):
+    photo = np.random.default_rng(0).integers(0, 255, (20, 36, 3), dtype=np.uint8)
+    seen = []
+    forward = pipe.model.forward
+
+    def spy(xt, t, text):
+        seen.append(xt["image"].clone())
+        return forward(xt, t, text)
+
+    pipe.model.forward = spy
+    try:
+        out = pipe(image=photo, mode="image_to_depth", num_inference_steps=1, frame="stretch")
+        boxed = pipe(image=photo, mode="image_to_depth", num_inference_steps=1)
+    finally:
+        del pipe.model.forward
+    assert out.depth.shape == boxed.depth.shape == (1, 20, 36)
+    stretched, letterboxed = seen[0], seen[1]
+    assert (letterboxed[..., 0, :] == -1).all()  # black bars on top of the 16x16 frame
+    assert not (stretched[..., 0, :] == -1).all()  # stretched content reaches every row
+    with pytest.raises(ValueError, match="unknown frame 'crop'"):
+        pipe(image=photo, mode="image_to_depth", frame="crop")

@@ -182,7 +182,8 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     if args.ckpt is not None:
         from .predict import DepthPredictor, PredictConfig
 
-        cfg = PredictConfig(num_steps=args.steps, ensemble_size=args.ensemble, seed=args.seed)
+        cfg = PredictConfig(num_steps=args.steps, ensemble_size=args.ensemble, seed=args.seed,
+                            frame=args.frame)  # fmt: skip
         predictions = DepthPredictor(args.ckpt, cfg)
     summary = evaluate_benchmark(
         args.dataset, args.data_root, predictions, args.out,
@@ -224,6 +225,10 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=10, help="sampling steps (with --ckpt)")
     p.add_argument("--ensemble", type=int, default=1, help="ensemble size (with --ckpt)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (with --ckpt)")
+    p.add_argument("--frame", choices=["letterbox", "stretch"], default="letterbox",
+                   help="with --ckpt: how images of another size reach the model's working "
+                        "size (stretch did better for square-trained models: "
+                        "docs/depth_quality.md)")  # fmt: skip
     p.set_defaults(func=_cmd_eval)
 
 

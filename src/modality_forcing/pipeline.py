@@ -5,8 +5,9 @@
     out = pipe(image=photo, mode="image_to_depth", ensemble_size=5)   # + out.uncertainty
     out = pipe(prompt="...", depth=depth_map, mode="depth_to_image")
 
-Inputs of any size are letterboxed to the model's working resolution (never stretched) and the
-outputs cropped back. Depth outputs are relative depth: unit mean, not contracted.
+Inputs of any size are letterboxed to the model's working resolution (or, with `frame="stretch"`,
+resized to it) and the outputs mapped back. Depth outputs are relative depth: unit mean, not
+contracted.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import torch
 from PIL import Image
 
 from .checkpoint import load_model, write_checkpoint
-from .data.letterbox import Box, letterbox, unletterbox
+from .data.letterbox import FRAMES, Box, unletterbox
+from .data.letterbox import frame as fit_frame
 from .export import colorize_depth, colorize_uncertainty
 from .modalities import valid_mean
 from .sampling.ensemble import ensemble_depth
@@ -156,14 +158,19 @@ class ModalityForcingPipeline:
         width: int | None = None,
         bf16: bool = True,
         callback: Callable[[int, int], None] | None = None,
+        frame: str = "letterbox",
     ) -> ModalityForcingOutput:
         """Run one mode. See the module docstring; None settings take `self.defaults`
         (per format; `guidance_scale` also per mode). `callback(step, num_steps)` is called
-        after every sampler step (once per sampling run: an ensemble is one run per image)."""
+        after every sampler step (once per sampling run: an ensemble is one run per image).
+        `frame`: how given inputs of another size reach the working size, `letterbox` (keeps
+        the aspect ratio) or `stretch`; outputs come back at the input size either way."""
         if mode not in GIVEN_BY_MODE:
             raise ValueError(f"unknown mode '{mode}'; choose from {sorted(GIVEN_BY_MODE)}")
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"unknown output_type '{output_type}'; choose from {OUTPUT_TYPES}")
+        if frame not in FRAMES:
+            raise ValueError(f"unknown frame '{frame}'; choose from {sorted(FRAMES)}")
         if ensemble_size < 1:
             raise ValueError(f"ensemble_size must be >= 1, got {ensemble_size}")
         d = self.defaults
@@ -182,7 +189,7 @@ class ModalityForcingPipeline:
         size = self.resolution
         if not given:  # generation from text: any size the patch grid allows
             size = (height or size[0], width or size[1])
-        framed, box = self._frame(given, size)
+        framed, box = self._frame(given, size, frame)
         img, dep, unc = None, None, None
         if mode == "image_to_depth":
             img = given["image"]
@@ -238,14 +245,14 @@ class ModalityForcingPipeline:
         return prompts
 
     def _frame(
-        self, given: dict[str, torch.Tensor], size: tuple[int, int]
+        self, given: dict[str, torch.Tensor], size: tuple[int, int], how: str = "letterbox"
     ) -> tuple[dict[str, torch.Tensor], Box | None]:
-        """Letterbox the given inputs to the working size (one box: inputs share a size)."""
+        """Fit the given inputs to the working size (one box: inputs share a size)."""
         framed, box = {}, None
         for name, x in given.items():
             pad = -1.0 if name == "image" else 0.0  # black bars; padded depth is invalid (0)
             mode = "bilinear" if name == "image" else "nearest"
-            framed[name], box = letterbox(x, size, pad_value=pad, mode=mode)
+            framed[name], box = fit_frame(x, size, how, pad_value=pad, mode=mode)
         return framed, box
 
     def _depth_ensemble(

@@ -1,8 +1,8 @@
 """Image -> depth predictions from a checkpoint for the evaluation harness (`eval --ckpt`).
 
 A thin adapter from the pipeline to `evaluate.score_predictions`' `sample -> depth [H, W]`
-callable. Inputs are letterboxed to the model's working resolution and predicted depth is cropped
-and resized back (see `pipeline.py`); an ensemble is the aligned median of N samples.
+callable. Inputs are letterboxed (or stretched) to the model's working resolution and predicted
+depth is mapped back (see `pipeline.py`); an ensemble is the aligned median of N samples.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ class PredictConfig:
     seed: int = 0
     resolution: tuple[int, int] | None = None  # working size; default: the training resolution
     bf16: bool = True
+    frame: str = "letterbox"  # inputs of another size: `letterbox` | `stretch`
 
 
 class DepthPredictor:
@@ -41,5 +42,6 @@ class DepthPredictor:
             image=np.asarray(sample["image"]), mode="image_to_depth",
             num_inference_steps=self.cfg.num_steps, ensemble_size=self.cfg.ensemble_size,
             generator=torch.Generator().manual_seed(self.cfg.seed), bf16=self.cfg.bf16,
+            frame=self.cfg.frame,
         )  # fmt: skip
         return out.depth[0]

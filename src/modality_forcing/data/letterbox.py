@@ -1,7 +1,10 @@
-"""Aspect-preserving resize + padding (letterbox) to a model's working size, and its inverse.
+"""Fitting inputs to a model's working size, and mapping outputs back.
 
-Never stretch: an input is scaled so it fits inside the target, centred, and padded; outputs are
-cropped back to the content box and resized to the input size.
+`letterbox` (the default everywhere): an aspect-preserving resize so the input fits inside the
+target, centred and padded; outputs are cropped back to the content box and resized to the input
+size. `stretch`: resize to the target ignoring the aspect ratio, outputs resized back. A model
+trained on full frames of one aspect ratio may do better stretched (it never saw padding bars;
+measured in `docs/depth_quality.md`). `frame(x, size, how)` picks one by name.
 """
 
 from __future__ import annotations
@@ -50,3 +53,27 @@ def unletterbox(y: torch.Tensor, box: Box, mode: str = "bilinear") -> torch.Tens
         return crop
     kwargs = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
     return F.interpolate(crop.float(), size=(box.orig_height, box.orig_width), mode=mode, **kwargs)
+
+
+def stretch(
+    x: torch.Tensor, size: tuple[int, int], pad_value: float = 0.0, mode: str = "bilinear"
+) -> tuple[torch.Tensor, Box]:
+    """Resize x [B, C, H, W] to `size` ignoring the aspect ratio; the box is the whole frame, so
+    `unletterbox` resizes outputs back to the input size. (`pad_value` is unused.)"""
+    h, w = size
+    _, _, oh, ow = x.shape
+    kwargs = {"antialias": True} if mode in ("bilinear", "bicubic") else {}
+    return F.interpolate(x.float(), size=(h, w), mode=mode, **kwargs), Box(0, 0, h, w, oh, ow)
+
+
+FRAMES = {"letterbox": letterbox, "stretch": stretch}
+
+
+def frame(
+    x: torch.Tensor, size: tuple[int, int], how: str = "letterbox", pad_value: float = 0.0,
+    mode: str = "bilinear",
+) -> tuple[torch.Tensor, Box]:  # fmt: skip
+    """Fit x to `size` with `how` (`letterbox` | `stretch`); returns (framed, box)."""
+    if how not in FRAMES:
+        raise ValueError(f"unknown frame '{how}'; choose from {sorted(FRAMES)}")
+    return FRAMES[how](x, size, pad_value=pad_value, mode=mode)
