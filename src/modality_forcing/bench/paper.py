@@ -44,7 +44,7 @@ class Budget:
     steps: int  # per run (MF post-training and every baseline)
     batch: int
     num_eval: int  # test scenes per measurement
-    sample_steps: int  # image -> depth, depth -> image and joint sampling steps
+    sample_steps: int  # depth -> image, joint and replacement (shared-t) sampling steps
     t2i_steps: int  # T2I pre-training per scaling run
     # Scaling: (name, preset, model overrides) per size, smallest first.
     sizes: tuple[tuple[str, str, dict[str, Any]], ...] = ()
@@ -56,6 +56,7 @@ class Budget:
     warmup: int = 50
     alphas: tuple[float, ...] = (-3.0, 0.0, 3.0, 5.0)
     i2d_steps: tuple[int, ...] = (1, 4, 10, 50)
+    depth_steps: int = 4  # MF image -> depth steps (best on val in `bench depth`)
 
 
 _TINY_SIZES = (
@@ -164,8 +165,8 @@ def run_paper_benchmark(
     trained = {name: train_cached(cfg) for name, cfg in configs.items()}
     models = {name: _load(run["final"]) for name, run in trained.items()}
     scenes = load_scenes("test", b.num_eval, *b.size)
-    n = b.sample_steps
-    own = {name: Estimator(m, Setting(n), b.size) for name, m in models.items()}
+    n, k = b.sample_steps, b.depth_steps
+    own = {name: Estimator(m, Setting(k), b.size) for name, m in models.items()}
     reg = Estimator(models["regressor"], Setting(1), b.size)
     report: dict[str, Any] = {
         "budget": asdict(b), "seed": seed,
@@ -180,7 +181,7 @@ def run_paper_benchmark(
         "image_to_depth": {
             "mf": image_to_depth(own["mf"], scenes),
             "regressor (dedicated)": image_to_depth(reg, scenes),
-            "untrained": image_to_depth(Estimator(untrained, Setting(n), b.size), scenes,
+            "untrained": image_to_depth(Estimator(untrained, Setting(k), b.size), scenes,
                                         ("least_squares",)),
             "mean training depth": _mean_depth_baseline(b, scenes),
         },
@@ -216,7 +217,7 @@ def run_paper_benchmark(
 
     # 5. Sparse depth.
     report["sparse"] = {
-        key: image_to_depth(Estimator(models[key], Setting(n), b.size), scenes,
+        key: image_to_depth(Estimator(models[key], Setting(k), b.size), scenes,
                             ("least_squares",))["least_squares"]
         for key in configs if key.startswith("sparse-")
     }  # fmt: skip

@@ -40,7 +40,8 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"Preset {b['preset']} at {b['size'][0]}x{b['size'][1]}; every run {b['steps']} steps x "
         f"batch {b['batch']} (T2I pre-training {b['t2i_steps']} steps), seed {report['seed']}; "
-        f"{b['num_eval']} procedural test scenes; {b['sample_steps']} sampling steps; "
+        f"{b['num_eval']} procedural test scenes; image -> depth with {b['depth_steps']} Euler "
+        f"steps (the regressor: 1), other modes {b['sample_steps']} steps; "
         "least-squares alignment unless a column says otherwise.",
         "",
         "## Runs",
