@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .runs import train_cached, write_json
+from .runs import publish, train_cached, write_json
 
 # Targets (issue #11): MF's best setting within 1.1x the regressor's AbsRel; 4 steps within 5% of
 # MF's best; an ensemble of 5 better than one sample; uncertainty that correlates with the error.
@@ -364,11 +364,7 @@ def run_depth_benchmark(
         if name == MAIN:
             report["sweep"] = sweep(run["final"], spec, val, test, wide, run_dir)
     report["verdict"] = verdict(report)
-    write_json(out / "depth.json", report)
-    text = markdown(report)
-    (out / "REPORT.md").write_text(text + "\n")
-    plot(report, out)
-    print(text)
+    publish(report, out, "depth.json", markdown, plot)
     return report
 
 

@@ -32,7 +32,7 @@ import torch
 from .depth import Budget as DepthBudget
 from .depth import Setting, load_scenes, recipe_config
 from .paper_eval import Estimator, depth_to_image, image_to_depth, joint
-from .runs import train_cached, write_json
+from .runs import publish, train_cached
 
 CONSISTENCY = "consistency_abs_rel[regressor]"
 
@@ -231,11 +231,7 @@ def run_paper_benchmark(
                               ("least_squares",))["least_squares"] for k in b.i2d_steps},
     }  # fmt: skip
     report["verdicts"] = verdicts(report)
-    write_json(out / "paper.json", report)
-    text = markdown(report)
-    (out / "REPORT.md").write_text(text + "\n")
-    plot(report, out)
-    print(text)
+    publish(report, out, "paper.json", markdown, plot)
     return report
 
 

@@ -55,6 +55,16 @@ def same_config(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
         return False
 
 
+def publish(report: dict[str, Any], out: Path, json_name: str, markdown: Any, plot: Any) -> None:
+    """Write a benchmark's JSON, REPORT.md (from `markdown(report)`) and plots
+    (`plot(report, out)`) into `out`, and print the report."""
+    write_json(out / json_name, report)
+    text = markdown(report)
+    (out / "REPORT.md").write_text(text + "\n")
+    plot(report, out)
+    print(text)
+
+
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (a temporary file, then a rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
