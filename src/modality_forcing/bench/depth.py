@@ -202,11 +202,24 @@ def sample_depths(
     return depth.view(n, e, h, w)
 
 
+def aligned_scores(
+    pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, depth_range: tuple[float, float],
+    protocol: str = "least_squares",
+) -> tuple[torch.Tensor, dict[str, float]]:  # fmt: skip
+    """Align predictions [N, H, W] per image with `protocol`; (aligned depth, mean AbsRel and
+    delta1 over images)."""
+    from ..metrics.alignment import align
+    from ..metrics.depth import depth_metrics, mean_over_images
+
+    aligned = align(pred.double(), gt.double(), mask, protocol, depth_range).aligned
+    metrics = depth_metrics(aligned, gt.double(), mask)
+    return aligned, {m: mean_over_images(metrics[m])[0] for m in ("abs_rel", "delta1")}
+
+
 def score(samples: torch.Tensor, scenes: Scenes, reduction: str = "median") -> dict[str, float]:
     """Ensemble (if E > 1), align per image (least squares) and score: AbsRel, delta1, and the
     Spearman correlation of the ensemble's spread with the absolute relative error."""
-    from ..metrics.alignment import align
-    from ..metrics.depth import depth_metrics, mean_over_images
+    from ..metrics.depth import mean_over_images
     from ..metrics.uncertainty import spearman_per_image
     from ..sampling.ensemble import ensemble_depth
 
@@ -216,11 +229,9 @@ def score(samples: torch.Tensor, scenes: Scenes, reduction: str = "median") -> d
         spread = torch.cat([u for _, u in pairs])[:, 0]
     else:
         pred, spread = samples[:, 0], None
-    aligned = align(pred.double(), scenes.depth, scenes.mask, "least_squares", scenes.depth_range)
-    metrics = depth_metrics(aligned.aligned, scenes.depth, scenes.mask)
-    out = {m: mean_over_images(metrics[m])[0] for m in ("abs_rel", "delta1")}
+    aligned, out = aligned_scores(pred, scenes.depth, scenes.mask, scenes.depth_range)
     if spread is not None:
-        error = (aligned.aligned - scenes.depth).abs() / scenes.depth.clamp_min(1e-6)
+        error = (aligned - scenes.depth).abs() / scenes.depth.clamp_min(1e-6)
         out["spearman"] = mean_over_images(spearman_per_image(spread, error, scenes.mask))[0]
     return out
 
@@ -292,13 +303,12 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _elapsed_at(run_dir: Path, step: int, train_seconds: float, total_steps: int) -> float:
-    """Training wall time at `step` from metrics.jsonl (pro rata when not logged)."""
-    from .plots import read_metrics
-
-    records = [r for r in read_metrics(run_dir) if r["step"] <= step and "elapsed_s" in r]
-    if records:
-        last = records[-1]
+def _elapsed_at(records: list[dict[str, Any]], step: int, train_seconds: float,
+                total_steps: int) -> float:  # fmt: skip
+    """Training wall time at `step` from the run's metrics records (pro rata when not logged)."""
+    logged = [r for r in records if r["step"] <= step and "elapsed_s" in r]
+    if logged:
+        last = logged[-1]
         return last["elapsed_s"] * step / max(1, last["step"])
     return train_seconds * step / max(1, total_steps)
 
@@ -306,11 +316,14 @@ def _elapsed_at(run_dir: Path, step: int, train_seconds: float, total_steps: int
 def curve(run: dict[str, Any], run_dir: Path, scenes: Scenes, budget: Budget,
           regressor: bool) -> list[dict[str, Any]]:  # fmt: skip
     """Validation AbsRel of every kept checkpoint: 1-step readout (and 4 steps for MF)."""
+    from .plots import read_metrics
+
+    records = read_metrics(run_dir)
     points = []
     for ckpt in sorted((run_dir / "checkpoints").glob("step_???????")):
         step = int(ckpt.name.split("_")[1])
         scorer = Scorer(ckpt, scenes, budget.size, ckpt / "bench_scores.json")
-        seconds = _elapsed_at(run_dir, step, run["train_seconds"], run["steps"])
+        seconds = _elapsed_at(records, step, run["train_seconds"], run["steps"])
         row = {"step": step, "seconds": seconds}
         for steps in (1,) if regressor else (1, 4):
             row[f"abs_rel@{steps}"] = scorer(Setting(steps))["abs_rel"]

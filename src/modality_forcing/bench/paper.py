@@ -31,7 +31,7 @@ import torch
 
 from .depth import Budget as DepthBudget
 from .depth import Setting, load_scenes, recipe_config
-from .paper_eval import Estimator, depth_to_image, image_to_depth, joint
+from .paper_eval import Estimator, depth_to_image, image_to_depth, joint, score_depth
 from .runs import publish, train_cached
 
 CONSISTENCY = "consistency_abs_rel[regressor]"
@@ -264,8 +264,6 @@ def _mean_depth_baseline(b: Budget, scenes: Any, num: int = 512) -> dict[str, fl
     valid = torch.stack([torch.as_tensor(s["valid_mask"]) for s in train]).bool()
     mean = (depth * valid).sum(0) / valid.sum(0).clamp_min(1)
     pred = mean.expand_as(scenes.depth)
-    from .paper_eval import score_depth
-
     return score_depth(pred, scenes.depth, scenes.mask, scenes.depth_range, ("least_squares",))
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .depth import Scenes, Setting, sample_depths
+from .depth import Scenes, Setting, aligned_scores, sample_depths
 
 PROTOCOLS = ("least_squares", "least_squares_disparity", "median", "robust")
 GENERATED_RANGE = (1e-3, 1e3)  # relative depths (unit mean): the clip range when they are the GT
@@ -27,15 +27,7 @@ def score_depth(
     protocols: tuple[str, ...] = ("least_squares",),
 ) -> dict[str, dict[str, float]]:  # fmt: skip
     """Mean AbsRel / delta1 over images for each protocol: {protocol: {abs_rel, delta1}}."""
-    from ..metrics.alignment import align
-    from ..metrics.depth import depth_metrics, mean_over_images
-
-    out = {}
-    for protocol in protocols:
-        aligned = align(pred.double(), gt.double(), mask, protocol, depth_range)
-        metrics = depth_metrics(aligned.aligned, gt.double(), mask)
-        out[protocol] = {m: mean_over_images(metrics[m])[0] for m in ("abs_rel", "delta1")}
-    return out
+    return {p: aligned_scores(pred, gt, mask, depth_range, p)[1] for p in protocols}
 
 
 class Estimator:

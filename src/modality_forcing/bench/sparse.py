@@ -137,7 +137,8 @@ def train_and_score(
 
     config = run_config(setting, fill, budget, run_dir, **options)
     result_path = run_dir / "result.json"
-    resolved = to_dict(resolve_train_config(config))
+    cfg = resolve_train_config(config)
+    resolved = to_dict(cfg)
     if result_path.is_file():  # finished before with the same config: reuse (resumable bench)
         old = json.loads(result_path.read_text())
         if same_config(old.get("config"), resolved):
@@ -151,7 +152,7 @@ def train_and_score(
     row = {
         "setting": setting, "fill": fill, "steps": run["steps"], "batch": budget.batch,
         "train_seconds": run["train_seconds"],
-        "depth_density": depth_density(resolve_train_config(config)),
+        "depth_density": depth_density(cfg),
         "abs_rel": scores["abs_rel"], "delta1": scores["delta1"],
         "num_scored": summary.num_scored["least_squares"], "config": resolved,
     }  # fmt: skip
