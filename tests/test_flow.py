@@ -153,8 +153,8 @@ def test_l1_depth_loss_is_mean_absolute_error_on_valid_pixels():
     pred[DEPTH][:, :, 0] += 10.0  # large errors on the first row, which is not measured
     valid = torch.ones(2, 1, 4, 4, dtype=torch.bool)
     valid[:, :, 0] = False
-    l1 = flow_loss(pred, x0, noise, t, active, LossConfig(depth_loss="l1"), {DEPTH: valid})
-    mse = flow_loss(pred, x0, noise, t, active, LossConfig(), {DEPTH: valid})
+    l1 = flow_loss(pred, x0, noise, t, active, LossConfig(), {DEPTH: valid})  # the default
+    mse = flow_loss(pred, x0, noise, t, active, LossConfig(depth_loss="mse"), {DEPTH: valid})
     assert l1.per_modality[DEPTH].item() == pytest.approx(0.5)
     assert mse.per_modality[DEPTH].item() == pytest.approx(0.25)
     assert l1.per_modality[IMAGE].item() == 0  # the image stream keeps its velocity MSE

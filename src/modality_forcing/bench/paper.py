@@ -6,7 +6,7 @@ Runs (every one `steps` x `batch`, seed fixed, config saved in its folder, reuse
 | run | what | claims |
 |---|---|---|
 | `mf` | the project's MF recipe | all |
-| `regressor` | the same network as a deterministic image -> depth regressor | 1, 3 |
+| `regressor` | the same network and loss as a deterministic image -> depth regressor | 1, 3 |
 | `d2i-only` | depth-clean corner only: a dedicated depth -> image model | 1 |
 | `joint-only` | both-noised corner only: a dedicated joint generator | 1 |
 | `shared-t` | one t for image and depth (earlier joint models); image -> depth by replacement | 2 |
@@ -93,8 +93,10 @@ def run_configs(b: Budget, out: Path, seed: int = 0) -> dict[str, dict[str, Any]
     db = _depth_budget(b)
     runs = {
         "mf": recipe_config("mf", db, out / "mf", seed),
-        "regressor": recipe_config("regressor", db, out / "regressor", seed),
-    }
+        # the same network and depth loss as `mf`, trained as a deterministic regressor
+        "regressor": {**recipe_config("mf", db, out / "regressor", seed),
+                      "forcing": {"policy": "regression"}},
+    }  # fmt: skip
     corner = {"p_image_clean": 0.0, "p_depth_clean": 0.0, "p_both_noised": 0.0,
               "p_depth_absent": 0.0, "p_depth_readout": 0.0}  # fmt: skip
     for name, only in (("d2i-only", "p_depth_clean"), ("joint-only", "p_both_noised")):

@@ -1,6 +1,6 @@
 """Per-modality flow loss with sparse depth supervision and per-t-bin logging.
 
-Image: velocity MSE. Depth: x0 MSE (or L1, `loss.depth_loss`) averaged over valid pixels only,
+Image: velocity MSE. Depth: x0 L1 (or MSE, `loss.depth_loss`) averaged over valid pixels only,
 so sparse sensor depth (LiDAR, SfM points) trains the depth stream without inventing values. A
 modality held clean (t = 0) or absent gets no loss. Optional self-distillation pulls the image
 velocity toward a frozen T2I teacher, weighted by t_depth (the noisier the depth, the closer to
