@@ -42,13 +42,47 @@ def _near_multiple(angle: np.ndarray, grid: np.ndarray, spacing: np.ndarray) -> 
     return np.abs(angle - nearest) <= 0.5 * spacing + 1e-9
 
 
+LIDAR_ELEVATION = (-25.0, 3.0)  # degrees, lowest and highest beam (HDL-32-like)
+
+
+def _elevation_azimuth(
+    shape: tuple[int, int], intrinsics: np.ndarray, pitch_deg: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-pixel ray elevation and azimuth in degrees (level frame, up positive) and the rays."""
+    rays = _ray_directions(shape, intrinsics, pitch_deg)  # [H, W, 3]
+    horiz = np.hypot(rays[..., 0], rays[..., 2])
+    elev = np.degrees(np.arctan2(-rays[..., 1], horiz))
+    azim = np.degrees(np.arctan2(rays[..., 0], rays[..., 2]))
+    return elev, azim, rays
+
+
+def _row_step(elev: np.ndarray) -> np.ndarray:
+    """Angular height of each pixel row (degrees)."""
+    return np.abs(np.gradient(elev, axis=0)) if elev.shape[0] > 1 else np.full_like(elev, 1e9)
+
+
+def elevation_band(
+    shape: tuple[int, int],
+    intrinsics: np.ndarray,
+    pitch_deg: float = 0.0,
+    elevation_range: tuple[float, float] = LIDAR_ELEVATION,
+) -> np.ndarray:
+    """bool [H, W]: pixels whose ray elevation lies between a LiDAR's lowest and highest beam
+    (within half a row), i.e. the part of the image the sensor can ever measure. Scoring inside
+    it is the procedural analogue of the KITTI evaluation crops (Garg / Eigen)."""
+    elev, _, _ = _elevation_azimuth(shape, intrinsics, pitch_deg)
+    lo, hi = sorted(elevation_range)
+    half = 0.5 * _row_step(elev)
+    return (elev >= lo - half) & (elev <= hi + half)
+
+
 def lidar(
     depth: np.ndarray,
     valid_mask: np.ndarray | None,
     intrinsics: np.ndarray,
     rng: np.random.Generator,
     beams: int = 32,
-    elevation_range: tuple[float, float] = (-25.0, 3.0),
+    elevation_range: tuple[float, float] = LIDAR_ELEVATION,
     azimuth_step_deg: float = 0.2,
     max_range: float = 80.0,
     dropout: float = 0.0,
@@ -80,14 +114,11 @@ def lidar(
     if beams < 1:
         raise ValueError(f"lidar needs beams >= 1, got {beams}")
     depth, valid = sanitize_depth(depth, valid_mask)
-    rays = _ray_directions(depth.shape, intrinsics, pitch_deg)  # [H, W, 3]
-    horiz = np.hypot(rays[..., 0], rays[..., 2])
-    elev = np.degrees(np.arctan2(-rays[..., 1], horiz))  # [H, W], up positive
-    azim = np.degrees(np.arctan2(rays[..., 0], rays[..., 2]))  # [H, W]
+    elev, azim, rays = _elevation_azimuth(depth.shape, intrinsics, pitch_deg)
     lo, hi = sorted(elevation_range)
     beam_elev = np.linspace(lo, hi, beams) if beams > 1 else np.array([0.5 * (lo + hi)])
     # Per-pixel angular size, so one beam lands on about one pixel per column at any resolution.
-    row_step = np.abs(np.gradient(elev, axis=0)) if depth.shape[0] > 1 else np.full_like(elev, 1e9)
+    row_step = _row_step(elev)
     col_step = np.abs(np.gradient(azim, axis=1)) if depth.shape[1] > 1 else np.full_like(azim, 1e9)
     hit = _near_multiple(elev, beam_elev, row_step)
     az_grid = np.arange(azim.min() // azimuth_step_deg - 1, azim.max() // azimuth_step_deg + 2)
@@ -241,7 +272,7 @@ def _parse_number(
     return value
 
 
-def _camera_pitch(sample: dict[str, Any]) -> float:
+def camera_pitch(sample: dict[str, Any]) -> float:
     """Optical-axis elevation in degrees (< 0: down) from `sample['scene']['camera']`, else 0."""
     camera = (sample.get("scene") or {}).get("camera") or {}
     return float(camera.get("pitch_deg", 0.0)) if isinstance(camera, dict) else 0.0
@@ -259,7 +290,7 @@ def _make_lidar(arg: str) -> Sparsifier:
             sample["intrinsics"],
             rng,
             beams=beams,
-            pitch_deg=_camera_pitch(sample),
+            pitch_deg=camera_pitch(sample),
         )
 
     return run
