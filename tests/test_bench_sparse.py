@@ -23,6 +23,10 @@ def test_tiny_sparse_bench_end_to_end(tmp_path, capsys, monkeypatch):
     ]
     assert all(r["steps"] == report["budget"]["steps"] == 4 for r in rows)  # equal compute
     assert all(0 <= r["abs_rel"] < 10 and 0 <= r["delta1"] <= 1 for r in rows)
+    # the LiDAR-band score uses a subset of the test pixels (the KITTI-crop analogue)
+    assert all(0 <= r["abs_rel_in_band"] < 10 and 0 <= r["delta1_in_band"] <= 1 for r in rows)
+    assert all(0 < r["num_scored_in_band"] <= r["num_scored"] for r in rows)
+    assert "in band" in printed
     dense = {r["fill"]: r for r in rows if r["setting"] == "dense"}
     for r in rows:
         assert r["abs_rel_vs_dense"] == pytest.approx(

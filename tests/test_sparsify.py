@@ -10,6 +10,7 @@ from rgbd_samples import make_sample, pinhole
 
 from modality_forcing.data.sparsify import (
     apply_sparsifier,
+    elevation_band,
     holes,
     image_gradient,
     lidar,
@@ -81,6 +82,21 @@ def test_lidar_range_fov_and_pitch() -> None:
     # Pitching the camera down 10 degrees moves the scanlines up in the image.
     pitched = lidar(np.full((h, w), 5.0, np.float32), ones, k, rng, beams=29, pitch_deg=-10.0)
     assert np.nonzero(pitched)[0].mean() < np.nonzero(near)[0].mean()
+
+
+def test_elevation_band_is_the_region_the_lidar_can_measure() -> None:
+    h, w = 120, 40
+    k = pinhole(h, w, vfov_deg=80.0)  # sees -40..40 degrees
+    band = elevation_band((h, w), k)
+    elev = _elevation(h, w, k)
+    row_deg = 80.0 / h * 1.5
+    assert (elev[band] >= -25 - row_deg).all() and (elev[band] <= 3 + row_deg).all()
+    assert band[(elev > -24) & (elev < 2)].all()  # everything well inside is in
+    assert not band[0].any() and not band[-1].any()  # top (+40) and bottom (-40) rows are out
+    hits = lidar(np.full((h, w), 5.0, np.float32), None, k, np.random.default_rng(0), beams=64)
+    assert hits.any() and not (hits & ~band).any()  # every return lies inside the band
+    down = elevation_band((h, w), k, pitch_deg=-20.0)  # looking down: the band moves up
+    assert np.nonzero(down)[0].mean() < np.nonzero(band)[0].mean()
 
 
 def test_lidar_reads_camera_pitch_from_scene() -> None:

@@ -124,9 +124,10 @@ class Procedural(Benchmark):
         from ..procedural import SceneConfig, render_split
 
         config = SceneConfig(height=self.size[0], width=self.size[1])
-        return [  # with the scene-graph caption (text-conditioned modes use it)
+        return [  # with the caption (text-conditioned modes), the camera and the scene graph
             {**self.make_sample(s["image"], s["depth"], str(s["key"]), s.get("valid_mask")),
-             "caption": str(s.get("caption", ""))}
+             "caption": str(s.get("caption", "")), "intrinsics": s.get("intrinsics"),
+             "scene": s.get("scene")}
             for s in render_split(self.split, start, num, config)
         ]  # fmt: skip
 
