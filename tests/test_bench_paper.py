@@ -4,6 +4,8 @@ numbers, every run's config is saved, and the trained MF model beats an untraine
 import json
 import math
 
+import pytest
+
 from modality_forcing.bench.paper import BUDGETS, run_configs
 from modality_forcing.cli import main
 from modality_forcing.config import resolve_train_config
@@ -24,8 +26,20 @@ def test_tiny_paper_bench_produces_every_section(tmp_path, capsys):
     for n in range(1, 7):
         assert f"## {n}. " in text
     report = json.loads((out / "paper.json").read_text())
-    for key in ("permutations", "shared_t", "regressor", "scaling", "sparse", "schedules"):
+    for key in (
+        "permutations",
+        "shared_t",
+        "regressor",
+        "scaling",
+        "sparse",
+        "schedules",
+        "intervals",
+    ):
         assert report[key]
+    ci = report["intervals"]["3: mf / regressor"]  # the same ratio as claim 3, with its interval
+    assert ci["ratio"] == pytest.approx(report["regressor"]["ratio"], rel=1e-9)
+    assert ci["low"] <= ci["ratio"] <= ci["high"] and ci["num_images"] == 8
+    assert "How sure?" in text
     untrained = report["permutations"]["image_to_depth"].pop("untrained")
     for value in _finite_numbers({k: v for k, v in report.items() if k != "verdicts"}):
         assert math.isfinite(value)

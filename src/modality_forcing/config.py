@@ -157,7 +157,8 @@ class ForcingConfig:
 class LossConfig:
     weights: dict[str, float] = field(default_factory=lambda: {IMAGE: 1.0, DEPTH: 1.0})
     num_t_bins: int = 10  # per-t-bin loss logging
-    depth_loss: str = "l1"  # x0 error of masked modalities: `l1` | `mse` (l1 won on val, docs/depth_quality.md)
+    # x0 error of masked modalities: `l1` | `mse` (l1 won on val: docs/depth_quality.md)
+    depth_loss: str = "l1"
     distill_weight: float = 0.0  # self-distillation toward the frozen T2I model (image stream)
 
 

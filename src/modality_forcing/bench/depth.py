@@ -58,10 +58,23 @@ BUDGETS: dict[str, Budget] = {
                     curve_points=4),
 }  # fmt: skip
 
+# One-change ablations. They were measured against `mf-mse` (docs/depth_quality.md), so they keep
+# its MSE depth loss and stay reproducible.
+_MSE = {"loss": {"depth_loss": "mse"}}
+_ABLATIONS: dict[str, dict[str, Any]] = {
+    "mf-ic20": {"forcing": {"p_image_clean": 0.2, "p_depth_clean": 0.2, "p_both_noised": 0.6}},
+    "mf-ic80": {"forcing": {"p_image_clean": 0.8, "p_depth_clean": 0.1, "p_both_noised": 0.1}},
+    "mf-no-readout": {"forcing": {"p_depth_readout": 0.0}},
+    "mf-no-ema": {"optim": {"ema_decay": 0.0}},
+    "mf-dec2": {"model": {"decoder_layers": 2}},
+    "mf-velocity": {"model": {"depth_prediction": "velocity"}},
+    "mf-from-t2i": {"init_from": "runs/cpu-s-t2i/final"},  # needs that stage-1 run (cpu-s)
+}
+
 # Recipes: overrides on top of the project's training defaults (config.py), applied per run.
 RECIPES: dict[str, dict[str, Any]] = {
     # The same network as a deterministic image -> depth regressor.
-    "regressor": {"forcing": {"policy": "regression"}, "loss": {"depth_loss": "mse"}},
+    "regressor": {"forcing": {"policy": "regression"}, **_MSE},
     "regressor-l1": {"forcing": {"policy": "regression"}, "loss": {"depth_loss": "l1"}},
     # The calibration prototype's recipe: 20% image-clean, no EMA, constant learning rate.
     "mf-naive": {
@@ -72,24 +85,15 @@ RECIPES: dict[str, dict[str, Any]] = {
             "p_depth_readout": 0.0,
         },
         "optim": {"schedule": "constant", "ema_decay": 0.0},
-        "loss": {"depth_loss": "mse"},
+        **_MSE,
     },
     # The project default (whatever `ForcingConfig` / `OptimConfig` / `LossConfig` say now).
     "mf": {},
-    "mf-mse": {"loss": {"depth_loss": "mse"}},  # the default before the L1 switch
+    "mf-mse": _MSE,  # the default before the L1 switch
     "mf-l1": {"loss": {"depth_loss": "l1"}},
-    # One-change ablations. They were measured against `mf-mse` (docs/depth_quality.md), so they
-    # keep its MSE depth loss and stay reproducible.
-    **{name: {**change, "loss": {"depth_loss": "mse"}} for name, change in {
-        "mf-ic20": {"forcing": {"p_image_clean": 0.2, "p_depth_clean": 0.2, "p_both_noised": 0.6}},
-        "mf-ic80": {"forcing": {"p_image_clean": 0.8, "p_depth_clean": 0.1, "p_both_noised": 0.1}},
-        "mf-no-readout": {"forcing": {"p_depth_readout": 0.0}},
-        "mf-no-ema": {"optim": {"ema_decay": 0.0}},
-        "mf-dec2": {"model": {"decoder_layers": 2}},
-        "mf-velocity": {"model": {"depth_prediction": "velocity"}},
-        "mf-from-t2i": {"init_from": "runs/cpu-s-t2i/final"},  # needs that stage-1 run (cpu-s)
-    }.items()},
+    **{name: {**change, **_MSE} for name, change in _ABLATIONS.items()},
 }
+
 DEFAULT_RECIPES = ("regressor", "mf-naive", "mf")
 MAIN = "mf"  # the recipe whose final weights get the full inference sweep
 

@@ -31,7 +31,14 @@ import torch
 
 from .depth import Budget as DepthBudget
 from .depth import Setting, load_scenes, recipe_config
-from .paper_eval import Estimator, depth_to_image, image_to_depth, joint, score_depth
+from .paper_eval import (
+    Estimator,
+    abs_rel_per_image,
+    depth_to_image,
+    image_to_depth,
+    joint,
+    score_depth,
+)
 from .runs import publish, train_cached
 
 CONSISTENCY = "consistency_abs_rel[regressor]"
@@ -232,9 +239,33 @@ def run_paper_benchmark(
             k: image_to_depth(Estimator(models["mf"], Setting(k), b.size), scenes,
                               ("least_squares",))["least_squares"] for k in b.i2d_steps},
     }  # fmt: skip
+    report["intervals"] = _intervals(b, configs, own, reg, shared, scenes, models, seed)
     report["verdicts"] = verdicts(report)
     publish(report, out, "paper.json", markdown, plot)
     return report
+
+
+def _intervals(
+    b: Budget, configs: dict[str, Any], own: dict[str, Estimator], reg: Estimator,
+    shared: Estimator, scenes: Any, models: dict[str, Any], seed: int,
+) -> dict[str, dict[str, float]]:  # fmt: skip
+    """AbsRel ratios of the compared models with paired bootstrap intervals over the test
+    scenes: is a difference larger than the choice of test scenes explains?"""
+    from ..metrics.bootstrap import paired_ratio_ci
+
+    sparse = {key: Estimator(models[key], Setting(b.depth_steps), b.size)
+              for key in configs if key.startswith("sparse-")}  # fmt: skip
+    estimators = {"mf": own["mf"], "regressor": reg, "shared-t": shared, **sparse,
+                  **{k: v for k, v in own.items() if k.startswith("mf-")}}  # fmt: skip
+    per_image = {name: abs_rel_per_image(e, scenes) for name, e in estimators.items()}
+    sizes = [f"mf-{name}" for name, _, _ in b.sizes]
+    main = f"mf-{_main_size(b)}"
+    pairs = [("2", "mf", "shared-t"), ("3", "mf", "regressor"),
+             *(("4", big, small) for small, big in itertools.pairwise(sizes)),
+             *(("4", main, f"mf-data{n}") for n in b.data_amounts if n),
+             *(("5", key, "sparse-dense") for key in sparse if key != "sparse-dense")]  # fmt: skip
+    return {f"{claim}: {a} / {c}": paired_ratio_ci(per_image[a], per_image[c], seed=seed)
+            for claim, a, c in pairs}  # fmt: skip
 
 
 def _main_size(b: Budget) -> str:

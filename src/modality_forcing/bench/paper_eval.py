@@ -50,6 +50,15 @@ def image_to_depth(
     return score_depth(pred, scenes.depth, scenes.mask, scenes.depth_range, protocols)
 
 
+def abs_rel_per_image(estimator: Estimator, scenes: Scenes) -> torch.Tensor:
+    """[N] least-squares AbsRel of each test image (for paired comparisons between models)."""
+    from ..metrics.depth import depth_metrics
+
+    aligned, _ = aligned_scores(estimator(scenes.images), scenes.depth, scenes.mask,
+                                scenes.depth_range)  # fmt: skip
+    return depth_metrics(aligned, scenes.depth.double(), scenes.mask)["abs_rel"]
+
+
 @torch.no_grad()
 def depth_to_image(
     model: Any, scenes: Scenes, steps: int, estimators: dict[str, Estimator], seed: int = 0,
