@@ -115,21 +115,28 @@ def markdown(report: dict[str, Any]) -> str:
 def plot(report: dict[str, Any], out: Path) -> list[Path]:
     """scaling.png (AbsRel vs parameters and vs T2I scenes) and schedules.png."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     sc = report["scaling"]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-    a1.plot([r["params"] / 1e6 for r in sc["size"]], [r["abs_rel"] for r in sc["size"]], "o-")
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4), sharey=True)  # one scale for both
+    params = [r["params"] / 1e6 for r in sc["size"]]
+    a1.plot(params, [r["abs_rel"] for r in sc["size"]], "o-")
     for r in sc["size"]:
-        a1.annotate(r["name"], (r["params"] / 1e6, r["abs_rel"]))
+        a1.annotate(f" {r['name']}", (r["params"] / 1e6, r["abs_rel"]))
     a1.set(xscale="log", xlabel="DiT parameters (M)", ylabel="image -> depth AbsRel",
            title="model size")  # fmt: skip
+    a1.set_xticks(params, [f"{p:.1f}" for p in params])
+    a1.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     labels = ["unlimited" if not r["t2i_scenes"] else str(r["t2i_scenes"]) for r in sc["data"]]
-    a2.bar(labels, [r["abs_rel"] for r in sc["data"]], color="C1")
+    a2.plot(labels, [r["abs_rel"] for r in sc["data"]], "o", color="C1", markersize=9)
+    a2.margins(x=0.4)
     a2.set(xlabel="distinct T2I training scenes", ylabel="image -> depth AbsRel",
            title="T2I data")  # fmt: skip
+    for ax in (a1, a2):
+        ax.grid(alpha=0.3)
     paths = [save_figure(fig, out / "scaling.png")]
     joint = report["schedules"]["joint"]
     steps = report["schedules"]["image_to_depth_steps"]
