@@ -27,6 +27,10 @@ def test_tiny_sparse_bench_end_to_end(tmp_path, capsys, monkeypatch):
     assert all(0 <= r["abs_rel_in_band"] < 10 and 0 <= r["delta1_in_band"] <= 1 for r in rows)
     assert all(0 < r["num_scored_in_band"] <= r["num_scored"] for r in rows)
     assert "in band" in printed
+    for r in rows:  # each gap to dense comes with its paired bootstrap interval over the scenes
+        if r["setting"] != "dense":
+            ci = r["abs_rel_vs_dense_ci"]
+            assert ci["low"] <= ci["ratio"] <= ci["high"] and ci["num_images"] > 0
     dense = {r["fill"]: r for r in rows if r["setting"] == "dense"}
     for r in rows:
         assert r["abs_rel_vs_dense"] == pytest.approx(

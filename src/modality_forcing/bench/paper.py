@@ -315,6 +315,9 @@ def verdicts(report: dict[str, Any]) -> dict[str, Any]:
     dense = next((v["abs_rel"] for k, v in sparse.items() if k == "sparse-dense"), math.nan)
     joint_rows = report["schedules"]["joint"]
     steps = report["schedules"]["image_to_depth_steps"]
+    scaling = {k: ci for k, ci in report.get("intervals", {}).items() if k.startswith("4:")}
+    size_cis = [ci for k, ci in scaling.items() if "-data" not in k]
+    data_cis = [ci for k, ci in scaling.items() if "-data" in k]
     return {
         "1_mf_vs_dedicated": {"image_to_depth": i2d["mf"] / i2d["regressor (dedicated)"],
                               "depth_to_image_cycle": d2i["mf"] / d2i["d2i-only"],
@@ -324,8 +327,8 @@ def verdicts(report: dict[str, Any]) -> dict[str, Any]:
         "2_mf_over_shared": mf_abs / sh_abs, "2_target_met": mf_abs <= 0.5 * sh_abs,
         "3_ratio_to_regressor": report["regressor"]["ratio"],
         "3_target_met": report["regressor"]["ratio"] <= 1.10,
-        "4_bigger_is_better": _monotone([r["abs_rel"] for r in sizes]),
-        "4_more_data_is_better": _monotone([r["abs_rel"] for r in data]),
+        "4_bigger_is_better": _trend([r["abs_rel"] for r in sizes], size_cis),
+        "4_more_data_is_better": _trend([r["abs_rel"] for r in data], data_cis),
         "5_sparse_vs_dense": {k: v["abs_rel"] / dense - 1 for k, v in sparse.items()
                               if k != "sparse-dense"},
         "6_best_alpha": min(joint_rows, key=lambda a: joint_rows[a][CONSISTENCY]),
@@ -338,6 +341,10 @@ def _lt(a: float, b: float) -> bool:
     return not math.isnan(a) and (math.isnan(b) or a < b)
 
 
-def _monotone(values: list[float]) -> bool:
-    """Strictly better (lower) at every step along the list."""
-    return all(b < a for a, b in itertools.pairwise(values))
+def _trend(values: list[float], intervals: list[dict[str, float]]) -> str:
+    """`holds`: lower at every step along the list and every step's paired interval lies below
+    1; `not resolved`: lower at every step, but some interval includes 1; else `does not hold`.
+    """
+    if not all(b < a for a, b in itertools.pairwise(values)):
+        return "does not hold"
+    return "holds" if all(ci["high"] < 1 for ci in intervals) else "not resolved"

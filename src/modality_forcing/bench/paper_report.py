@@ -87,8 +87,9 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"| mf-{r['name']} | {r['params'] / 1e6:.2f}M | {scenes} "
                      f"| {_f(r['abs_rel'])} | {_f(r['delta1'], 3)} |")  # fmt: skip
     lines += [
-        "", f"Verdict: bigger is better at this scale: {yes[v['4_bigger_is_better']]}; more T2I "
-        f"data is better: {yes[v['4_more_data_is_better']]}.",
+        "", f"Verdict: bigger is better at this scale: **{v['4_bigger_is_better']}**; more T2I "
+        f"data is better: **{v['4_more_data_is_better']}** (`holds` needs every step to be "
+        "lower with a paired interval below 1, see the last section).",
         "", "## 5. Sparse depth", "", *_dict_table(report["sparse"], "training depth"), "",
         "Verdict: AbsRel relative to dense: "
         + ", ".join(f"{k} {g:+.1%}" for k, g in v["5_sparse_vs_dense"].items()) + ".",
