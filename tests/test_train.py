@@ -122,3 +122,29 @@ def test_velocity_parametrised_depth_trains_and_samples(tmp_path):
     assert pipe.model.cfg.depth_prediction == "velocity"
     depth = pipe(image=batch["image"][:1], mode="image_to_depth", num_inference_steps=2).depth
     assert depth.shape == (1, 16, 16) and torch.isfinite(torch.as_tensor(depth)).all()
+
+
+def test_optimizer_is_fused_on_plain_tensors_and_matches_the_default_update():
+    from modality_forcing.config import OptimConfig
+    from modality_forcing.optim import build_optimizer, can_fuse
+
+    torch.manual_seed(0)
+    models = [torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8)) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    fused = build_optimizer(models[0], OptimConfig(lr=1e-2))
+    assert fused.defaults["fused"] is True
+    weight, *vectors = models[1].parameters()  # the Linear weight decays, the rest does not
+    reference = torch.optim.AdamW(  # PyTorch's default (foreach) implementation
+        [{"params": [weight], "weight_decay": fused.param_groups[0]["weight_decay"]},
+         {"params": vectors, "weight_decay": 0.0}], lr=1e-2, betas=fused.defaults["betas"],
+    )  # fmt: skip
+    assert not reference.defaults["fused"]
+    for _ in range(3):
+        x = torch.randn(4, 8)
+        for m, opt in zip(models, (fused, reference), strict=True):
+            opt.zero_grad()
+            m(x).square().mean().backward()
+            opt.step()
+    for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert not can_fuse([torch.zeros(2, dtype=torch.long)])  # integer tensors: default path
