@@ -3,6 +3,8 @@
 import json
 import math
 
+import pytest
+
 from modality_forcing.bench.throughput import run_throughput
 
 
@@ -19,4 +21,9 @@ def test_throughput_report_is_complete(tmp_path, capsys):
         assert m["samples_per_s"] > 0 and 0 < m["mfu"] < 1 and math.isfinite(m["us_per_token"])
         # tokens/s counts generated tokens: MF has twice the tokens per sample of T2I
     assert row["mf"]["tokens_per_s"] / row["mf"]["samples_per_s"] == 2 * 16 * 1.0
+    # MFU is taken against the higher of the GEMM peaks measured before and after the models
+    both = saved["gemm_peak_before_after"]
+    peak = max(both["before"]["bf16"], both["after"]["bf16"])
+    assert saved["gemm_peak_tflops"]["bf16"] == peak
+    assert row["mf"]["mfu"] == pytest.approx(row["mf"]["tflops"] / peak)
     assert "MF overhead/token" in capsys.readouterr().out
