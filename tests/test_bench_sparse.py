@@ -48,6 +48,17 @@ def test_tiny_sparse_bench_end_to_end(tmp_path, capsys, monkeypatch):
     assert json.loads((out / "sparse.json").read_text())["rows"] == rows
 
 
+def test_summary_says_n_a_for_mixed_when_no_mixed_run():
+    from modality_forcing.bench.sparse import summarise
+
+    rows = [{"setting": "dense", "fill": "neutral", "abs_rel": 0.2},
+            {"setting": "lidar:32", "fill": "neutral", "abs_rel": 0.25}]  # fmt: skip
+    verdict = summarise(rows)["verdicts"]["neutral"]
+    assert verdict["mixed_at_least_dense"] is None
+    assert verdict["worst_sparse_gap"] == pytest.approx(0.25)
+    assert not verdict["sparse_within_target"]
+
+
 def test_bad_setting_or_budget_is_rejected():
     with pytest.raises(ValueError, match="unknown sparsifier 'sonar'"):
         setting_data("sonar:4")

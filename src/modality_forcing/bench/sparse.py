@@ -195,7 +195,9 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         verdicts[fill] = {
             "worst_sparse_gap": max((r["abs_rel_vs_dense"] for r in sparse), default=None),
             "sparse_within_target": all(r["abs_rel_vs_dense"] <= SPARSE_TARGET for r in sparse),
-            "mixed_at_least_dense": all(r["abs_rel"] <= dense["abs_rel"] for r in mixed),
+            # None (n/a) when no mixed setting ran, rather than a vacuous "yes"
+            "mixed_at_least_dense": (all(r["abs_rel"] <= dense["abs_rel"] for r in mixed)
+                                     if mixed else None),
             "worst_sparse_gap_in_band": max(
                 (r["abs_rel_in_band_vs_dense"] for r in sparse
                  if r["abs_rel_in_band_vs_dense"] is not None), default=None),
@@ -331,7 +333,7 @@ def sparse_table(report: dict[str, Any]) -> str:
         lines.append(
             f"- {fill}: worst sparse gap {'n/a' if worst is None else f'{worst:+.1%}'} "
             f"(target <= +{SPARSE_TARGET:.0%}: {'met' if v['sparse_within_target'] else 'missed'})"
-            f"; mixed <= dense: {'yes' if v['mixed_at_least_dense'] else 'no'}"
+            f"; mixed <= dense: {_yes_no(v['mixed_at_least_dense'])}"
             f"; worst sparse gap in the LiDAR band {_pct(v.get('worst_sparse_gap_in_band'))}"
         )
     means = ", ".join(f"{k} {v:.4f}" for k, v in summary["mean_abs_rel"].items())
@@ -341,3 +343,7 @@ def sparse_table(report: dict[str, Any]) -> str:
 
 def _pct(gap: float | None) -> str:
     return "n/a" if gap is None else f"{gap:+.1%}"
+
+
+def _yes_no(flag: bool | None) -> str:
+    return "n/a" if flag is None else ("yes" if flag else "no")
