@@ -226,8 +226,7 @@ def run_paper_benchmark(
 
     # 5. Sparse depth.
     report["sparse"] = {
-        key: image_to_depth(Estimator(models[key], Setting(k), b.size), scenes,
-                            ("least_squares",))["least_squares"]
+        key: image_to_depth(own[key], scenes, ("least_squares",))["least_squares"]
         for key in configs if key.startswith("sparse-")
     }  # fmt: skip
 
@@ -239,31 +238,31 @@ def run_paper_benchmark(
             k: image_to_depth(Estimator(models["mf"], Setting(k), b.size), scenes,
                               ("least_squares",))["least_squares"] for k in b.i2d_steps},
     }  # fmt: skip
-    report["intervals"] = _intervals(b, configs, own, reg, shared, scenes, models, seed)
+    report["intervals"] = _intervals(b, own, reg, shared, scenes, seed)
     report["verdicts"] = verdicts(report)
     publish(report, out, "paper.json", markdown, plot)
     return report
 
 
 def _intervals(
-    b: Budget, configs: dict[str, Any], own: dict[str, Estimator], reg: Estimator,
-    shared: Estimator, scenes: Any, models: dict[str, Any], seed: int,
+    b: Budget, own: dict[str, Estimator], reg: Estimator, shared: Estimator, scenes: Any,
+    seed: int,
 ) -> dict[str, dict[str, float]]:  # fmt: skip
     """AbsRel ratios of the compared models with paired bootstrap intervals over the test
-    scenes: is a difference larger than the choice of test scenes explains?"""
+    scenes: is a difference larger than the choice of test scenes explains? (The estimators
+    reuse the predictions the sections above already made.)"""
     from ..metrics.bootstrap import paired_ratio_ci
 
-    sparse = {key: Estimator(models[key], Setting(b.depth_steps), b.size)
-              for key in configs if key.startswith("sparse-")}  # fmt: skip
-    estimators = {"mf": own["mf"], "regressor": reg, "shared-t": shared, **sparse,
-                  **{k: v for k, v in own.items() if k.startswith("mf-")}}  # fmt: skip
-    per_image = {name: abs_rel_per_image(e, scenes) for name, e in estimators.items()}
     sizes = [f"mf-{name}" for name, _, _ in b.sizes]
     main = f"mf-{_main_size(b)}"
+    sparse = [key for key in own if key.startswith("sparse-") and key != "sparse-dense"]
     pairs = [("2", "mf", "shared-t"), ("3", "mf", "regressor"),
              *(("4", big, small) for small, big in itertools.pairwise(sizes)),
              *(("4", main, f"mf-data{n}") for n in b.data_amounts if n),
-             *(("5", key, "sparse-dense") for key in sparse if key != "sparse-dense")]  # fmt: skip
+             *(("5", key, "sparse-dense") for key in sparse)]  # fmt: skip
+    estimators = {**own, "regressor": reg, "shared-t": shared}
+    per_image = {name: abs_rel_per_image(estimators[name], scenes)
+                 for name in {x for _, a, c in pairs for x in (a, c)}}  # fmt: skip
     return {f"{claim}: {a} / {c}": paired_ratio_ci(per_image[a], per_image[c], seed=seed)
             for claim, a, c in pairs}  # fmt: skip
 
