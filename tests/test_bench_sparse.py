@@ -5,8 +5,9 @@ import json
 
 import pytest
 
-from modality_forcing.bench.sparse import setting_data
+from modality_forcing.bench.sparse import _per_image_abs_rel, setting_data
 from modality_forcing.cli import main
+from modality_forcing.data.benchmarks import get_benchmark
 
 
 def test_tiny_sparse_bench_end_to_end(tmp_path, capsys, monkeypatch):
@@ -64,3 +65,20 @@ def test_bad_setting_or_budget_is_rejected():
         setting_data("sonar:4")
     with pytest.raises(SystemExit):
         main(["bench", "sparse", "--budget", "huge"])
+
+
+def test_val_split_and_crop_are_kept_apart_from_the_test_report(tmp_path):
+    out = tmp_path / "sparse"
+    main(["bench", "sparse", "--budget", "tiny", "--out", str(out), "--settings", "lidar:32",
+          "--fills", "neutral", "--crop", "0.5", "--split", "val"])  # fmt: skip
+    report = json.loads((out / "sparse_val.json").read_text())
+    assert report["split"] == "val" and report["budget"]["crop"] == 0.5
+    assert not (out / "sparse.json").exists()  # the test report is only written for --split test
+    run = out / "lidar_32-neutral"
+    assert (run / "result_val.json").is_file() and (run / "eval_val" / "per_sample.csv").is_file()
+    result = json.loads((run / "result_val.json").read_text())
+    assert result["split"] == "val"
+    assert [m["crop"] for m in result["config"]["data"]["mixture"]] == [0.5]
+    scored = set(_per_image_abs_rel(run / "eval_val"))
+    val = get_benchmark("procedural", None, split="val", num=4, height=16, width=16)
+    assert scored == {s["key"] for s in val}  # scored on the validation scenes

@@ -10,7 +10,7 @@ from PIL import Image
 
 from modality_forcing.config import MixtureEntry, resolve_train_config, to_dict
 from modality_forcing.data.stream import make_source
-from modality_forcing.data.training_sets.mixture import Mixture
+from modality_forcing.data.training_sets.mixture import SPARSE_CROP, Mixture
 
 PROC = {"name": "procedural"}
 
@@ -114,3 +114,28 @@ def test_procedural_num_scenes_cycles_a_finite_training_set():
     bad = resolve_train_config({"data": {"num_scenes": 0}}).data
     with pytest.raises(ValueError, match="num_scenes"):
         make_source(bad, 4, 4).get(0, 0)
+
+
+def test_crop_moves_the_lidar_band_around_the_frame():
+    """A LiDAR only sees an elevation band; with `crop` its rows land anywhere in the training
+    frame (here: the bottom rows get depth), and every draw still depends on the index alone."""
+    member = {**PROC, "sparsify": "lidar:32", "options": {"height": 64, "width": 64}}
+
+    def bottom_row_measured(mix: Mixture) -> float:
+        return float(np.mean([mix.sample(i)["valid_mask"][-1].any() for i in range(40)]))
+
+    plain = Mixture([{**member, "crop": 1.0}], 16, 16, shadows=False)
+    cropped = Mixture([{**member, "crop": 0.5}], 16, 16, shadows=False)
+    assert bottom_row_measured(plain) < 0.05 and bottom_row_measured(cropped) > 0.1
+    # the default: sparse members are cropped (SPARSE_CROP), dense ones are not
+    default = Mixture([member, {**PROC, "options": member["options"]}], 16, 16, shadows=False)
+    assert [m.crop for m in default.members] == [SPARSE_CROP, 1.0]
+    i = next(i for i in range(20) if default.choose(i)[0] == 0)
+    explicit = Mixture([{**member, "crop": SPARSE_CROP}], 16, 16, shadows=False)
+    assert np.array_equal(default.sample(i)["depth"], explicit.sample(i)["depth"])
+    again = Mixture([{**member, "crop": 0.5}], 16, 16, shadows=False)
+    for i in (5, 2):
+        a, b = cropped.sample(i), again.sample(i)
+        assert np.array_equal(a["depth"], b["depth"]) and np.array_equal(a["image"], b["image"])
+    with pytest.raises(ValueError, match=r"crop must be in \(0, 1\]"):
+        Mixture([{**member, "crop": 1.5}], 16, 16)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from modality_forcing.data.training_sets import fit_to_size, get_training_set
+from modality_forcing.data.training_sets import fit_to_size, get_training_set, random_crop
 from modality_forcing.data.training_sets.hypersim import tonemap
 
 
@@ -245,3 +245,33 @@ def test_fit_to_size_crops_the_centre_without_stretching():
     np.testing.assert_array_equal(out["depth"][0], np.floor((np.arange(16) + 8 + 0.5) / 0.8) + 1)
     np.testing.assert_allclose(out["intrinsics"], [[24, 0, 8], [0, 24, 8], [0, 0, 1]], atol=1e-5)
     assert fit_to_size(out, 16, 16) is out
+
+
+def test_random_crop_cuts_every_array_alike_and_moves_the_principal_point():
+    h, w = 30, 40
+    rows, cols = np.mgrid[0:h, 0:w].astype(np.float32)
+    k = np.array([[35.0, 0, w / 2], [0, 35.0, h / 2], [0, 0, 1]], np.float32)
+    sample = {"image": np.zeros((h, w, 3), np.uint8), "depth": rows * 100 + cols + 1,
+              "valid_mask": cols > 10, "intrinsics": k, "caption": "c"}  # fmt: skip
+    rng = np.random.default_rng(3)
+    sides = []
+    for _ in range(20):
+        out = random_crop(sample, 0.5, rng)
+        ch, cw = out["depth"].shape
+        sides.append(ch / h)
+        assert out["image"].shape[:2] == (ch, cw) and out["valid_mask"].shape == (ch, cw)
+        assert abs(ch / h - cw / w) < 0.05  # the aspect ratio is kept
+        top, left = divmod(int(out["depth"][0, 0]) - 1, 100)  # where the window starts
+        np.testing.assert_array_equal(
+            out["depth"], sample["depth"][top : top + ch, left : left + cw]
+        )
+        expected = np.broadcast_to(np.arange(left, left + cw) > 10, (ch, cw))
+        np.testing.assert_array_equal(out["valid_mask"], expected)
+        # a pixel keeps its ray: (u - cx) / fx is unchanged once u is shifted by the window
+        np.testing.assert_allclose(out["intrinsics"][:2, 2], k[:2, 2] - [left, top])
+        np.testing.assert_array_equal(out["intrinsics"][:2, :2], k[:2, :2])
+        assert out["caption"] == "c"
+    assert min(sides) >= 0.5 - 1 / h and max(sides) <= 1 and max(sides) - min(sides) > 0.2
+    assert random_crop(sample, 1.0, rng) is sample
+    with pytest.raises(ValueError, match=r"crop must be in \(0, 1\]"):
+        random_crop(sample, 0.0, rng)

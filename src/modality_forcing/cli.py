@@ -112,7 +112,8 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         out = args.out if args.out != "bench_out/data.json" else "bench_out/sparse"
         run_sparse_benchmark(out, args.budget, args.fills, args.settings, args.train_steps,
                              args.minutes_per_run, args.num_eval, args.init_from,
-                             sensor_scale=args.sensor_scale)  # fmt: skip
+                             sensor_scale=args.sensor_scale, crop=args.crop,
+                             split=args.split)  # fmt: skip
     elif args.suite == "depth":
         from .bench.depth import run_depth_benchmark
 
@@ -172,6 +173,15 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                    help="sparse, depth: start each run from a checkpoint")  # fmt: skip
     p.add_argument("--sensor-scale", type=int, default=None,
                    help="sparse: render + sparsify at this multiple of the size")  # fmt: skip
+    p.add_argument("--crop", type=float, default=None,
+                   help="sparse: random crop of sparse training samples, smallest side "
+                        "fraction in (0, 1], 1: none (MixtureEntry.crop; default 0.7)")  # fmt: skip
+    p.add_argument(
+        "--split",
+        choices=["val", "test"],
+        default="test",
+        help="sparse: procedural split scored (val to choose, test to report)",
+    )
     p.set_defaults(func=_cmd_bench)
 
 

@@ -172,6 +172,11 @@ class MixtureEntry:
     kind: str | None = None  # `dense` | `sparse`; None: the reader's own (sparse when sparsified)
     sparsify: str | None = None  # sparse-depth simulator for this member, e.g. "lidar:32"
     options: dict[str, Any] = field(default_factory=dict)  # reader keywords, e.g. {raw_root: ...}
+    # Random crop after the sparsifier, before the resize to the training size: each side keeps
+    # a fraction drawn from U(crop, 1), at a uniform position (1: no crop). Moves the rows a
+    # sensor covers around the frame (a LiDAR only sees a band; `docs/sparse_depth.md`).
+    # None: `SPARSE_CROP` for a sparse member, no crop for a dense one (the best on val).
+    crop: float | None = None
 
 
 @dataclass

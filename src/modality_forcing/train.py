@@ -34,7 +34,7 @@ from .flow.noise_levels import CORNER_NAMES
 from .flow.path import interpolate
 from .modalities import DEPTH, IMAGE, get_modality
 from .model.factory import build_model
-from .model.mmdit import count_parameters
+from .model.mmdit import count_parameters, transformer_blocks
 from .optim import EMA, build_optimizer, lr_factor
 from .train_step import SampleDraws, draw_for_samples
 
@@ -142,9 +142,7 @@ class Trainer:
         return tuple(self.cfg.model.modalities)
 
     def _blocks(self) -> list[torch.nn.Module]:
-        dit = self.model.dit
-        blocks = [*dit.joint_blocks, *dit.single_blocks] if hasattr(dit, "joint_blocks") else []
-        return blocks + [b for dec in getattr(dit, "decoders", {}).values() for b in dec]
+        return transformer_blocks(self.model.dit)
 
     def _fp32_units(self) -> list[torch.nn.Module]:
         """Heads that must compute in fp32 (the depth head) even under FSDP2's bf16 policy."""

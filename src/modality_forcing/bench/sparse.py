@@ -42,6 +42,7 @@ class Budget:
     num_eval: int  # dense held-out test scenes scored
     sample_steps: int  # Euler steps of image -> depth (1: best on val in `bench depth`)
     sensor_scale: int = 1  # scenes rendered and sparsified at this multiple of `size`
+    crop: float | None = None  # sparse members' random crop (`MixtureEntry.crop`; None: default)
     precision: str = "bf16"
     lr: float = 4e-4
     warmup: int = 50
@@ -61,23 +62,27 @@ BUDGETS: dict[str, Budget] = {
 }  # fmt: skip
 
 
-def setting_data(setting: str, render_size: tuple[int, int] | None = None) -> dict[str, Any]:
+def setting_data(
+    setting: str, render_size: tuple[int, int] | None = None, crop: float | None = None
+) -> dict[str, Any]:
     """`data` config of a setting (`dense`, a sparsifier spec, `mixed[:SPEC]`): a mixture of
-    procedural members rendered at `render_size` (default: the training size)."""
+    procedural members rendered at `render_size` (default: the training size). Sparse members
+    get an explicit random `crop` (`MixtureEntry.crop`; None: `SPARSE_CROP`), dense ones none."""
     from ..data.sparsify import parse_sparsifier
+    from ..data.training_sets.mixture import SPARSE_CROP
 
     options = {} if render_size is None else {"height": render_size[0], "width": render_size[1]}
     dense = {"name": "procedural", "kind": "dense", "options": options}
+    sparse = {**dense, "kind": "sparse", "crop": SPARSE_CROP if crop is None else crop}
     if setting == "dense":
         members = [{**dense, "weight": 1.0}]
     elif setting == "mixed" or setting.startswith("mixed:"):
         spec = setting.partition(":")[2] or MIXED_SPARSE
         parse_sparsifier(spec)
-        members = [{**dense, "weight": 0.5},
-                   {**dense, "weight": 0.5, "kind": "sparse", "sparsify": spec}]  # fmt: skip
+        members = [{**dense, "weight": 0.5}, {**sparse, "weight": 0.5, "sparsify": spec}]
     else:
         parse_sparsifier(setting)  # raises for an unknown name, listing the simulators
-        members = [{**dense, "weight": 1.0, "kind": "sparse", "sparsify": setting}]
+        members = [{**sparse, "weight": 1.0, "sparsify": setting}]
     return {"source": "mixture", "mixture": members}
 
 
@@ -88,7 +93,12 @@ def run_config(
     """The training config (a dict for `resolve_train_config`) of one (setting, fill) run."""
     height, width = budget.size
     render = (height * budget.sensor_scale, width * budget.sensor_scale)
-    data = {**setting_data(setting, render), "height": height, "width": width, "depth_fill": fill}
+    data = {
+        **setting_data(setting, render, budget.crop),
+        "height": height,
+        "width": width,
+        "depth_fill": fill,
+    }
     return {
         "preset": budget.preset, "stage": "mf", "init_from": init_from, "out_dir": str(run_dir),
         "batch_size": budget.batch, "max_steps": budget.steps, "max_minutes": minutes,
@@ -98,16 +108,17 @@ def run_config(
     }  # fmt: skip
 
 
-def held_out_scenes(budget: Budget) -> Any:
-    """The dense held-out procedural test scenes at the training size, rendered like training
-    scenes (at `sensor_scale` x, then resized), with the benchmark's depth range (0.001, 30) m."""
+def held_out_scenes(budget: Budget, split: str = "test") -> Any:
+    """The dense held-out procedural scenes of `split` (`val` to choose settings, `test` to
+    report) at the training size, rendered like training scenes (at `sensor_scale` x, then
+    resized), with the benchmark's depth range (0.001, 30) m."""
     from ..data.benchmarks import get_benchmark
     from ..data.training_sets import fit_to_size
 
     height, width = budget.size
     scale = budget.sensor_scale
-    bench = get_benchmark("procedural", None, num=budget.num_eval, height=height * scale,
-                          width=width * scale)  # fmt: skip
+    bench = get_benchmark("procedural", None, split=split, num=budget.num_eval,
+                          height=height * scale, width=width * scale)  # fmt: skip
     if scale == 1:
         return bench
     return _Scenes([fit_to_size(s, height, width) for s in bench], bench.depth_range)
@@ -143,14 +154,14 @@ def depth_density(cfg: Any, num: int = 32) -> float:
 
 
 def train_and_score(
-    setting: str, fill: str, budget: Budget, run_dir: Path, **options: Any
+    setting: str, fill: str, budget: Budget, run_dir: Path, split: str = "test", **options: Any
 ) -> dict[str, Any]:
-    """Train one model, score image -> depth on the dense test scenes; the result row."""
+    """Train one model, score image -> depth on the dense scenes of `split`; the result row."""
     from ..evaluate import score_predictions
     from ..predict import DepthPredictor, PredictConfig
 
     config = run_config(setting, fill, budget, run_dir, **options)
-    result_path = run_dir / "result.json"
+    result_path = run_dir / f"result{_suffix(split)}.json"
     cfg = resolve_train_config(config)
     resolved = to_dict(cfg)
     if result_path.is_file():  # finished before with the same config: reuse (resumable bench)
@@ -160,17 +171,18 @@ def train_and_score(
     run = train_cached(config)
     settings = PredictConfig(num_steps=budget.sample_steps, bf16=budget.precision == "bf16")
     predictor = DepthPredictor(run["final"], settings)
-    scenes = held_out_scenes(budget)
+    scenes = held_out_scenes(budget, split)
     scores = {}
     for part, samples in (("", scenes), ("_in_band", in_band(scenes))):
         summary = score_predictions(samples, predictor, "least_squares", progress=False,
-                                    out_dir=run_dir / f"eval{part}")  # fmt: skip
+                                    out_dir=run_dir / f"eval{_suffix(split)}{part}")  # fmt: skip
         ls = summary.metrics["least_squares"]
         scores |= {f"abs_rel{part}": ls["abs_rel"], f"delta1{part}": ls["delta1"],
                    f"num_scored{part}": summary.num_scored["least_squares"]}  # fmt: skip
     row = {
-        "setting": setting, "fill": fill, "steps": run["steps"], "batch": budget.batch,
-        "train_seconds": run["train_seconds"], "depth_density": depth_density(cfg),
+        "setting": setting, "fill": fill, "split": split, "steps": run["steps"],
+        "batch": budget.batch, "train_seconds": run["train_seconds"],
+        "depth_density": depth_density(cfg),
         **scores, "config": resolved,
     }  # fmt: skip
     write_json(result_path, row)
@@ -220,6 +232,8 @@ def run_sparse_benchmark(
     init_from: str | None = None,
     seed: int = 0,
     sensor_scale: int | None = None,
+    crop: float | None = None,
+    split: str = "test",
 ) -> dict[str, Any]:
     """Train and score every (setting, fill); print a Markdown table, write `sparse.json`.
 
@@ -229,10 +243,11 @@ def run_sparse_benchmark(
         budget: a key of `BUDGETS` or a `Budget`.
         fills: fill strategies (default: all of `FILLS`).
         settings: default `SETTINGS`.
-        steps, num_eval, sensor_scale: override the budget's.
+        steps, num_eval, sensor_scale, crop: override the budget's.
         minutes_per_run: optional wall-time cap per run (the table reports the steps reached).
         init_from: checkpoint to start every run from (e.g. the stage-1 T2I model).
         seed: one seed for all runs (same initial weights and noise draws).
+        split: procedural split scored: `val` to choose a recipe, `test` (default) to report.
 
     Returns:
         The report: budget, rows (one per run) and the summary (`summarise`).
@@ -241,7 +256,10 @@ def run_sparse_benchmark(
         raise ValueError(f"unknown budget '{budget}'; choose from {list(BUDGETS)}")
     spec = BUDGETS[budget] if isinstance(budget, str) else budget
     spec = replace(spec, steps=steps or spec.steps, num_eval=num_eval or spec.num_eval,
-                   sensor_scale=sensor_scale or spec.sensor_scale)  # fmt: skip
+                   sensor_scale=sensor_scale or spec.sensor_scale,
+                   crop=crop if crop is not None else spec.crop)  # fmt: skip
+    if split not in ("val", "test"):
+        raise ValueError(f"split must be 'val' or 'test', got '{split}'")
     fills = [check_fill(f) for f in (fills or list(FILLS))]
     settings = list(settings or SETTINGS)
     for s in settings:
@@ -251,16 +269,16 @@ def run_sparse_benchmark(
     for fill in fills:
         for setting in settings:
             run_dir = out / f"{setting.replace(':', '_')}-{fill}"
-            rows.append(train_and_score(setting, fill, spec, run_dir, seed=seed,
+            rows.append(train_and_score(setting, fill, spec, run_dir, split, seed=seed,
                                         init_from=init_from, minutes=minutes_per_run))  # fmt: skip
-    report = {"budget": asdict(spec), "seed": seed, "init_from": init_from,
+    report = {"budget": asdict(spec), "split": split, "seed": seed, "init_from": init_from,
               "rows": [{k: v for k, v in r.items() if k != "config"} for r in rows]}  # fmt: skip
     report["summary"] = summarise(report["rows"])
-    add_intervals(report["rows"], out, seed)
+    add_intervals(report["rows"], out, split, seed)
     print(sparse_table(report))
     out.mkdir(parents=True, exist_ok=True)
-    (out / "sparse.json").write_text(json.dumps(report, indent=2))
-    (out / "sparse.md").write_text(sparse_table(report) + "\n")
+    (out / f"sparse{_suffix(split)}.json").write_text(json.dumps(report, indent=2))
+    (out / f"sparse{_suffix(split)}.md").write_text(sparse_table(report) + "\n")
     return report
 
 
@@ -271,7 +289,9 @@ def _per_image_abs_rel(eval_dir: Path) -> dict[str, float]:
                 if r["protocol"] == "least_squares"}  # fmt: skip
 
 
-def add_intervals(rows: list[dict[str, Any]], out: Path, seed: int = 0) -> None:
+def add_intervals(
+    rows: list[dict[str, Any]], out: Path, split: str = "test", seed: int = 0
+) -> None:
     """Add to each row its AbsRel ratio to dense (same fill) with a 95% paired bootstrap
     interval over the test scenes (`metrics/bootstrap.py`), full frame and in the LiDAR band."""
     import torch
@@ -279,7 +299,7 @@ def add_intervals(rows: list[dict[str, Any]], out: Path, seed: int = 0) -> None:
     from ..metrics.bootstrap import paired_ratio_ci
 
     def folder(r: dict[str, Any], part: str) -> Path:
-        return out / f"{r['setting'].replace(':', '_')}-{r['fill']}" / f"eval{part}"
+        return out / f"{r['setting'].replace(':', '_')}-{r['fill']}" / f"eval{_suffix(split)}{part}"
 
     dense = {r["fill"]: r for r in rows if r["setting"] == "dense"}
     for r in rows:
@@ -308,10 +328,11 @@ def sparse_table(report: dict[str, Any]) -> str:
     lines = [
         f"preset {b['preset']}, {b['size'][0]}x{b['size'][1]}, {b['steps']} steps x batch "
         f"{b['batch']} per run; scenes rendered at {b['sensor_scale']}x and sparsified there; "
-        f"image -> depth on {b['num_eval']} dense procedural test scenes, least-squares aligned, "
+        f"image -> depth on {b['num_eval']} dense procedural {report.get('split', 'test')} "
+        f"scenes, least-squares aligned; sparse members {_crop(b.get('crop', 1.0))}; "
         f"{b['sample_steps']} sampling steps. In band: only the pixels between the LiDAR's "
         "lowest and highest beam (what a LiDAR-trained model was ever supervised on). Brackets: "
-        "95% paired bootstrap interval over the test scenes.",
+        "95% paired bootstrap interval over the scenes.",
         "",
         "| setting | fill | steps | depth px | train s | AbsRel | delta1 | AbsRel vs dense "
         "| in band: AbsRel | delta1 | vs dense |",
@@ -339,6 +360,18 @@ def sparse_table(report: dict[str, Any]) -> str:
     means = ", ".join(f"{k} {v:.4f}" for k, v in summary["mean_abs_rel"].items())
     lines.append(f"- mean AbsRel per fill: {means}; lowest: **{summary['best_fill']}**")
     return "\n".join(lines)
+
+
+def _crop(crop: float | None) -> str:
+    from ..data.training_sets.mixture import SPARSE_CROP
+
+    crop = SPARSE_CROP if crop is None else crop
+    return "not cropped" if crop == 1 else f"randomly cropped to >= {crop:g} of each side"
+
+
+def _suffix(split: str) -> str:
+    """File-name suffix of a split's results: none for `test` (the reported one), `_val`."""
+    return "" if split == "test" else f"_{split}"
 
 
 def _pct(gap: float | None) -> str:

@@ -22,7 +22,7 @@ import torch
 from ..config import OptimConfig, model_preset
 from ..modalities import DEPTH, IMAGE
 from ..model.factory import build_model
-from ..model.mmdit import count_parameters, flops_per_token
+from ..model.mmdit import count_parameters, flops_per_token, transformer_blocks
 from ..optim import build_optimizer
 
 
@@ -89,7 +89,7 @@ def measure_preset(
     torch.manual_seed(0)
     model = build_model(cfg).to(device)
     if compile_blocks:  # as the trainer's `compile: true` does
-        for block in [*model.dit.joint_blocks, *model.dit.single_blocks]:
+        for block in transformer_blocks(model.dit):
             block.compile()
     h, w = resolution
     p = model.patch_size(IMAGE)

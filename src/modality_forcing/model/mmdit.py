@@ -290,6 +290,13 @@ class MMDiT(nn.Module):
             return self.final[m](x.float(), vec.float())
 
 
+def transformer_blocks(dit: nn.Module) -> list[nn.Module]:
+    """Every transformer block of a DiT: the trunk (joint, then single), then each modality's
+    decoder blocks. The units the trainer compiles, shards (FSDP2) and checkpoints."""
+    blocks = [*dit.joint_blocks, *dit.single_blocks] if hasattr(dit, "joint_blocks") else []
+    return blocks + [b for dec in getattr(dit, "decoders", {}).values() for b in dec]
+
+
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 

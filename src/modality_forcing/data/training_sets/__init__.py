@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .base import KINDS, TrainingSet, fit_to_size
+from .base import KINDS, TrainingSet, fit_to_size, random_crop
 from .hypersim import Hypersim
 from .kitti_depth import KITTIDepth
 from .points import SparsePoints
@@ -40,4 +40,11 @@ def get_training_set(name: str, root: str | Path | None, **options: Any) -> Trai
     return TRAINING_SETS[name](root, **options)
 
 
-__all__ = ["KINDS", "TRAINING_SETS", "TrainingSet", "fit_to_size", "get_training_set"]
+__all__ = [
+    "KINDS",
+    "TRAINING_SETS",
+    "TrainingSet",
+    "fit_to_size",
+    "get_training_set",
+    "random_crop",
+]

@@ -170,3 +170,37 @@ def fit_to_size(sample: dict[str, Any], height: int, width: int) -> dict[str, An
         k[1, 2] -= top
         out["intrinsics"] = k.astype(np.float32)
     return out
+
+
+def random_crop(sample: dict[str, Any], crop: float, rng: np.random.Generator) -> dict[str, Any]:
+    """A random window of the sample, same aspect ratio, at its native resolution.
+
+    Each side keeps a fraction s ~ U(crop, 1) (one s for both sides), the window's top-left
+    corner is uniform over the valid positions; every per-pixel array is cut the same way and the
+    intrinsics' principal point shifted. Depth values are unchanged (a crop is a narrower camera
+    at the same pose), so the sample still follows `data/batch.py`.
+
+    Args:
+        sample: a sample in the `data/batch.py` convention.
+        crop: the smallest side fraction, in (0, 1]; 1 returns the sample itself, drawing nothing.
+        rng: the generator of the sample (draws: s, then top, then left).
+    """
+    if not 0 < crop <= 1:
+        raise ValueError(f"mixture crop must be in (0, 1], got {crop}")
+    if crop == 1:
+        return sample
+    src_h, src_w = sample["image"].shape[:2]
+    side = rng.uniform(crop, 1.0)
+    height, width = max(1, round(src_h * side)), max(1, round(src_w * side))
+    top = int(rng.integers(src_h - height + 1))
+    left = int(rng.integers(src_w - width + 1))
+    out = dict(sample)
+    for name, value in sample.items():
+        if isinstance(value, np.ndarray) and value.shape[:2] == (src_h, src_w):
+            out[name] = value[top : top + height, left : left + width].copy()
+    if sample.get("intrinsics") is not None:
+        k = np.array(sample["intrinsics"], np.float32)
+        k[0, 2] -= left
+        k[1, 2] -= top
+        out["intrinsics"] = k
+    return out
