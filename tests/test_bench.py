@@ -27,3 +27,25 @@ def test_throughput_report_is_complete(tmp_path, capsys):
     assert saved["gemm_peak_tflops"]["bf16"] == peak
     assert row["mf"]["mfu"] == pytest.approx(row["mf"]["tflops"] / peak)
     assert "MF overhead/token" in capsys.readouterr().out
+
+
+def test_throughput_profile_splits_the_step_time(tmp_path, capsys):
+    from modality_forcing.bench.throughput import OP_GROUPS, op_group
+
+    assert op_group("aten::mm") == "gemm" and op_group("aten::addmm") == "gemm"
+    assert op_group("aten::_scaled_dot_product_flash_attention_for_cpu") == "attention kernel"
+    assert op_group("## Call CompiledFxGraph fabc ##") == "fused elementwise (compiled)"
+    assert op_group("aten::_fused_adamw_") == "optimizer" and op_group("aten::add") == "other"
+    report = run_throughput(["tiny"], (16, 16), batch=2, steps=1, out=tmp_path / "t.json",
+                            gemm_seconds=0.1, profile=True)  # fmt: skip
+    assert "MFU if only the GEMMs took time" in capsys.readouterr().out
+    row = report["results"][0]
+    for name in ("t2i", "mf"):
+        prof = row[name]["profile"]
+        assert set(prof["fraction"]) == set(OP_GROUPS)
+        assert sum(prof["fraction"].values()) == pytest.approx(1.0)
+        assert prof["fraction"]["gemm"] > 0 and prof["fraction"]["optimizer"] > 0
+        # the ceiling: the measured MFU scaled up by the GEMMs' share of the step
+        assert row[name]["mfu_if_only_gemm"] == pytest.approx(
+            row[name]["mfu"] / prof["fraction"]["gemm"]
+        )

@@ -105,7 +105,8 @@ def _cmd_bench(args: argparse.Namespace) -> None:
 
         out = args.out if args.out != "bench_out/data.json" else "bench_out/throughput.json"
         run_throughput(args.presets, args.resolution, args.batch, args.steps, out,
-                       bf16=not args.fp32, compile_blocks=args.compile)  # fmt: skip
+                       bf16=not args.fp32, compile_blocks=args.compile,
+                       profile=args.profile)  # fmt: skip
     elif args.suite == "sparse":
         from .bench.sparse import run_sparse_benchmark
 
@@ -152,6 +153,12 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=5, help="timed training steps per measurement")
     p.add_argument("--fp32", action="store_true", help="throughput without bf16 autocast")
     p.add_argument("--compile", action="store_true", help="throughput with torch.compile blocks")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="throughput: also profile where a step's time goes (GEMM, attention, "
+        "fused elementwise, optimizer) and the MFU if only the GEMMs took time",
+    )
     p.add_argument("--budget", choices=["tiny", "small", "full"], default="small",
                    help="sparse, depth, paper: compute per run (bench/sparse.py, bench/depth.py "
                         "BUDGETS)")  # fmt: skip

@@ -123,8 +123,8 @@ class Trainer:
         self.engine = D.wrap_model(self.model, cfg.parallel, self.env, self._blocks(),
                                    cfg.precision == "bf16", self._fp32_units())  # fmt: skip
         if cfg.compile:
-            for block in self._blocks():
-                block.compile()
+            for block in self._blocks():  # static shapes: trunk and decoders differ in length
+                block.compile(dynamic=False)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.ema = EMA(self.model, cfg.optim.ema_decay) if cfg.optim.ema_decay > 0 else None
         self.state = TrainState()
