@@ -3,6 +3,7 @@ equal compute, scores image -> depth, prints the table, writes JSON, and resumes
 
 import json
 
+import numpy as np
 import pytest
 
 from modality_forcing.bench.sparse import _per_image_abs_rel, setting_data
@@ -82,3 +83,20 @@ def test_val_split_and_crop_are_kept_apart_from_the_test_report(tmp_path):
     scored = set(_per_image_abs_rel(run / "eval_val"))
     val = get_benchmark("procedural", None, split="val", num=4, height=16, width=16)
     assert scored == {s["key"] for s in val}  # scored on the validation scenes
+
+
+def test_dense_members_can_come_from_another_domain():
+    from modality_forcing.data.training_sets.mixture import SPARSE_CROP, Mixture
+
+    data = setting_data("mixed", (32, 32), dense_shadows=False)
+    dense, sparse = data["mixture"]
+    assert dense["options"]["shadows"] is False and "shadows" not in sparse["options"]
+    assert "crop" not in dense and sparse["crop"] == SPARSE_CROP
+    mix = Mixture(data["mixture"], 32, 32)
+    assert [m.data.scene.shadows for m in mix.members] == [False, True]
+    i = next(i for i in range(20) if mix.choose(i)[0] == 0)
+    shadowed = Mixture(setting_data("mixed", (32, 32))["mixture"], 32, 32).sample(i)
+    unshadowed = mix.sample(i)  # the same scene, rendered without cast shadows: never brighter
+    assert np.array_equal(unshadowed["depth"], shadowed["depth"])
+    assert (unshadowed["image"].astype(int) >= shadowed["image"].astype(int)).all()
+    assert (unshadowed["image"] != shadowed["image"]).any()

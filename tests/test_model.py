@@ -8,7 +8,7 @@ import torch
 from modality_forcing.config import ModelConfig, TextConfig, model_preset
 from modality_forcing.modalities import DEPTH, IMAGE, contract, denormalize_depth, normalize_depth
 from modality_forcing.model.denoiser import ModalityForcingModel
-from modality_forcing.model.mmdit import count_parameters, flops_per_token
+from modality_forcing.model.mmdit import CPU_MATMUL_ATTENTION, count_parameters, flops_per_token
 
 
 def _inputs(b=2, h=16, w=24, seed=0):
@@ -151,3 +151,24 @@ def test_a_third_modality_is_a_registry_entry_plus_data(tmp_path):
     assert out.per_modality["normals"] > 0
     out.total.backward()
     assert trainer.model.dit.final["normals"].linear.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("n", [CPU_MATMUL_ATTENTION - 8, CPU_MATMUL_ATTENTION + 8])
+def test_cpu_attention_paths_match_a_float64_reference(n):
+    """Both CPU paths (matmuls up to CPU_MATMUL_ATTENTION tokens, SDPA above) give masked
+    softmax attention: padded keys get no weight, bf16 stays within bf16 rounding."""
+    import torch.nn.functional as F
+
+    from modality_forcing.model.mmdit import attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, n, 16, generator=g) for _ in range(3))
+    keep = torch.ones(2, 1, 1, n, dtype=torch.bool)
+    keep[0, ..., 5:12] = False
+    ref = F.scaled_dot_product_attention(q.double(), k.double(), v.double(), attn_mask=keep)
+    out = attention(*(x.bfloat16() for x in (q, k, v)), keep)
+    assert out.dtype == torch.bfloat16 and out.shape == q.shape
+    assert (out.double() - ref).abs().max() < 0.03
+    v2 = v.clone()
+    v2[0, :, 5:12] = 1e3  # values of masked keys must not leak into the output
+    assert torch.equal(attention(q, k, v2, keep)[0], attention(q, k, v, keep)[0])

@@ -114,7 +114,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         run_sparse_benchmark(out, args.budget, args.fills, args.settings, args.train_steps,
                              args.minutes_per_run, args.num_eval, args.init_from,
                              sensor_scale=args.sensor_scale, crop=args.crop,
-                             split=args.split)  # fmt: skip
+                             split=args.split, dense_shadows=not args.dense_no_shadows)  # fmt: skip
     elif args.suite == "depth":
         from .bench.depth import run_depth_benchmark
 
@@ -183,6 +183,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--crop", type=float, default=None,
                    help="sparse: random crop of sparse training samples, smallest side "
                         "fraction in (0, 1], 1: none (MixtureEntry.crop; default 0.7)")  # fmt: skip
+    p.add_argument("--dense-no-shadows", action="store_true",
+                   help="sparse: render the dense members without cast shadows, a 'synthetic' "
+                        "domain unlike the sparse members and the test scenes")  # fmt: skip
     p.add_argument(
         "--split",
         choices=["val", "test"],

@@ -43,6 +43,9 @@ class Budget:
     sample_steps: int  # Euler steps of image -> depth (1: best on val in `bench depth`)
     sensor_scale: int = 1  # scenes rendered and sparsified at this multiple of `size`
     crop: float | None = None  # sparse members' random crop (`MixtureEntry.crop`; None: default)
+    # False: dense members render without cast shadows, a domain unlike the (shadowed) sparse
+    # members and test scenes: the synthetic-dense + real-sparse situation that mixing is for.
+    dense_shadows: bool = True
     precision: str = "bf16"
     lr: float = 4e-4
     warmup: int = 50
@@ -63,17 +66,21 @@ BUDGETS: dict[str, Budget] = {
 
 
 def setting_data(
-    setting: str, render_size: tuple[int, int] | None = None, crop: float | None = None
-) -> dict[str, Any]:
+    setting: str, render_size: tuple[int, int] | None = None, crop: float | None = None,
+    dense_shadows: bool = True,
+) -> dict[str, Any]:  # fmt: skip
     """`data` config of a setting (`dense`, a sparsifier spec, `mixed[:SPEC]`): a mixture of
     procedural members rendered at `render_size` (default: the training size). Sparse members
-    get an explicit random `crop` (`MixtureEntry.crop`; None: `SPARSE_CROP`), dense ones none."""
+    get an explicit random `crop` (`MixtureEntry.crop`; None: `SPARSE_CROP`), dense ones none;
+    `dense_shadows=False` renders the dense members without cast shadows."""
     from ..data.sparsify import parse_sparsifier
     from ..data.training_sets.mixture import SPARSE_CROP
 
     options = {} if render_size is None else {"height": render_size[0], "width": render_size[1]}
     dense = {"name": "procedural", "kind": "dense", "options": options}
     sparse = {**dense, "kind": "sparse", "crop": SPARSE_CROP if crop is None else crop}
+    if not dense_shadows:
+        dense = {**dense, "options": {**options, "shadows": False}}
     if setting == "dense":
         members = [{**dense, "weight": 1.0}]
     elif setting == "mixed" or setting.startswith("mixed:"):
@@ -94,7 +101,7 @@ def run_config(
     height, width = budget.size
     render = (height * budget.sensor_scale, width * budget.sensor_scale)
     data = {
-        **setting_data(setting, render, budget.crop),
+        **setting_data(setting, render, budget.crop, budget.dense_shadows),
         "height": height,
         "width": width,
         "depth_fill": fill,
@@ -234,6 +241,7 @@ def run_sparse_benchmark(
     sensor_scale: int | None = None,
     crop: float | None = None,
     split: str = "test",
+    dense_shadows: bool = True,
 ) -> dict[str, Any]:
     """Train and score every (setting, fill); print a Markdown table, write `sparse.json`.
 
@@ -243,7 +251,7 @@ def run_sparse_benchmark(
         budget: a key of `BUDGETS` or a `Budget`.
         fills: fill strategies (default: all of `FILLS`).
         settings: default `SETTINGS`.
-        steps, num_eval, sensor_scale, crop: override the budget's.
+        steps, num_eval, sensor_scale, crop, dense_shadows: override the budget's.
         minutes_per_run: optional wall-time cap per run (the table reports the steps reached).
         init_from: checkpoint to start every run from (e.g. the stage-1 T2I model).
         seed: one seed for all runs (same initial weights and noise draws).
@@ -257,7 +265,8 @@ def run_sparse_benchmark(
     spec = BUDGETS[budget] if isinstance(budget, str) else budget
     spec = replace(spec, steps=steps or spec.steps, num_eval=num_eval or spec.num_eval,
                    sensor_scale=sensor_scale or spec.sensor_scale,
-                   crop=crop if crop is not None else spec.crop)  # fmt: skip
+                   crop=crop if crop is not None else spec.crop,
+                   dense_shadows=dense_shadows and spec.dense_shadows)  # fmt: skip
     if split not in ("val", "test"):
         raise ValueError(f"split must be 'val' or 'test', got '{split}'")
     fills = [check_fill(f) for f in (fills or list(FILLS))]
@@ -330,7 +339,8 @@ def sparse_table(report: dict[str, Any]) -> str:
         f"{b['batch']} per run; scenes rendered at {b['sensor_scale']}x and sparsified there; "
         f"image -> depth on {b['num_eval']} dense procedural {report.get('split', 'test')} "
         f"scenes, least-squares aligned; sparse members {_crop(b.get('crop', 1.0))}; "
-        f"{b['sample_steps']} sampling steps. In band: only the pixels between the LiDAR's "
+        + ("" if b.get("dense_shadows", True) else "dense members rendered without shadows; ")
+        + f"{b['sample_steps']} sampling steps. In band: only the pixels between the LiDAR's "
         "lowest and highest beam (what a LiDAR-trained model was ever supervised on). Brackets: "
         "95% paired bootstrap interval over the scenes.",
         "",
