@@ -59,6 +59,8 @@ def test_summary_says_n_a_for_mixed_when_no_mixed_run():
     assert verdict["mixed_at_least_dense"] is None
     assert verdict["worst_sparse_gap"] == pytest.approx(0.25)
     assert not verdict["sparse_within_target"]
+    only_dense = summarise([rows[0]])["verdicts"]["neutral"]  # nothing sparse: no vacuous "met"
+    assert only_dense["sparse_within_target"] is None and only_dense["worst_sparse_gap"] is None
 
 
 def test_bad_setting_or_budget_is_rejected():
@@ -88,9 +90,9 @@ def test_val_split_and_crop_are_kept_apart_from_the_test_report(tmp_path):
 def test_dense_members_can_come_from_another_domain():
     from modality_forcing.data.training_sets.mixture import SPARSE_CROP, Mixture
 
-    data = setting_data("mixed", (32, 32), dense_shadows=False)
+    data = setting_data("mixed", (32, 32), dense_scene={"shadows": False})
     dense, sparse = data["mixture"]
-    assert dense["options"]["shadows"] is False and "shadows" not in sparse["options"]
+    assert dense["options"]["scene"] == {"shadows": False} and "scene" not in sparse["options"]
     assert "crop" not in dense and sparse["crop"] == SPARSE_CROP
     mix = Mixture(data["mixture"], 32, 32)
     assert [m.data.scene.shadows for m in mix.members] == [False, True]
@@ -100,3 +102,13 @@ def test_dense_members_can_come_from_another_domain():
     assert np.array_equal(unshadowed["depth"], shadowed["depth"])
     assert (unshadowed["image"].astype(int) >= shadowed["image"].astype(int)).all()
     assert (unshadowed["image"] != shadowed["image"]).any()
+
+
+def test_unknown_scene_option_is_named():
+    from modality_forcing.data.training_sets import get_training_set
+
+    with pytest.raises(ValueError, match=r"unknown scene option\(s\) \['walls'\]; choose from"):
+        get_training_set("procedural", None, scene={"walls": 0})
+    world = get_training_set("procedural", None, height=16, width=16,
+                             scene={"back_wall_prob": 0.0, "max_objects": 2})  # fmt: skip
+    assert world.scene.back_wall_prob == 0.0 and world.scene.max_objects == 2

@@ -109,12 +109,14 @@ def _cmd_bench(args: argparse.Namespace) -> None:
                        profile=args.profile)  # fmt: skip
     elif args.suite == "sparse":
         from .bench.sparse import run_sparse_benchmark
+        from .config import apply_overrides
 
         out = args.out if args.out != "bench_out/data.json" else "bench_out/sparse"
+        dense_scene = apply_overrides({}, args.dense_scene or [])  # values parsed as YAML
         run_sparse_benchmark(out, args.budget, args.fills, args.settings, args.train_steps,
                              args.minutes_per_run, args.num_eval, args.init_from,
                              sensor_scale=args.sensor_scale, crop=args.crop,
-                             split=args.split, dense_shadows=not args.dense_no_shadows)  # fmt: skip
+                             split=args.split, dense_scene=dense_scene)  # fmt: skip
     elif args.suite == "depth":
         from .bench.depth import run_depth_benchmark
 
@@ -183,9 +185,10 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--crop", type=float, default=None,
                    help="sparse: random crop of sparse training samples, smallest side "
                         "fraction in (0, 1], 1: none (MixtureEntry.crop; default 0.7)")  # fmt: skip
-    p.add_argument("--dense-no-shadows", action="store_true",
-                   help="sparse: render the dense members without cast shadows, a 'synthetic' "
-                        "domain unlike the sparse members and the test scenes")  # fmt: skip
+    p.add_argument("--dense-scene", nargs="+", default=None, metavar="KEY=VALUE",
+                   help="sparse: SceneConfig overrides for the dense members only, e.g. "
+                        "back_wall_prob=0 max_objects=3 (a 'synthetic' world unlike the test "
+                        "scenes)")  # fmt: skip
     p.add_argument(
         "--split",
         choices=["val", "test"],

@@ -187,7 +187,9 @@ class DataConfig:
     shards: list[str] = field(default_factory=list)  # paths or brace patterns for `shards`
     height: int = 32
     width: int = 32
-    sparsify: str | None = None  # e.g. "lidar:32"; applied on the fly to procedural depth
+    # e.g. "lidar:32"; applied on the fly to procedural depth, without the random crop that a
+    # sparse `mixture` member gets (`MixtureEntry.crop`)
+    sparsify: str | None = None
     sparse_fraction: float = 0.0  # fraction of each batch sparsified (the rest stays dense)
     num_workers: int = 0
     shadows: bool = True

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +43,9 @@ class Budget:
     sample_steps: int  # Euler steps of image -> depth (1: best on val in `bench depth`)
     sensor_scale: int = 1  # scenes rendered and sparsified at this multiple of `size`
     crop: float | None = None  # sparse members' random crop (`MixtureEntry.crop`; None: default)
-    # False: dense members render without cast shadows, a domain unlike the (shadowed) sparse
-    # members and test scenes: the synthetic-dense + real-sparse situation that mixing is for.
-    dense_shadows: bool = True
+    # `SceneConfig` overrides for the dense members only: a world unlike the sparse members' and
+    # the test scenes', the synthetic-dense + real-sparse situation that mixing is for.
+    dense_scene: dict[str, Any] = field(default_factory=dict)
     precision: str = "bf16"
     lr: float = 4e-4
     warmup: int = 50
@@ -67,20 +67,20 @@ BUDGETS: dict[str, Budget] = {
 
 def setting_data(
     setting: str, render_size: tuple[int, int] | None = None, crop: float | None = None,
-    dense_shadows: bool = True,
+    dense_scene: dict[str, Any] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """`data` config of a setting (`dense`, a sparsifier spec, `mixed[:SPEC]`): a mixture of
     procedural members rendered at `render_size` (default: the training size). Sparse members
     get an explicit random `crop` (`MixtureEntry.crop`; None: `SPARSE_CROP`), dense ones none;
-    `dense_shadows=False` renders the dense members without cast shadows."""
+    `dense_scene` changes the dense members' world (`ProceduralSet` option `scene`)."""
     from ..data.sparsify import parse_sparsifier
     from ..data.training_sets.mixture import SPARSE_CROP
 
     options = {} if render_size is None else {"height": render_size[0], "width": render_size[1]}
     dense = {"name": "procedural", "kind": "dense", "options": options}
     sparse = {**dense, "kind": "sparse", "crop": SPARSE_CROP if crop is None else crop}
-    if not dense_shadows:
-        dense = {**dense, "options": {**options, "shadows": False}}
+    if dense_scene:
+        dense = {**dense, "options": {**options, "scene": dict(dense_scene)}}
     if setting == "dense":
         members = [{**dense, "weight": 1.0}]
     elif setting == "mixed" or setting.startswith("mixed:"):
@@ -101,7 +101,7 @@ def run_config(
     height, width = budget.size
     render = (height * budget.sensor_scale, width * budget.sensor_scale)
     data = {
-        **setting_data(setting, render, budget.crop, budget.dense_shadows),
+        **setting_data(setting, render, budget.crop, budget.dense_scene),
         "height": height,
         "width": width,
         "depth_fill": fill,
@@ -213,7 +213,8 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         mixed = [r for s, r in mine.items() if s.startswith("mixed")]
         verdicts[fill] = {
             "worst_sparse_gap": max((r["abs_rel_vs_dense"] for r in sparse), default=None),
-            "sparse_within_target": all(r["abs_rel_vs_dense"] <= SPARSE_TARGET for r in sparse),
+            "sparse_within_target": (all(r["abs_rel_vs_dense"] <= SPARSE_TARGET for r in sparse)
+                                     if sparse else None),
             # None (n/a) when no mixed setting ran, rather than a vacuous "yes"
             "mixed_at_least_dense": (all(r["abs_rel"] <= dense["abs_rel"] for r in mixed)
                                      if mixed else None),
@@ -241,7 +242,7 @@ def run_sparse_benchmark(
     sensor_scale: int | None = None,
     crop: float | None = None,
     split: str = "test",
-    dense_shadows: bool = True,
+    dense_scene: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train and score every (setting, fill); print a Markdown table, write `sparse.json`.
 
@@ -251,7 +252,7 @@ def run_sparse_benchmark(
         budget: a key of `BUDGETS` or a `Budget`.
         fills: fill strategies (default: all of `FILLS`).
         settings: default `SETTINGS`.
-        steps, num_eval, sensor_scale, crop, dense_shadows: override the budget's.
+        steps, num_eval, sensor_scale, crop, dense_scene: override the budget's.
         minutes_per_run: optional wall-time cap per run (the table reports the steps reached).
         init_from: checkpoint to start every run from (e.g. the stage-1 T2I model).
         seed: one seed for all runs (same initial weights and noise draws).
@@ -266,7 +267,7 @@ def run_sparse_benchmark(
     spec = replace(spec, steps=steps or spec.steps, num_eval=num_eval or spec.num_eval,
                    sensor_scale=sensor_scale or spec.sensor_scale,
                    crop=crop if crop is not None else spec.crop,
-                   dense_shadows=dense_shadows and spec.dense_shadows)  # fmt: skip
+                   dense_scene=dense_scene or spec.dense_scene)  # fmt: skip
     if split not in ("val", "test"):
         raise ValueError(f"split must be 'val' or 'test', got '{split}'")
     fills = [check_fill(f) for f in (fills or list(FILLS))]
@@ -339,7 +340,7 @@ def sparse_table(report: dict[str, Any]) -> str:
         f"{b['batch']} per run; scenes rendered at {b['sensor_scale']}x and sparsified there; "
         f"image -> depth on {b['num_eval']} dense procedural {report.get('split', 'test')} "
         f"scenes, least-squares aligned; sparse members {_crop(b.get('crop', 1.0))}; "
-        + ("" if b.get("dense_shadows", True) else "dense members rendered without shadows; ")
+        + _dense_world(b.get("dense_scene"))
         + f"{b['sample_steps']} sampling steps. In band: only the pixels between the LiDAR's "
         "lowest and highest beam (what a LiDAR-trained model was ever supervised on). Brackets: "
         "95% paired bootstrap interval over the scenes.",
@@ -363,13 +364,23 @@ def sparse_table(report: dict[str, Any]) -> str:
         worst = v["worst_sparse_gap"]
         lines.append(
             f"- {fill}: worst sparse gap {'n/a' if worst is None else f'{worst:+.1%}'} "
-            f"(target <= +{SPARSE_TARGET:.0%}: {'met' if v['sparse_within_target'] else 'missed'})"
+            f"(target <= +{SPARSE_TARGET:.0%}: {_met(v['sparse_within_target'])})"
             f"; mixed <= dense: {_yes_no(v['mixed_at_least_dense'])}"
             f"; worst sparse gap in the LiDAR band {_pct(v.get('worst_sparse_gap_in_band'))}"
         )
     means = ", ".join(f"{k} {v:.4f}" for k, v in summary["mean_abs_rel"].items())
     lines.append(f"- mean AbsRel per fill: {means}; lowest: **{summary['best_fill']}**")
     return "\n".join(lines)
+
+
+def _dense_world(scene: dict[str, Any] | None) -> str:
+    if not scene:
+        return ""
+    return (
+        "dense members from another world ("
+        + ", ".join(f"{k}={v}" for k, v in scene.items())
+        + "); "
+    )
 
 
 def _crop(crop: float | None) -> str:
@@ -386,6 +397,10 @@ def _suffix(split: str) -> str:
 
 def _pct(gap: float | None) -> str:
     return "n/a" if gap is None else f"{gap:+.1%}"
+
+
+def _met(flag: bool | None) -> str:
+    return "n/a" if flag is None else ("met" if flag else "missed")
 
 
 def _yes_no(flag: bool | None) -> str:

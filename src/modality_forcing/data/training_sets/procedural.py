@@ -20,6 +20,9 @@ class ProceduralSet(TrainingSet):
         split: `train` (default), `val` or `test`.
         height, width: render size.
         shadows: render cast shadows.
+        scene: other `SceneConfig` fields (e.g. {"back_wall_prob": 0, "max_objects": 3}; they
+            win over `shadows`): a world unlike the benchmark's, as synthetic training data is
+            unlike real test data.
         stats: skip counter (nothing is ever skipped here).
     """
 
@@ -34,8 +37,11 @@ class ProceduralSet(TrainingSet):
         height: int = 32,
         width: int = 32,
         shadows: bool = True,
+        scene: dict[str, Any] | None = None,
         stats: decode.SkipCounter | None = None,
     ) -> None:
+        from dataclasses import fields
+
         from ..procedural import SceneConfig
 
         if split not in SPLIT_RANGES:
@@ -43,7 +49,14 @@ class ProceduralSet(TrainingSet):
         self.root = Path(root or ".")
         self.stats = stats if stats is not None else decode.SkipCounter()
         self.split = split
-        self.scene = SceneConfig(height=height, width=width, shadows=shadows)
+        known = {f.name for f in fields(SceneConfig)} - {"height", "width"}
+        unknown = sorted(set(scene or {}) - known)
+        if unknown:
+            raise ValueError(
+                f"procedural: unknown scene option(s) {unknown}; choose from {sorted(known)}"
+            )
+        options = {"shadows": shadows, **(scene or {})}
+        self.scene = SceneConfig(height=height, width=width, **options)
         self.entries = range(SPLIT_RANGES[split][1])
 
     def _load(self, entry: int) -> dict[str, Any]:
