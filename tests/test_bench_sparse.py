@@ -63,11 +63,14 @@ def test_summary_says_n_a_for_mixed_when_no_mixed_run():
     assert only_dense["sparse_within_target"] is None and only_dense["worst_sparse_gap"] is None
 
 
-def test_bad_setting_or_budget_is_rejected():
+def test_bad_setting_or_budget_is_rejected(capsys):
     with pytest.raises(ValueError, match="unknown sparsifier 'sonar'"):
         setting_data("sonar:4")
     with pytest.raises(SystemExit):
         main(["bench", "sparse", "--budget", "huge"])
+    with pytest.raises(SystemExit):  # before any training, with the reason on stderr
+        main(["bench", "sparse", "--budget", "tiny", "--crop", "1.5"])
+    assert "--crop must be in (0, 1], got 1.5" in capsys.readouterr().err
 
 
 def test_val_split_and_crop_are_kept_apart_from_the_test_report(tmp_path):

@@ -270,6 +270,8 @@ def run_sparse_benchmark(
                    dense_scene=dense_scene or spec.dense_scene)  # fmt: skip
     if split not in ("val", "test"):
         raise ValueError(f"split must be 'val' or 'test', got '{split}'")
+    if spec.crop is not None and not 0 < spec.crop <= 1:
+        raise ValueError(f"--crop must be in (0, 1], got {spec.crop}")
     fills = [check_fill(f) for f in (fills or list(FILLS))]
     settings = list(settings or SETTINGS)
     for s in settings:
