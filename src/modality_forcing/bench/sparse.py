@@ -270,8 +270,10 @@ def run_sparse_benchmark(
                    dense_scene=dense_scene or spec.dense_scene)  # fmt: skip
     if split not in ("val", "test"):
         raise ValueError(f"split must be 'val' or 'test', got '{split}'")
-    if spec.crop is not None and not 0 < spec.crop <= 1:
-        raise ValueError(f"--crop must be in (0, 1], got {spec.crop}")
+    if spec.crop is not None:
+        from ..data.training_sets import check_crop
+
+        check_crop(spec.crop, "--crop")
     fills = [check_fill(f) for f in (fills or list(FILLS))]
     settings = list(settings or SETTINGS)
     for s in settings:
@@ -280,7 +282,7 @@ def run_sparse_benchmark(
     rows = []
     for fill in fills:
         for setting in settings:
-            run_dir = out / f"{setting.replace(':', '_')}-{fill}"
+            run_dir = _run_dir(out, setting, fill)
             rows.append(train_and_score(setting, fill, spec, run_dir, split, seed=seed,
                                         init_from=init_from, minutes=minutes_per_run))  # fmt: skip
     report = {"budget": asdict(spec), "split": split, "seed": seed, "init_from": init_from,
@@ -311,7 +313,7 @@ def add_intervals(
     from ..metrics.bootstrap import paired_ratio_ci
 
     def folder(r: dict[str, Any], part: str) -> Path:
-        return out / f"{r['setting'].replace(':', '_')}-{r['fill']}" / f"eval{_suffix(split)}{part}"
+        return _run_dir(out, r["setting"], r["fill"]) / f"eval{_suffix(split)}{part}"
 
     dense = {r["fill"]: r for r in rows if r["setting"] == "dense"}
     for r in rows:
@@ -366,8 +368,8 @@ def sparse_table(report: dict[str, Any]) -> str:
         worst = v["worst_sparse_gap"]
         lines.append(
             f"- {fill}: worst sparse gap {'n/a' if worst is None else f'{worst:+.1%}'} "
-            f"(target <= +{SPARSE_TARGET:.0%}: {_met(v['sparse_within_target'])})"
-            f"; mixed <= dense: {_yes_no(v['mixed_at_least_dense'])}"
+            f"(target <= +{SPARSE_TARGET:.0%}: {_word(v['sparse_within_target'], 'met', 'missed')})"
+            f"; mixed <= dense: {_word(v['mixed_at_least_dense'])}"
             f"; worst sparse gap in the LiDAR band {_pct(v.get('worst_sparse_gap_in_band'))}"
         )
     means = ", ".join(f"{k} {v:.4f}" for k, v in summary["mean_abs_rel"].items())
@@ -392,6 +394,11 @@ def _crop(crop: float | None) -> str:
     return "not cropped" if crop == 1 else f"randomly cropped to >= {crop:g} of each side"
 
 
+def _run_dir(out: Path, setting: str, fill: str) -> Path:
+    """The folder of one (setting, fill) run: `OUT/<setting>-<fill>`, `:` as `_`."""
+    return out / f"{setting.replace(':', '_')}-{fill}"
+
+
 def _suffix(split: str) -> str:
     """File-name suffix of a split's results: none for `test` (the reported one), `_val`."""
     return "" if split == "test" else f"_{split}"
@@ -401,9 +408,6 @@ def _pct(gap: float | None) -> str:
     return "n/a" if gap is None else f"{gap:+.1%}"
 
 
-def _met(flag: bool | None) -> str:
-    return "n/a" if flag is None else ("met" if flag else "missed")
-
-
-def _yes_no(flag: bool | None) -> str:
-    return "n/a" if flag is None else ("yes" if flag else "no")
+def _word(flag: bool | None, yes: str = "yes", no: str = "no") -> str:
+    """A verdict flag in words; `n/a` when nothing was there to judge."""
+    return "n/a" if flag is None else (yes if flag else no)

@@ -78,12 +78,8 @@ def train_step_fn(
     return step
 
 
-def time_train_step(
-    model: torch.nn.Module, modalities: tuple[str, ...], batch: int, resolution: tuple[int, int],
-    bf16: bool, steps: int, device: torch.device,
-) -> float:  # fmt: skip
-    """Seconds per training step (median of `steps` after warm-up)."""
-    step = train_step_fn(model, modalities, batch, resolution, bf16, device)
+def time_train_step(step: Callable[[], None], steps: int, device: torch.device) -> float:
+    """Seconds per call of `step` (median of `steps` after two warm-up calls)."""
     times = []
     for i in range(steps + 2):
         _sync(device)
@@ -153,7 +149,9 @@ def measure_preset(
                               "resolution": list(resolution), "batch": batch,
                               "tokens_per_modality": tokens}  # fmt: skip
     for name, mods in [("t2i", (IMAGE,)), ("mf", (IMAGE, DEPTH))]:
-        sec = time_train_step(model, mods, batch, resolution, bf16, steps, device)
+        # one step function (inputs, optimiser state) for the timing and the profile
+        step = train_step_fn(model, mods, batch, resolution, bf16, device)
+        sec = time_train_step(step, steps, device)
         gen_tokens = batch * tokens * len(mods)
         flops = flops_per_token(dataclasses.replace(cfg, modalities=mods), tokens, text)
         achieved = flops * gen_tokens / sec / 1e12
@@ -166,7 +164,6 @@ def measure_preset(
             "mfu": achieved / peak["bf16" if bf16 else "fp32"],
         }
         if profile:
-            step = train_step_fn(model, mods, batch, resolution, bf16, device)
             result[name]["profile"] = profile_step(step, device)
     result["mf_overhead_per_token"] = (
         result["mf"]["us_per_token"] / result["t2i"]["us_per_token"] - 1

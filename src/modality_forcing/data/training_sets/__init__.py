@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .base import KINDS, TrainingSet, fit_to_size, random_crop
+from .base import KINDS, TrainingSet, check_crop, fit_to_size, random_crop
 from .hypersim import Hypersim
 from .kitti_depth import KITTIDepth
 from .points import SparsePoints
@@ -44,6 +44,7 @@ __all__ = [
     "KINDS",
     "TRAINING_SETS",
     "TrainingSet",
+    "check_crop",
     "fit_to_size",
     "get_training_set",
     "random_crop",

@@ -172,6 +172,13 @@ def fit_to_size(sample: dict[str, Any], height: int, width: int) -> dict[str, An
     return out
 
 
+def check_crop(crop: float, what: str = "mixture crop") -> float:
+    """`crop` itself when it is a valid side fraction for `random_crop`, in (0, 1]."""
+    if not 0 < crop <= 1:
+        raise ValueError(f"{what} must be in (0, 1], got {crop}")
+    return crop
+
+
 def random_crop(sample: dict[str, Any], crop: float, rng: np.random.Generator) -> dict[str, Any]:
     """A random window of the sample, same aspect ratio, at its native resolution.
 
@@ -185,9 +192,7 @@ def random_crop(sample: dict[str, Any], crop: float, rng: np.random.Generator) -
         crop: the smallest side fraction, in (0, 1]; 1 returns the sample itself, drawing nothing.
         rng: the generator of the sample (draws: s, then top, then left).
     """
-    if not 0 < crop <= 1:
-        raise ValueError(f"mixture crop must be in (0, 1], got {crop}")
-    if crop == 1:
+    if check_crop(crop) == 1:
         return sample
     src_h, src_w = sample["image"].shape[:2]
     side = rng.uniform(crop, 1.0)

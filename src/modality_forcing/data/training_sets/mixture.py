@@ -24,7 +24,15 @@ import numpy as np
 from ...config import MixtureEntry, from_dict
 from .. import decode
 from ..sparsify import Sparsifier, apply_sparsifier, parse_sparsifier
-from . import KINDS, TRAINING_SETS, TrainingSet, fit_to_size, get_training_set, random_crop
+from . import (
+    KINDS,
+    TRAINING_SETS,
+    TrainingSet,
+    check_crop,
+    fit_to_size,
+    get_training_set,
+    random_crop,
+)
 
 MIXTURE_SALT = 0x313D7E
 MAX_DRAWS = 32  # items tried per sample before giving up on a member full of bad files
@@ -100,10 +108,7 @@ class Mixture:
             sparsify = parse_sparsifier(entry.sparsify) if entry.sparsify else None
             kind = resolve_kind(entry, data.kind)
             crop = entry.crop if entry.crop is not None else default_crop(kind)
-            if not 0 < crop <= 1:
-                raise ValueError(
-                    f"mixture entry '{entry.name}': crop must be in (0, 1], got {crop}"
-                )
+            check_crop(crop, f"mixture entry '{entry.name}': crop")
             self.members.append(Member(entry, data, kind, sparsify, crop))
         weights = np.array([m.entry.weight for m in self.members], np.float64)
         if weights.sum() <= 0:
