@@ -131,7 +131,7 @@ def test_pipeline_errors(pipe):
     with pytest.raises(TypeError, match="`image` must be a PIL image"):
         pipe(image="photo.png", mode="image_to_depth")
     with pytest.raises(ValueError, match=r"must be \[H, W, 3\]"):
-        pipe(image=np.zeros((4, 4)), mode="image_to_depth")
+        pipe(image=np.zeros((4, 4, 2)), mode="image_to_depth")
     with pytest.raises(ValueError, match="no valid"):
         pipe(depth=np.zeros((8, 8)), mode="depth_to_image")
     with pytest.raises(ValueError, match="unknown mode 'depth'"):

@@ -500,7 +500,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in COMMANDS:
         add(sub)
+    for command in sub.choices.values():
+        command.add_argument("--debug", action="store_true",
+                             help="show the full traceback of an error")  # fmt: skip
     return parser
+
+
+# Failures a user can cause and fix (a bad file, path, value or a missing optional extra): one
+# line naming what is wrong and exit code 2. Anything else is a bug and keeps its traceback.
+ANTICIPATED = (ValueError, OSError, ImportError)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -511,5 +519,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError) as err:
+    except ANTICIPATED as err:
+        if args.debug:
+            raise
         parser.exit(2, f"modality-forcing {args.command}: error: {err}\n")

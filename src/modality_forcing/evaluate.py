@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from .data.benchmarks import get_benchmark
 from .data.benchmarks.base import read_png16
+from .data.decode import load_array
 from .metrics.alignment import PROTOCOLS, align, protocols_for
 from .metrics.depth import METRIC_LABELS, METRICS, depth_metrics, mean_over_images
 
@@ -71,7 +72,7 @@ class PredictionFolder:
     def __call__(self, sample: dict[str, Any]) -> np.ndarray:
         path = self.path_for(sample["key"])
         if path.suffix == ".npy":
-            return np.load(path)
+            return load_array(path)
         return read_png16(path) / self.png_scale
 
 

@@ -12,12 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from .data.folder import IMAGE_EXTS, read_depth_file
+from .data.decode import SkipCounter
+from .data.inputs import IMAGE_SUFFIXES, InputError, read_depth, read_image
 from .export import save_result
 from .gallery import write_gallery
 from .pipeline import ModalityForcingOutput, ModalityForcingPipeline
@@ -44,39 +43,31 @@ def slug(text: str, limit: int = 40) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:limit] or "untitled"
 
 
-def load_images(path: str | Path) -> list[tuple[str, np.ndarray]]:
-    """(name, uint8 [H, W, 3]) for an image file or every image in a directory (sorted)."""
+def image_files(path: str | Path) -> list[Path]:
+    """An image file, or every image in a directory (sorted); nothing is decoded yet."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"--image '{path}' does not exist")
-    files = (
-        sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTS)
-        if path.is_dir()
-        else [path]
-    )
+    if not path.is_dir():
+        return [path]
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise ValueError(f"--image '{path}' holds no {'/'.join(IMAGE_EXTS)} files")
-    images = []
-    for file in files:
-        try:
-            with Image.open(file) as im:
-                images.append((file.stem, np.asarray(im.convert("RGB"))))
-        except (UnidentifiedImageError, OSError) as err:
-            raise ValueError(f"--image '{file}' is not a readable image ({err})") from None
-    return images
+        raise ValueError(f"--image '{path}' holds no {'/'.join(IMAGE_SUFFIXES)} files")
+    return files
 
 
 def _inputs(req: SampleRequest) -> list[dict[str, Any]]:
-    """One dict per input: name, prompt, and the given image/depth for the mode."""
+    """One dict per input: name, prompt, and the given image (a path, read when its job runs)
+    or depth for the mode."""
     prompts = req.prompts or [""]
     if req.mode == "image_to_depth":
         if req.image is None:
             raise ValueError("--mode image_to_depth needs --image PATH|DIR")
-        return [{"name": n, "prompt": prompts[0], "image": im} for n, im in load_images(req.image)]
+        return [{"name": f.stem, "prompt": prompts[0], "image": f} for f in image_files(req.image)]
     if req.mode == "depth_to_image":
         if req.depth is None:
             raise ValueError("--mode depth_to_image needs --depth PATH")
-        depth = read_depth_file(Path(req.depth))
+        depth = read_depth(req.depth)
         return [{"name": slug(p), "prompt": p, "depth": depth} for p in prompts]
     return [{"name": slug(p), "prompt": p} for p in prompts]
 
@@ -102,11 +93,20 @@ def run_sample_jobs(
     """Run every (input, seed) job, write its files, then the gallery. Returns gallery entries."""
     out_dir = Path(out_dir)
     jobs = [(item, seed) for item in _inputs(req) for seed in req.seeds]
-    entries = []
+    entries, skipped = [], SkipCounter()
     for i, (item, seed) in enumerate(tqdm(jobs, desc=f"sample[{req.mode}]", dynamic_ncols=True)):
         height, width = req.size or (None, None)
+        image = item.get("image")
+        if image is not None:  # read one image at a time; a bad file is skipped, not fatal
+            try:
+                image = read_image(image)
+            except InputError as err:
+                if len(jobs) == 1:  # a single input: its own error is the message
+                    raise
+                skipped.record("unreadable_image", str(item["image"]), str(err))
+                continue
         out = pipe(
-            prompt=item["prompt"], image=item.get("image"), depth=item.get("depth"),
+            prompt=item["prompt"], image=image, depth=item.get("depth"),
             mode=req.mode, num_inference_steps=req.steps, guidance_scale=req.guidance,
             ensemble_size=req.ensemble, generator=torch.Generator().manual_seed(seed),
             log2_alpha=req.log2_alpha, refine_depth=req.refine, height=height, width=width,
@@ -119,5 +119,10 @@ def run_sample_jobs(
         name = f"{i:03d}_{item['name']}_s{seed}"
         entries.append(write_job(out_dir / name, f"{item['name']} (seed {seed})", out, meta,
                                  req.fov_deg))  # fmt: skip
+    if skipped.total:
+        tqdm.write(f"skipped {skipped.total} of {len(jobs)} job(s) with unreadable inputs: "
+                   f"{skipped.as_dict()}")  # fmt: skip
+    if not entries:
+        raise InputError(f"no input could be read ({skipped.total} skipped); nothing was written")
     write_gallery(out_dir, entries)
     return entries

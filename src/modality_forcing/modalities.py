@@ -93,11 +93,14 @@ def valid_mean(depth: torch.Tensor, valid_mask: torch.Tensor) -> torch.Tensor:
     Returns:
         [B] mean over valid pixels; 1.0 for samples with no valid pixel.
     """
-    mask = valid_mask.to(depth.dtype)
-    safe = torch.where(valid_mask, depth, torch.zeros_like(depth))
+    # Summed in float64: a float32 sum of large depths (1e38 in a corrupt file) overflows to inf.
+    # MPS has no float64; there the sum stays in float32.
+    acc = torch.float32 if depth.device.type == "mps" else torch.float64
+    safe = torch.where(valid_mask, depth, torch.zeros_like(depth)).to(acc)
     total = safe.flatten(1).sum(1)
-    count = mask.flatten(1).sum(1)
-    return torch.where(count > 0, total / count.clamp_min(1), torch.ones_like(total))
+    count = valid_mask.flatten(1).sum(1).to(acc)
+    mean = torch.where(count > 0, total / count.clamp_min(1), torch.ones_like(total))
+    return mean.to(depth.dtype)
 
 
 def contract(z: torch.Tensor) -> torch.Tensor:

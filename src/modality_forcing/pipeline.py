@@ -12,6 +12,7 @@ contracted.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,17 @@ import torch
 from PIL import Image
 
 from .checkpoint import load_model, write_checkpoint
-from .data.letterbox import FRAMES, Box, unletterbox
+from .data.decode import CorruptFileError, image_to_rgb8
+from .data.inputs import InputError, image_array_to_unit
+from .data.letterbox import (
+    FRAMES,
+    MAX_ASPECT,
+    Box,
+    aspect_excess,
+    blend_weights,
+    tile_windows,
+    unletterbox,
+)
 from .data.letterbox import frame as fit_frame
 from .export import colorize_depth, colorize_uncertainty
 from .modalities import valid_mean
@@ -69,18 +80,33 @@ class ModalityForcingOutput:
 
 
 def _image_tensor(image: Any, name: str = "image") -> torch.Tensor:
-    """PIL / np uint8 [H, W, 3] / torch [3, H, W] or [B, 3, H, W] in [-1, 1] -> [B, 3, H, W]."""
+    """PIL / np [H, W, 3] (uint8, uint16 or float in [0, 1]) / torch [3, H, W] or
+    [B, 3, H, W] in [-1, 1] -> float [B, 3, H, W] in [-1, 1].
+
+    Raises:
+        InputError: an unusable shape, dtype or value range (names the argument).
+    """
     if isinstance(image, Image.Image):
-        image = np.asarray(image.convert("RGB"))
+        try:
+            image = image_to_rgb8(image, f"`{name}`")
+        except CorruptFileError as err:
+            raise InputError(str(err)) from None
     if isinstance(image, np.ndarray):
-        if image.ndim != 3 or image.shape[-1] != 3:
-            raise ValueError(f"`{name}` array must be [H, W, 3] uint8, got shape {image.shape}")
-        return torch.from_numpy(image.astype(np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+        unit = image_array_to_unit(image, name)
+        return torch.from_numpy(unit * 2 - 1).permute(2, 0, 1)[None]
     if torch.is_tensor(image):
         x = image[None] if image.dim() == 3 else image
         if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"`{name}` tensor must be [3, H, W] or [B, 3, H, W], got {x.shape}")
-        return x.float()
+            raise InputError(f"`{name}` tensor must be [3, H, W] or [B, 3, H, W], got {x.shape}")
+        x = x.float()
+        if not torch.isfinite(x).all():
+            raise InputError(f"`{name}` tensor holds NaN or infinite values")
+        if x.numel() and (x.min() < -1 - 1e-3 or x.max() > 1 + 1e-3):
+            raise InputError(
+                f"`{name}` tensor must lie in [-1, 1], got [{x.min():.3g}, {x.max():.3g}]; "
+                "map a [0, 1] tensor with x * 2 - 1"
+            )
+        return x.clamp(-1, 1)
     raise TypeError(f"`{name}` must be a PIL image, numpy array or torch tensor, got {type(image)}")
 
 
@@ -189,12 +215,25 @@ class ModalityForcingPipeline:
         size = self.resolution
         if not given:  # generation from text: any size the patch grid allows
             size = (height or size[0], width or size[1])
-        framed, box = self._frame(given, size, frame)
+        in_h, in_w = next(iter(given.values())).shape[-2:] if given else size
+        elongated = aspect_excess(in_h, in_w, size)
+        if elongated > MAX_ASPECT and mode != "image_to_depth":
+            raise InputError(
+                f"the input is {in_w}x{in_h} pixels, {elongated:.1f}x more elongated than the "
+                f"model's {size[1]}x{size[0]} frame (at most {MAX_ASPECT:g}x for {mode}); crop "
+                "it closer to the frame's aspect ratio"
+            )
         img, dep, unc = None, None, None
-        if mode == "image_to_depth":
+        box = None
+        if mode == "image_to_depth" and elongated > MAX_ASPECT:
             img = given["image"]
+            dep, unc = self._tiled_depth(prompts, img, ensemble_size, opts, frame)
+        elif mode == "image_to_depth":
+            img = given["image"]
+            framed, box = self._frame(given, size, frame)
             dep, unc = self._depth_ensemble(prompts, framed["image"], ensemble_size, opts)
         else:
+            framed, box = self._frame(given, size, frame)
             out = generate(
                 self.model, mode, prompts, *size, image=None,
                 depth=framed.get("depth"), guidance_scale=scale, log2_alpha=log2_alpha, **opts,
@@ -224,8 +263,11 @@ class ModalityForcingPipeline:
             if depth is None:
                 raise ValueError(f"mode '{mode}' needs `depth`")
             given["depth"] = _depth_tensor(depth).to(self.device)
-            if not (given["depth"] > 0).any():
-                raise ValueError("`depth` has no valid (positive, finite) pixel")
+            valid = given["depth"] > 0
+            if not valid.flatten(1).any(1).all():
+                raise InputError("`depth` has no valid (positive, finite) pixel")
+            if not torch.isfinite(valid_mean(given["depth"], valid)).all():
+                raise InputError("`depth` values are too large to average; rescale them")
         return given
 
     @staticmethod
@@ -270,6 +312,48 @@ class ModalityForcingPipeline:
             depths.append(d)
             uncs.append(u)
         return torch.cat(depths), (torch.cat(uncs) if n > 1 else None)
+
+    def _tiled_depth(
+        self, prompts: list[str], image: torch.Tensor, n: int, opts: dict[str, Any], how: str
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Image -> depth of an input far more elongated than the frame, window by window.
+
+        Each window (the frame's aspect ratio, overlapping its neighbours by a quarter) is
+        predicted on its own; its relative depth is scaled to the mosaic on the overlap (least
+        squares) and blended in with weights that ramp down towards its borders.
+        """
+        b, _, height, width = image.shape
+        windows = tile_windows(height, width, self.resolution)
+        warnings.warn(
+            f"image is {width}x{height} pixels, more than {MAX_ASPECT:g}x as elongated as the "
+            f"{self.resolution[1]}x{self.resolution[0]} frame: predicting depth in "
+            f"{len(windows)} overlapping windows instead of shrinking it into a strip",
+            stacklevel=4,  # the caller of __call__ (under torch.no_grad's wrapper)
+        )
+        depth = image.new_zeros(b, 1, height, width)
+        unc = torch.zeros_like(depth)
+        weight = torch.zeros_like(depth)
+        for top, left, h, w in windows:
+            framed, box = self._frame({"image": image[..., top : top + h, left : left + w]},
+                                      self.resolution, how)  # fmt: skip
+            d, u = self._depth_ensemble(prompts, framed["image"], n, opts)
+            d = unletterbox(d, box).float()
+            u = unletterbox(u, box).float() if u is not None else torch.zeros_like(d)
+            region = (..., slice(top, top + h), slice(left, left + w))
+            seen = weight[region] > 0
+            if seen.any():  # match this window's scale to the mosaic where they overlap
+                mosaic = depth[region] / weight[region].clamp_min(1e-12)
+                num = (mosaic * d * seen).flatten(1).sum(1)
+                den = (d * d * seen).flatten(1).sum(1).clamp_min(1e-12)
+                scale = (num / den).view(-1, 1, 1, 1)
+                d, u = d * scale, u * scale
+            ramp = blend_weights(h, w, max(1, min(h, w) // 4)).to(d.device)
+            depth[region] += ramp * d
+            unc[region] += ramp * u
+            weight[region] += ramp
+        depth, unc = depth / weight, unc / weight
+        mean = depth.flatten(1).mean(1).clamp_min(1e-12).view(-1, 1, 1, 1)
+        return depth / mean, (unc / mean if n > 1 else None)
 
     @staticmethod
     def _format(

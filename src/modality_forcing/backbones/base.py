@@ -55,7 +55,7 @@ def load_transformer(class_name: str, root: Path, subfolder: str | None,
     if dtype is not None:
         kwargs["torch_dtype"] = dtype
     cls = getattr(diffusers, class_name)
-    return cls.from_pretrained(str(root), local_files_only=True, **kwargs)
+    return cls.from_pretrained(str(root), local_files_only=True, use_safetensors=True, **kwargs)
 
 
 class BackboneModel(DenoiserBase):

@@ -40,7 +40,7 @@ def _load(path: Path, dtype: torch.dtype | None) -> nn.Module:
     name = (config.get("architectures") or ["AutoModel"])[0]
     cls = getattr(transformers, name)
     kwargs = {"dtype": dtype} if dtype is not None else {}
-    model = cls.from_pretrained(str(path), local_files_only=True, **kwargs)
+    model = cls.from_pretrained(str(path), local_files_only=True, use_safetensors=True, **kwargs)
     return model.requires_grad_(False).eval()
 
 

@@ -108,9 +108,40 @@ def _open_image(data: bytes, name: str) -> Image.Image:
     return img
 
 
+def image_to_rgb8(img: Image.Image, name: str) -> np.ndarray:
+    """A decoded PIL image of any mode -> uint8 [H, W, 3] RGB.
+
+    8-bit modes (grey, palette, RGBA, CMYK, ...) go through PIL's own conversion. PIL's
+    `convert("RGB")` clips 16-bit grey (`I;16*`, `I`) to white, so those are scaled from
+    [0, 65535] instead; float (`F`) images must lie in [0, 1].
+
+    Raises:
+        CorruptFileError: 32-bit integers beyond 16 bits, or floats outside [0, 1] (names `name`).
+    """
+    if img.mode.startswith("I"):
+        arr = np.asarray(img).astype(np.float64)
+        if arr.size and (arr.min() < 0 or arr.max() > 65535):
+            raise CorruptFileError(
+                f"image {name}: {img.mode} values span [{arr.min():.0f}, {arr.max():.0f}], "
+                "beyond 16 bits; save it as an 8- or 16-bit image"
+            )
+        grey = np.round(arr / 257.0).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    if img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        if arr.size and not (np.isfinite(arr).all() and arr.min() >= 0 and arr.max() <= 1):
+            raise CorruptFileError(
+                f"image {name}: a float image must lie in [0, 1], got "
+                f"[{np.nanmin(arr):.3g}, {np.nanmax(arr):.3g}]"
+            )
+        grey = np.round(arr * 255.0).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    return np.array(img.convert("RGB"), dtype=np.uint8)
+
+
 def decode_image(data: bytes, name: str) -> np.ndarray:
-    """PNG/JPEG bytes -> uint8 [H, W, 3] RGB (greyscale and RGBA are converted)."""
-    return np.array(_open_image(data, name).convert("RGB"), dtype=np.uint8)
+    """Image bytes -> uint8 [H, W, 3] RGB (grey, RGBA, 16-bit and float are converted)."""
+    return image_to_rgb8(_open_image(data, name), name)
 
 
 def decode_depth_png(data: bytes, name: str, scale: float = PNG16_SCALE) -> np.ndarray:
@@ -120,14 +151,33 @@ def decode_depth_png(data: bytes, name: str, scale: float = PNG16_SCALE) -> np.n
         raise CorruptFileError(
             f"depth PNG {name} must be single-channel integer, got {arr.dtype} {arr.shape}"
         )
+    if arr.dtype == np.uint8:  # 8 bits cannot hold millimetres (255 mm max): a preview image
+        raise CorruptFileError(
+            f"depth PNG {name} is 8-bit; depth PNGs must be 16-bit integers (value / {scale:g} "
+            "= metres). An 8-bit depth picture is a visualisation, not a measurement"
+        )
     return (arr.astype(np.float64) / scale).astype(np.float32)
 
 
 def decode_npy(data: bytes, name: str) -> np.ndarray:
     try:
-        return np.load(io.BytesIO(data), allow_pickle=False)
+        arr = np.load(io.BytesIO(data), allow_pickle=False)
     except Exception as err:
         raise CorruptFileError(f"cannot decode array {name}: {err}") from err
+    if arr.dtype.kind not in "fiub":
+        raise CorruptFileError(f"array {name} has dtype {arr.dtype}; expected numbers")
+    return arr
+
+
+def load_array(path: str | Path) -> np.ndarray:
+    """A numeric `.npy` file (never unpickled) -> array; CorruptFileError names the file."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except Exception as err:
+        raise CorruptFileError(f"cannot read array {path}: {err}") from err
+    if arr.dtype.kind not in "fiub":
+        raise CorruptFileError(f"array {path} has dtype {arr.dtype}; expected numbers")
+    return arr
 
 
 def decode_depth_npy(data: bytes, name: str) -> np.ndarray:

@@ -77,3 +77,50 @@ def frame(
     if how not in FRAMES:
         raise ValueError(f"unknown frame '{how}'; choose from {sorted(FRAMES)}")
     return FRAMES[how](x, size, pad_value=pad_value, mode=mode)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiling: inputs much wider (or taller) than the working frame. Letterboxing a 3000x200 photo
+# into 32x32 would leave a 32x2 strip of content; instead the image is cut into overlapping
+# windows of the frame's aspect ratio, each predicted on its own and blended back.
+# ---------------------------------------------------------------------------------------------
+
+MAX_ASPECT = 4.0  # inputs within this aspect ratio of the working frame are framed whole
+
+
+def aspect_excess(height: int, width: int, size: tuple[int, int]) -> float:
+    """How many times more elongated (height, width) is than the frame `size` (>= 1)."""
+    ratio = (width / height) / (size[1] / size[0])
+    return max(ratio, 1 / ratio)
+
+
+def tile_windows(
+    height: int, width: int, size: tuple[int, int], overlap: float = 0.25
+) -> list[tuple[int, int, int, int]]:
+    """Overlapping windows (top, left, h, w) of `size`'s aspect ratio covering the input.
+
+    Windows span the short side of the input and step along the long side with at least
+    `overlap` of a window shared between neighbours; the last window ends at the border.
+    """
+    wide = width / height >= size[1] / size[0]
+    if wide:
+        win_h, win_w = height, min(width, max(1, round(height * size[1] / size[0])))
+        length, win = width, win_w
+    else:
+        win_h, win_w = min(height, max(1, round(width * size[0] / size[1]))), width
+        length, win = height, win_h
+    stride = max(1, int(win * (1 - overlap)))
+    count = max(1, -(-(length - win) // stride) + 1)  # ceil division
+    starts = [round(i * (length - win) / max(count - 1, 1)) for i in range(count)]
+    if wide:
+        return [(0, s, win_h, win_w) for s in starts]
+    return [(s, 0, win_h, win_w) for s in starts]
+
+
+def blend_weights(h: int, w: int, ramp: int) -> torch.Tensor:
+    """[1, 1, h, w] weights rising linearly over `ramp` pixels from every border (> 0 inside)."""
+    ys = torch.arange(h, dtype=torch.float32)
+    xs = torch.arange(w, dtype=torch.float32)
+    wy = ((torch.minimum(ys, h - 1 - ys) + 1) / max(ramp, 1)).clamp(max=1.0)
+    wx = ((torch.minimum(xs, w - 1 - xs) + 1) / max(ramp, 1)).clamp(max=1.0)
+    return (wy[:, None] * wx[None, :])[None, None]

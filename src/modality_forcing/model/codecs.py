@@ -116,7 +116,9 @@ class VAECodec(ImageCodec):
         kwargs = {"subfolder": subfolder} if subfolder else {}
         if dtype is not None:
             kwargs["torch_dtype"] = dtype
-        self.vae = cls.from_pretrained(str(root), local_files_only=True, **kwargs)
+        self.vae = cls.from_pretrained(
+            str(root), local_files_only=True, use_safetensors=True, **kwargs
+        )
         self.vae.requires_grad_(False).eval()
         self.kind = class_name
 

@@ -174,6 +174,7 @@ def _load_backbone(path: Path, **kwargs: object) -> nn.Module:
     import transformers
 
     config = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
+    kwargs = {**kwargs, "use_safetensors": True}  # never unpickle a `.bin` checkpoint
     # SD3/FLUX.1 ship `T5EncoderModel` (config says not encoder-decoder, but AutoModel would build
     # the full T5Model with a random decoder): load the named encoder class itself.
     names = [a for a in config.architectures or [] if a.endswith("EncoderModel")]

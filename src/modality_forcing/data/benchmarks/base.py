@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from ..batch import sanitize_depth
+from ..decode import image_to_rgb8
 
 # Split lists shipped with the package (`<benchmark>_<split>.txt`); see splits/README.md.
 SPLITS_DIR = Path(__file__).parent / "splits"
@@ -111,7 +112,7 @@ def read_split_lines(path: str | Path) -> list[list[str]]:
 def read_rgb(path: str | Path) -> np.ndarray:
     """Any image file -> uint8 [H, W, 3] RGB."""
     with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+        return image_to_rgb8(img, str(path))
 
 
 def read_png16(path: str | Path) -> np.ndarray:

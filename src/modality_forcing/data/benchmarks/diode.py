@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..decode import load_array
 from .base import Benchmark, key_of, read_rgb, read_split_lines
 
 # Split name -> scene-type folders under `<root>/val`.
@@ -53,10 +54,10 @@ class DIODE(Benchmark):
     def _load(self, entry: tuple[str, str, str]) -> dict[str, Any]:
         image_rel, depth_rel, mask_rel = entry
         image = read_rgb(self.root / image_rel)
-        depth = np.load(self.root / depth_rel).astype(np.float32)
+        depth = load_array(self.root / depth_rel).astype(np.float32)
         if depth.ndim == 3:  # DIODE stores [H, W, 1]
             depth = depth[..., 0]
-        mask = np.load(self.root / mask_rel).astype(bool)
+        mask = load_array(self.root / mask_rel).astype(bool)
         if mask.shape != depth.shape:
             raise ValueError(f"{mask_rel}: mask {mask.shape} and depth {depth.shape} differ")
         return self.make_sample(image, depth, key_of(image_rel), mask)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..decode import load_array
 from .base import Benchmark, read_png16, read_rgb, read_split_lines
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
@@ -76,14 +77,14 @@ class Folder(Benchmark):
                 f"folder: no image or depth file for key '{key}' in {self.root}"
             )
         if depth_path.suffix == ".npy":
-            depth = np.load(depth_path).astype(np.float32)
+            depth = load_array(depth_path).astype(np.float32)
             depth = depth[..., 0] if depth.ndim == 3 else depth
         else:
             depth = read_png16(depth_path) / self.depth_scale
         mask_path = _first_existing(self.root / "mask" / key, (".npy", ".png"))
         mask = None
         if mask_path is not None:
-            raw = np.load(mask_path) if mask_path.suffix == ".npy" else Image.open(mask_path)
+            raw = load_array(mask_path) if mask_path.suffix == ".npy" else Image.open(mask_path)
             mask = np.asarray(raw).reshape(depth.shape) != 0
         return self.make_sample(read_rgb(image_path), depth, key, mask)
 
