@@ -1,30 +1,45 @@
-"""Checkpoints: safetensors weights + YAML config (no pickled classes), and a training-state file.
+"""Checkpoints: safetensors weights + YAML config (no pickled classes), atomic crash-safe commits,
+and the SHA-256 manifest that a training resume checks before it loads anything.
 
 Layout of a checkpoint directory:
-    model.safetensors      weights for inference (the EMA weights when training used EMA)
-    config.yaml            the resolved `ModelConfig`
-    meta.json              step, stage, and what the weights are
-    training_state.pt      (training checkpoints only) raw weights, optimiser, scheduler, RNG,
-                           data position: plain tensors and dicts, loaded with weights_only=True
-Directories are written under a temporary name and renamed into place, so a crash never leaves a
-half-written checkpoint behind.
+    model.safetensors  weights for inference (the EMA weights when training used EMA)
+    config.yaml        the resolved `ModelConfig`
+    meta.json          step, stage, and what the weights are
+    train_state/       (training checkpoints) raw weights, optimiser and EMA state: a
+                       torch.distributed.checkpoint (DCP) folder, reshardable to any world size
+    trainer.json       (training checkpoints) step, bad-step and skip counts, data position
+    manifest.json      (training checkpoints) size + SHA-256 of every other file
+A directory is assembled as `X.tmp`, fsynced, and renamed into place. Replacing `X` moves it to
+`X.old` first; a crash between the two renames leaves `X.old`, which every reader here falls back
+to (`checkpoint_dir`) and the next commit of `X` removes.
+
+Trust: inference loads (`load_model`) read safetensors, YAML and JSON only. A resume also reads
+`train_state/.metadata`, which DCP unpickles, so a resume could run code planted in the folder.
+The trainer therefore checks every file against `manifest.json`, and the manifest against the
+SHA-256 recorded in the run's `checkpoints/latest` pointer, before it loads anything. That catches
+a truncated or corrupted file and an edited or swapped state file; it cannot stop someone able to
+rewrite every file of the run folder (pointer included). Only resume runs you trust.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .config import ModelConfig, from_dict, save_yaml
+from .config import ModelConfig, from_dict, read_yaml_mapping, save_yaml
 from .model.denoiser import ModalityForcingModel
 from .model.factory import build_model
 
-WEIGHTS, CONFIG, META, STATE = "model.safetensors", "config.yaml", "meta.json", "training_state.pt"
+WEIGHTS, CONFIG, META, MANIFEST = "model.safetensors", "config.yaml", "meta.json", "manifest.json"
+MANIFEST_FORMAT = "modality-forcing-manifest/1"
 
 
 def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -40,6 +55,11 @@ def write_inference_files(
     (path / META).write_text(json.dumps(meta, indent=2))
 
 
+# --------------------------------------------------------------------------------------------
+# crash-safe directory commits
+# --------------------------------------------------------------------------------------------
+
+
 def temp_dir_for(path: str | Path) -> Path:
     """A fresh temporary sibling directory to assemble `path` in."""
     path = Path(path)
@@ -49,54 +69,177 @@ def temp_dir_for(path: str | Path) -> Path:
     return tmp
 
 
+def fsync_path(path: Path) -> None:
+    """Flush a file, or a directory's entries, to disk (directories: POSIX only)."""
+    flags = os.O_RDONLY
+    if path.is_dir():
+        if not hasattr(os, "O_DIRECTORY"):
+            return  # Windows cannot open a directory to fsync it
+        flags |= os.O_DIRECTORY
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def commit_dir(tmp: Path, path: str | Path) -> Path:
-    """Rename a finished temporary directory into place, replacing an existing one."""
+    """Rename a finished temporary directory into place, replacing an existing one.
+
+    Every file and directory of `tmp` is fsynced first, and the parent after each rename, so a
+    power loss leaves either the old or the new directory. A crash between the two renames
+    leaves only `path.old`; readers fall back to it (`checkpoint_dir`) and this removes it.
+    """
     path = Path(path)
+    old = path.with_name(path.name + ".old")
+    for item in sorted(tmp.rglob("*"), reverse=True):  # contents before their directories
+        fsync_path(item)
+    fsync_path(tmp)
     if path.exists():
-        old = path.with_name(path.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
-        path.rename(old)
-        tmp.rename(path)
-        shutil.rmtree(old)
-    else:
-        tmp.rename(path)
+        os.rename(path, old)
+        fsync_path(path.parent)
+    os.rename(tmp, path)
+    fsync_path(path.parent)
+    shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def checkpoint_dir(path: str | Path) -> Path:
+    """`path`, or `path.old` when a crash inside `commit_dir` left only that behind."""
+    path = Path(path)
+    old = path.with_name(path.name + ".old")
+    if not path.exists() and (old / CONFIG).is_file():
+        return old
     return path
 
 
 def write_checkpoint(
-    path: str | Path,
-    model_cfg: ModelConfig,
-    weights: dict[str, torch.Tensor],
-    meta: dict[str, Any],
-    training_state: dict[str, Any] | None = None,
+    path: str | Path, model_cfg: ModelConfig, weights: dict[str, torch.Tensor], meta: dict[str, Any]
 ) -> Path:
-    """Write a checkpoint directory atomically (temp dir + rename). Replaces an existing one."""
+    """Write an inference checkpoint directory atomically (temp dir + rename), replacing one."""
     tmp = temp_dir_for(path)
     write_inference_files(tmp, model_cfg, weights, meta)
-    if training_state is not None:
-        torch.save(training_state, tmp / STATE)
     return commit_dir(tmp, path)
 
 
-def read_model_config(path: str | Path) -> ModelConfig:
-    import yaml
+# --------------------------------------------------------------------------------------------
+# manifest: size + SHA-256 of every file a resume reads
+# --------------------------------------------------------------------------------------------
 
-    file = Path(path) / CONFIG
+
+def sha256_file(file: Path) -> str:
+    digest = hashlib.sha256()
+    with open(file, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def checkpoint_files(path: Path) -> list[str]:
+    """Relative POSIX names of every file under checkpoint `path` except the manifest, sorted."""
+    names = (p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
+    return sorted(n for n in names if n != MANIFEST)
+
+
+def hash_files(path: Path, names: list[str]) -> dict[str, dict[str, Any]]:
+    """{name: {size, sha256}} of the files `names` under `path` (ranks can split the list)."""
+    return {n: {"size": (path / n).stat().st_size, "sha256": sha256_file(path / n)} for n in names}
+
+
+def write_manifest(path: Path, files: dict[str, dict[str, Any]]) -> str:
+    """Write `manifest.json` (from `hash_files`) into `path`; returns the manifest's SHA-256."""
+    text = json.dumps({"format": MANIFEST_FORMAT, "files": files}, indent=1, sort_keys=True)
+    (path / MANIFEST).write_text(text)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _untrusted(file: Path, why: str) -> ValueError:
+    return ValueError(
+        f"checkpoint file '{file}' {why}: the training state may have been tampered with or "
+        "corrupted; refusing to load it (only resume runs you trust)"
+    )
+
+
+def read_manifest(path: Path, sha256: str) -> dict[str, dict[str, Any]]:
+    """The manifest of checkpoint `path` after checking it hashes to `sha256` and lists exactly
+    the files on disk. Reads JSON only; no file content is loaded.
+
+    Raises:
+        ValueError: naming the manifest or the file that does not match.
+    """
+    file = path / MANIFEST
+    if not file.is_file():
+        raise _untrusted(file, "is missing")
+    data = file.read_bytes()
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise _untrusted(file, "does not match the SHA-256 in the run's checkpoints/latest")
+    files = json.loads(data).get("files")
+    if not isinstance(files, dict):
+        raise _untrusted(file, "lists no files")
+    differ = sorted(set(files) ^ set(checkpoint_files(path)))
+    if differ:
+        name = differ[0]
+        raise _untrusted(path / name, "is missing" if name in files else "is not in the manifest")
+    return files
+
+
+def check_files(path: Path, files: dict[str, dict[str, Any]], names: list[str]) -> None:
+    """Check the size, then the SHA-256, of each of `names` against the manifest `files`.
+
+    Raises:
+        ValueError: naming the first file that does not match.
+    """
+    for name in names:
+        want, file = files[name], path / name
+        if file.stat().st_size != want["size"]:
+            raise _untrusted(file, f"has {file.stat().st_size} bytes, not {want['size']}")
+        if sha256_file(file) != want["sha256"]:
+            raise _untrusted(file, "does not match its SHA-256 in the manifest")
+
+
+# --------------------------------------------------------------------------------------------
+# loading
+# --------------------------------------------------------------------------------------------
+
+
+def read_model_config(path: str | Path) -> ModelConfig:
+    """The `ModelConfig` of a checkpoint directory.
+
+    Raises:
+        FileNotFoundError: `path` has no config.yaml.
+        ValueError: config.yaml is not valid YAML, not a mapping, or holds invalid values.
+    """
+    file = checkpoint_dir(path) / CONFIG
     if not file.is_file():
         raise FileNotFoundError(f"'{path}' is not a checkpoint directory (no {CONFIG})")
-    return from_dict(ModelConfig, yaml.safe_load(file.read_text()))
+    data = read_yaml_mapping(file, "checkpoint config")
+    try:
+        return from_dict(ModelConfig, data)
+    except ValueError as err:
+        raise ValueError(f"{err} (checkpoint config '{file}')") from None
+
+
+def read_weights(file: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file as {name: tensor}; ValueError naming the file when it is unreadable."""
+    try:
+        return load_file(str(file))
+    except (SafetensorError, OSError) as err:
+        raise ValueError(
+            f"'{file}' is not a readable safetensors file (truncated or corrupt?): {err}"
+        ) from None
 
 
 def load_model(
     path: str | Path, device: str | torch.device = "cpu", strict: bool = True
 ) -> ModalityForcingModel:
     """Build the model from `config.yaml` and load `model.safetensors` (eval mode)."""
-    path = Path(path)
+    path = checkpoint_dir(path)
     cfg = read_model_config(path)
     model = build_model(cfg)
     if not (path / WEIGHTS).is_file():
         raise FileNotFoundError(f"checkpoint '{path}' has no {WEIGHTS}")
-    missing, unexpected = model.load_state_dict(load_file(str(path / WEIGHTS)), strict=False)
+    missing, unexpected = model.load_state_dict(read_weights(path / WEIGHTS), strict=False)
     if strict and (missing or unexpected):
         raise ValueError(
             f"checkpoint '{path}' does not match its config: missing {missing[:5]}, "
@@ -106,15 +249,8 @@ def load_model(
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:
-    file = Path(path) / META
+    file = checkpoint_dir(path) / META
     return json.loads(file.read_text()) if file.is_file() else {}
-
-
-def read_training_state(path: str | Path) -> dict[str, Any]:
-    file = Path(path) / STATE
-    if not file.is_file():
-        raise FileNotFoundError(f"checkpoint '{path}' has no {STATE}; cannot resume from it")
-    return torch.load(file, map_location="cpu", weights_only=True)
 
 
 def export_checkpoint(src: str | Path, out: str | Path, dtype: str = "bfloat16") -> Path:
@@ -122,12 +258,11 @@ def export_checkpoint(src: str | Path, out: str | Path, dtype: str = "bfloat16")
 
     bf16 halves the size of a shipped checkpoint; loading casts back to the model's float32.
     """
-    src = Path(src)
     cfg = read_model_config(src)
     target = getattr(torch, dtype, None)
     if not isinstance(target, torch.dtype) or not target.is_floating_point:
         raise ValueError(f"unknown dtype '{dtype}'; choose from ['bfloat16', 'float16', 'float32']")
-    weights = load_file(str(src / WEIGHTS))
+    weights = read_weights(checkpoint_dir(src) / WEIGHTS)
     weights = {k: v.to(target) if v.is_floating_point() else v for k, v in weights.items()}
     meta = {**read_meta(src), "exported_from": str(src), "dtype": dtype}
     return write_checkpoint(out, cfg, weights, meta)

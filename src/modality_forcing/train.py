@@ -6,15 +6,19 @@ the forcing policy, build x_t on the flow path, predict, and take the masked per
 normalised over the global batch. AdamW with warmup + cosine, grad clipping, accumulation to a
 global batch independent of the world size, EMA, bf16 autocast; JSONL metrics, sample grids and
 atomic checkpoints (sharded training state via torch.distributed.checkpoint) that resume exactly,
-also on another world size.
+also on another world size, once every file matches the SHA-256 manifest saved with it.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import re
+import shutil
 import time
 import warnings
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,8 +29,22 @@ import torch
 from tqdm.auto import tqdm
 
 from . import distributed as D
-from .checkpoint import commit_dir, load_model, read_meta, temp_dir_for, write_inference_files
-from .config import TrainConfig, save_yaml, to_dict
+from .checkpoint import (
+    check_files,
+    checkpoint_dir,
+    checkpoint_files,
+    commit_dir,
+    fsync_path,
+    hash_files,
+    load_model,
+    read_manifest,
+    read_meta,
+    temp_dir_for,
+    write_checkpoint,
+    write_inference_files,
+    write_manifest,
+)
+from .config import TrainConfig, save_yaml, to_dict, validate
 from .data.stream import make_source, sample_start
 from .flow.fill import fill_missing
 from .flow.loss import LossOutput, flow_loss
@@ -38,7 +56,7 @@ from .model.mmdit import count_parameters, transformer_blocks
 from .optim import EMA, build_optimizer, lr_factor
 from .train_step import SampleDraws, draw_for_samples
 
-LATEST = "latest"
+LATEST, METRICS = "latest", "metrics.jsonl"
 TRAIN_STATE, TRAINER_JSON = "train_state", "trainer.json"
 
 
@@ -74,6 +92,7 @@ class TrainState:
     bad_in_a_row: int = 0
     bad_total: int = 0
     data: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)  # bad samples by reason, all ranks
 
 
 @dataclass
@@ -94,6 +113,7 @@ class Trainer:
     """Holds the model, optimiser, EMA and data source of one run; `run()` is the loop."""
 
     def __init__(self, cfg: TrainConfig, resume: bool = False) -> None:
+        validate(cfg)  # also configs built in code: no ZeroDivisionError from log_every=0
         self.cfg = cfg
         self.env = D.init_distributed()
         self.device = self.env.device
@@ -128,6 +148,7 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.ema = EMA(self.model, cfg.optim.ema_decay) if cfg.optim.ema_decay > 0 else None
         self.state = TrainState()
+        self._skips_before = Counter[str]()  # skip counts of the run before this process
         if resume:
             self._resume()
         self.source = make_source(cfg.data, cfg.batch_size, self.micro_batch, self.env.rank,
@@ -165,14 +186,47 @@ class Trainer:
         if self.cfg.loss.distill_weight > 0:
             self.teacher = src.requires_grad_(False).eval()
 
+    def _gather(self, obj: Any) -> list[Any]:
+        """`obj` from every rank, in rank order (a collective; [obj] on one process)."""
+        if not self.env.enabled:
+            return [obj]
+        out: list[Any] = [None] * self.env.world_size
+        torch.distributed.all_gather_object(out, obj)
+        return out
+
+    def _verified_latest(self) -> Path:
+        """The latest checkpoint, once every file matches its manifest and the manifest matches
+        the hash in the `latest` pointer (see `checkpoint`): nothing is unpickled before this.
+        The ranks split the hashing and all raise the first mismatch found."""
+        pointer = self.ckpt_dir / LATEST
+        if not pointer.is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint in '{self.ckpt_dir}'")
+        name, _, digest = pointer.read_text().strip().partition(" ")
+        if not re.fullmatch(r"step_\d+", name) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise ValueError(
+                f"--resume: '{pointer}' names no checkpoint with a manifest hash (written by an "
+                "older version?), so its training state cannot be verified; start a new run with "
+                f"init_from={self.ckpt_dir / name} instead"
+            )
+        path = checkpoint_dir(self.ckpt_dir / name)
+        if not path.is_dir():
+            raise FileNotFoundError(f"--resume: '{pointer}' names '{path}', which does not exist")
+        problem = ""
+        try:
+            files = read_manifest(path, digest)
+            check_files(path, files, sorted(files)[self.env.rank :: self.env.world_size])
+        except (OSError, ValueError) as err:
+            problem = str(err)
+        problems = [p for p in self._gather(problem) if p]
+        if problems:
+            raise ValueError(problems[0])
+        return path
+
     def _resume(self) -> None:
         from torch.distributed.checkpoint import DefaultLoadPlanner, load
         from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-        pointer = self.ckpt_dir / LATEST
-        if not pointer.is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint in '{self.ckpt_dir}'")
-        path = self.ckpt_dir / pointer.read_text().strip()
+        path = self._verified_latest()
         model_sd, optim_sd = get_state_dict(self.model, self.optimizer)
         state = {"model": model_sd}
         if self.ema is not None:
@@ -192,6 +246,9 @@ class Trainer:
         if self.ema is not None:
             self.ema.num_updates = info["ema_updates"]
         self.state = TrainState(**info["train_state"])
+        self._skips_before = Counter(self.state.skipped)
+        if self.env.is_main:  # the steps after the checkpoint are trained (and logged) again
+            trim_metrics(self.run_dir / METRICS, self.state.step)
         self.log(f"resumed from {path} at step {self.state.step}")
 
     # ----------------------------------------------------------------------------- one step
@@ -290,7 +347,8 @@ class Trainer:
         }
 
     def save(self) -> Path:
-        """Sharded training state from every rank + single-file inference weights from rank 0."""
+        """Sharded training state from every rank + single-file inference weights from rank 0,
+        a manifest of every file's SHA-256 (checked by a resume), then the `latest` pointer."""
         from torch.distributed import barrier
         from torch.distributed.checkpoint import save
         from torch.distributed.checkpoint.state_dict import get_state_dict
@@ -306,8 +364,13 @@ class Trainer:
             state["ema"] = self.ema.shadow
         with _single_process_dcp(self.env):
             save(state, checkpoint_id=str(tmp / TRAIN_STATE))
+        # Only the sharded state is in `tmp` yet (DCP's save ends in a collective): every rank
+        # hashes a share of it.
+        mine = hash_files(tmp, checkpoint_files(tmp)[self.env.rank :: self.env.world_size])
+        hashes = {k: v for part in self._gather(mine) for k, v in part.items()}
         weights = self._full_weights(self.ema.shadow if self.ema else self.model.state_dict())
         self.state.data = self.source.state()
+        self.state.skipped = self._skip_counts()
         if self.env.is_main:
             meta = {"step": step, "stage": self.cfg.stage, "weights": "ema" if self.ema else "raw",
                     "world_size": self.env.world_size}  # fmt: skip
@@ -315,22 +378,37 @@ class Trainer:
             info = {"train_state": to_dict(self.state),
                     "ema_updates": self.ema.num_updates if self.ema else 0}  # fmt: skip
             (tmp / TRAINER_JSON).write_text(json.dumps(info))
+            rest = [n for n in checkpoint_files(tmp) if n not in hashes]
+            digest = write_manifest(tmp, {**hashes, **hash_files(tmp, rest)})
             commit_dir(tmp, final_path)
-            pointer = self.ckpt_dir / (LATEST + ".tmp")
-            pointer.write_text(name)
-            pointer.replace(self.ckpt_dir / LATEST)
-            final_tmp = temp_dir_for(self.run_dir / "final")
-            write_inference_files(final_tmp, self.cfg.model, weights, meta)
-            commit_dir(final_tmp, self.run_dir / "final")
+            self._point_latest_to(name, digest)
+            write_checkpoint(self.run_dir / "final", self.cfg.model, weights, meta)
             keep = self.cfg.keep_checkpoints
             for old in sorted(self.ckpt_dir.glob("step_???????"))[:-keep] if keep > 0 else []:
                 if old.name != name:
-                    import shutil
-
                     shutil.rmtree(old)
         if self.env.enabled:
             barrier()
         return final_path
+
+    def _point_latest_to(self, name: str, manifest_sha256: str) -> None:
+        """Atomically point `checkpoints/latest` at `name`, with its manifest's hash: a copy
+        outside the checkpoint folder, so swapping or editing that folder alone is detected."""
+        tmp = self.ckpt_dir / (LATEST + ".tmp")
+        with open(tmp, "w") as f:
+            f.write(f"{name} {manifest_sha256}\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.ckpt_dir / LATEST)
+        fsync_path(self.ckpt_dir)
+
+    def _skip_counts(self) -> dict[str, int]:
+        """Samples the data source skipped (or repaired), by reason, over every rank and the
+        whole run (a collective)."""
+        total = Counter(self._skips_before)
+        for counts in self._gather(self.source.skipped()):
+            total.update(counts)
+        return dict(sorted(total.items()))
 
     # ----------------------------------------------------------------------------- loop
     def run(self, stop_at: int | None = None) -> Path:
@@ -344,7 +422,7 @@ class Trainer:
             f"x {cfg.grad_accum} micro x {self.micro_batch}"
         )
         last = min(cfg.max_steps, stop_at if stop_at is not None else cfg.max_steps)
-        log_file = (self.run_dir / "metrics.jsonl").open("a") if self.env.is_main else None
+        log_file = (self.run_dir / METRICS).open("a") if self.env.is_main else None
         t_start = last_log = time.time()
         bar = tqdm(total=cfg.max_steps, initial=self.state.step, desc=f"train[{cfg.stage}]",
                    dynamic_ncols=True, disable=not self.env.is_main)  # fmt: skip
@@ -416,6 +494,7 @@ class Trainer:
             "elapsed_s": elapsed,
             "corners_last_step": window[-1]["corners"],
             "bad_steps": self.state.bad_total,
+            "skipped": self._skip_counts(),  # a collective: every rank summarises
         }
 
     def preview(self) -> Path | None:
@@ -438,6 +517,31 @@ class Trainer:
             return write_preview_grid(self.model, self.cfg, self.run_dir, self.state.step, save)
         finally:
             self.model.load_state_dict(raw)
+
+
+def trim_metrics(file: Path, step: int) -> None:
+    """Drop the records past `step` (and a line torn by a crash) from a JSONL metrics log,
+    atomically, so a resumed run does not log those steps twice."""
+    if not file.is_file():
+        return
+    lines = file.read_text().splitlines()
+    keep = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        done = record.get("step") if isinstance(record, dict) else None
+        if not isinstance(done, int) or done <= step:
+            keep.append(line)
+    if len(keep) == len(lines):
+        return
+    tmp = file.with_name(file.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write("".join(line + "\n" for line in keep))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, file)
 
 
 @contextmanager

@@ -2,16 +2,19 @@
 
 Per sample `KEY.rgb.png`, `KEY.depth.png` (16-bit millimetres, 0 invalid, > 65.535 m saturates to
 invalid) or `KEY.depth.npy` (float32 metres), `KEY.mask.png` (0/255), `KEY.txt` (caption) and
-`KEY.json` (key, depth_format, intrinsics, scene). `index.json` lists finished shards and the
-arguments that made them, so re-running a command skips what is done.
+`KEY.json` (key, depth_format, intrinsics, scene). `index.json` lists finished shards (with their
+size and SHA-256) and the arguments that made them, so re-running a command skips what is done
+and rewrites a shard that was truncated or altered since.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import random
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,6 +130,14 @@ def _atomic_write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _normalise(obj: Any) -> Any:
     """What `obj` looks like after a JSON round trip (tuples -> lists), to compare with an index."""
     return json.loads(json.dumps(obj, default=_jsonable))
@@ -186,11 +197,44 @@ class ShardWriter:
         return f"{self.prefix}-{number:06d}.tar"
 
     def is_done(self, number: int) -> bool:
-        """Whether shard `number` is listed in the index and present on disk."""
-        return any(
-            s["number"] == number and (self.out_dir / s["name"]).exists()
-            for s in self.index["shards"]
+        """Whether shard `number` is listed in the index and its file still matches the size and
+        SHA-256 recorded there (a mismatch is warned about; the caller writes the shard again).
+
+        A shard listed by an older index without a hash is read through once: when every
+        sample decodes, its size and hash are recorded; otherwise it counts as not done.
+        """
+        entry = next((s for s in self.index["shards"] if s["number"] == number), None)
+        path = self.out_dir / entry["name"] if entry is not None else None
+        if path is None or not path.is_file():
+            return False
+        if "sha256" not in entry:
+            return self._adopt(entry, path)
+        size = path.stat().st_size
+        if size != entry.get("size"):
+            problem = f"{size} bytes instead of {entry.get('size')}"
+        elif _sha256(path) != entry["sha256"]:
+            problem = "its SHA-256 differs"
+        else:
+            return True
+        warnings.warn(
+            f"{path} does not match {INDEX_NAME} ({problem}); writing it again",
+            RuntimeWarning,
+            stacklevel=2,
         )
+        return False
+
+    def _adopt(self, entry: dict[str, Any], path: Path) -> bool:
+        """Verify a shard of an index without hashes by decoding it; record its hash if good."""
+        stats = decode.SkipCounter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a bad shard is written again, not reported
+            count = sum(1 for _ in iter_shard_samples(path, stats))
+        bad = sum(n for reason, n in stats.counts.items() if reason not in stats.QUIET)
+        if bad or count != entry["count"]:
+            return False
+        entry.update(size=path.stat().st_size, sha256=_sha256(path))
+        _atomic_write_json(self.out_dir / INDEX_NAME, self.index)
+        return True
 
     def write(self, number: int, samples: Sequence[dict[str, Any]]) -> Path:
         """Write one shard (temp file, fsync, rename) and record it in the index."""
@@ -203,11 +247,14 @@ class ShardWriter:
                     sink.write(encode_sample(sample, self.depth_format))
             f.flush()
             os.fsync(f.fileno())
+        size, sha256 = tmp.stat().st_size, _sha256(tmp)
         os.replace(tmp, path)
         entry = {
             "number": number,
             "name": path.name,
             "count": len(samples),
+            "size": size,
+            "sha256": sha256,
             "first_key": str(samples[0]["key"]) if samples else None,
             "last_key": str(samples[-1]["key"]) if samples else None,
         }
@@ -358,6 +405,8 @@ class ShardDataset(torch.utils.data.IterableDataset):
         shuffle_buffer: size of the sample shuffle buffer (0 = keep shard order).
         seed: base seed for shard-order and buffer shuffling; mixed with the epoch.
         drop_last: drop the last incomplete batch.
+        stats: where to count skipped samples (a fresh counter when None), e.g. one shared over
+            epochs.
     """
 
     def __init__(
@@ -367,6 +416,7 @@ class ShardDataset(torch.utils.data.IterableDataset):
         shuffle_buffer: int = 0,
         seed: int = 0,
         drop_last: bool = False,
+        stats: decode.SkipCounter | None = None,
     ) -> None:
         super().__init__()
         self.paths = shard_paths(source)
@@ -375,7 +425,7 @@ class ShardDataset(torch.utils.data.IterableDataset):
         self.seed = seed
         self.drop_last = drop_last
         self.epoch = 0
-        self.stats = decode.SkipCounter()
+        self.stats = stats if stats is not None else decode.SkipCounter()
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

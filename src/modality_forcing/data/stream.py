@@ -9,16 +9,20 @@ and the data of a step does not depend on the world size. Whether a sample is sp
 position is the number of samples this rank consumed.
 `mixture`: index-addressed like `procedural`, each sample drawn from the weighted training sets of
 `data.mixture` by its global index alone (`data/training_sets/mixture.py`).
+Every source reports the samples it skipped or repaired (`decode.SkipCounter`) by reason, for the
+metrics log.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any, Protocol
 
 import numpy as np
 
 from ..config import DataConfig
+from . import decode
 from .batch import collate
 
 SPARSE_SALT = 0x5BA45E
@@ -28,6 +32,10 @@ class BatchSource(Protocol):
     def get(self, step: int, micro: int) -> dict[str, Any]: ...
 
     def state(self) -> dict[str, int]: ...
+
+    def skipped(self) -> dict[str, int]:
+        """Samples skipped or repaired by this process since the source was made, by reason."""
+        ...
 
 
 def sample_start(
@@ -85,6 +93,9 @@ class ProceduralSource:
     def state(self) -> dict[str, int]:
         return {}  # fully determined by the step
 
+    def skipped(self) -> dict[str, int]:
+        return {}  # rendered samples are never bad
+
 
 class ShardSource:
     """Sequential micro-batches from this rank's shards; resumable by samples consumed."""
@@ -97,6 +108,8 @@ class ShardSource:
             raise ValueError("data.source is 'shards' but data.shards lists no shard paths")
         self.cfg, self.micro_batch, self.seed = cfg, micro_batch, seed
         self.rank, self.world, self.consumed = rank, world, consumed
+        self.stats = decode.SkipCounter()
+        self._counted_before = Counter[str]()  # skips met again while fast-forwarding a resume
         self._samples = self._stream(skip=consumed)
 
     def _stream(self, skip: int) -> Iterator[dict[str, Any]]:
@@ -105,13 +118,16 @@ class ShardSource:
         epoch = 0
         while True:
             # ShardDataset splits shards over torch.distributed ranks and loader workers itself.
-            data = ShardDataset(self.cfg.shards, shuffle_buffer=256, seed=self.seed)
+            data = ShardDataset(self.cfg.shards, shuffle_buffer=256, seed=self.seed,
+                                stats=self.stats)  # fmt: skip
             data.set_epoch(epoch)
             seen = 0
             for sample in data:
                 seen += 1
                 if skip > 0:
                     skip -= 1
+                    if skip == 0:  # the run before the resume counted these
+                        self._counted_before = Counter(self.stats.counts)
                     continue
                 yield sample
             if seen == 0:
@@ -126,6 +142,9 @@ class ShardSource:
 
     def state(self) -> dict[str, int]:
         return {"consumed": self.consumed}
+
+    def skipped(self) -> dict[str, int]:
+        return dict(self.stats.counts - self._counted_before)
 
 
 class MixtureSource:
@@ -150,6 +169,9 @@ class MixtureSource:
 
     def state(self) -> dict[str, int]:
         return {}  # fully determined by the step
+
+    def skipped(self) -> dict[str, int]:
+        return self.mixture.stats.as_dict()
 
 
 def make_source(
