@@ -120,9 +120,9 @@ def test_depth_tab_reads_npy_and_png16(client, tmp_path):
 @pytest.mark.parametrize(
     ("api", "name", "content", "message"),
     [
-        ("/image_to_depth", "notes.png", b"not an image", "is not an image this app can read"),
+        ("/image_to_depth", "notes.png", b"not an image", "is not an image file"),
         ("/depth_to_image", "notes.txt", b"hello", "is not a depth file"),
-        ("/depth_to_image", "broken.npy", b"\x93NUMPY garbage", "Cannot read depth"),
+        ("/depth_to_image", "broken.npy", b"\x93NUMPY garbage", "not a readable .npy"),
         ("/depth_to_image", "colour.png", None, "must be single-channel integer"),
         ("/depth_to_image", "zeros.npy", np.zeros((8, 8), np.float32), "holds no valid depth"),
     ],

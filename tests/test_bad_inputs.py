@@ -26,8 +26,8 @@ from modality_forcing.data import decode
 from modality_forcing.data.benchmarks.base import read_rgb
 from modality_forcing.data.inputs import InputError, read_depth, read_image
 from modality_forcing.evaluate import PredictionFolder
-from modality_forcing.model.denoiser import ModalityForcingModel
 from modality_forcing.modalities import valid_mean
+from modality_forcing.model.denoiser import ModalityForcingModel
 from modality_forcing.pipeline import ModalityForcingPipeline
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -128,7 +128,7 @@ def test_a_normal_aspect_ratio_is_not_tiled(pipe, recwarn):
 
 def test_decompression_bomb_header_is_refused_before_decoding(tmp_path):
     bomb = _png_claiming(tmp_path / "bomb.png", 20000, 20000)
-    with pytest.raises(InputError, match="bomb.png"):
+    with pytest.raises(InputError, match=r"bomb\.png"):
         read_image(bomb)
     moderate = _png_claiming(tmp_path / "big.png", 9000, 8000)  # 72 MP: above our 50 MP
     with pytest.raises(InputError, match="above the limit of 50 MP"):
@@ -164,7 +164,7 @@ def test_huge_depth_values_do_not_overflow_the_mean(pipe, tmp_path):
 def test_string_or_pickled_npy_is_refused(tmp_path, array):
     path = tmp_path / "bad.npy"
     np.save(path, array, allow_pickle=True)
-    with pytest.raises(InputError, match="bad.npy"):
+    with pytest.raises(InputError, match=r"bad\.npy"):
         read_depth(path)
     (tmp_path / "pred").mkdir()
     np.save(tmp_path / "pred" / "k.npy", array, allow_pickle=True)
@@ -202,8 +202,9 @@ def test_cli_errors_are_one_line_and_debug_shows_the_traceback(ckpt, tmp_path, c
     argv = ["sample", "--ckpt", str(ckpt), "--mode", "image_to_depth", "--image", str(bomb)]
     assert "bomb.png" in _one_line_error(capsys, argv)
     np.save(tmp_path / "s.npy", np.array(["x"]))
-    err = _one_line_error(capsys, ["sample", "--ckpt", str(ckpt), "--mode", "depth_to_image",
-                                   "--depth", str(tmp_path / "s.npy"), "--prompt", "a"])  # fmt: skip
+    depth_argv = ["sample", "--ckpt", str(ckpt), "--mode", "depth_to_image",
+                  "--depth", str(tmp_path / "s.npy"), "--prompt", "a"]  # fmt: skip
+    err = _one_line_error(capsys, depth_argv)
     assert "s.npy" in err
     with pytest.raises(InputError):
         main([*argv, "--debug"])
@@ -214,12 +215,23 @@ def test_cli_errors_are_one_line_and_debug_shows_the_traceback(ckpt, tmp_path, c
 # Every case of the issue-17 audit and the test that covers it (file::name). The test below
 # fails when a listed test is renamed or removed, so the list stays covered.
 AUDIT = {
-    "app reads server files through a crafted payload": "test_app_security.py::test_",
-    "oversized uploads": "test_app_security.py::test_",
-    "server-side slider limits": "test_app_security.py::test_",
-    "tampered resume state": "test_hardening_training.py::test_",
-    "crash between the renames of final/": "test_hardening_training.py::test_",
-    "metrics.jsonl repeats steps after resume": "test_hardening_training.py::test_",
+    "app reads server files through a crafted payload": "test_app_security.py::test_server_files",
+    "app: symlink out of the upload folder": "test_app_security.py::test_upload_check_follows",
+    "oversized uploads (header)": "test_app_security.py::test_oversized_png_is_refused",
+    "oversized uploads (file size)": "test_app_security.py::test_uploads_above_max_file_size",
+    "large 16-bit upload downsized": "test_app_security.py::test_large_16bit_image_is_downsized",
+    "server-side slider limits": "test_app_security.py::test_out_of_range_settings_are_clamped",
+    "one sampler for all tabs, bounded queue": "test_app_security.py::test_tabs_share_one",
+    "exposed host without a login": "test_app_security.py::test_exposed_host_without_login",
+    "tampered resume state": "test_hardening_training.py::test_resume_refuses_an_edited",
+    "crash between the renames of final/": "test_hardening_training.py::test_crash_while",
+    "metrics.jsonl repeats steps after resume": "test_hardening_training.py::test_resume_trims",
+    "skip counts only in warnings": "test_hardening_training.py::test_bad_shard_samples",
+    "compile='false', max_steps=2.9, ckpt_every=0, data=5": "test_hardening_training.py::test_bad_",
+    "invalid YAML / a list as config": "test_hardening_training.py::test_config_files_name",
+    "truncated or garbage model.safetensors": "test_hardening_training.py::test_unreadable_weights",
+    "invalid YAML in a checkpoint": "test_hardening_training.py::test_bad_checkpoint_config",
+    "prepare-data keeps a truncated shard": "test_hardening_training.py::test_a_truncated_shard",
     "16-bit PNG images clipped to white": "test_bad_inputs.py::test_16bit_png_images_are_scaled",
     "extreme aspect ratio squeezed": "test_bad_inputs.py::test_extreme_aspect_ratio_is_tiled",
     "float / uint16 arrays to the pipeline": "test_bad_inputs.py::test_float_and_uint16_arrays",
