@@ -3,24 +3,32 @@
 Tabs text -> RGB + depth, image -> depth and depth -> image call `ModalityForcingPipeline`; every
 request writes its files with `export.save_result` into its own folder (colour maps, 16-bit PNG,
 PLY/GLB point cloud) and the UI shows them. Examples are procedural scenes rendered at startup.
+The server trusts nothing a request sends: files must be ones Gradio received, sizes are checked
+from file headers before decoding, every number is clamped, and one sampler runs at a time.
 """
 
 from __future__ import annotations
 
+import getpass
+import ipaddress
+import math
+import os
 import shutil
 import tempfile
 import time
 import uuid
+import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
-from .data.decode import CorruptFileError
-from .data.folder import read_depth_file
+from .data.inputs import DEPTH_KINDS, InputError, read_depth, read_image
+from .data.letterbox import MAX_ASPECT, aspect_excess, tile_windows
 from .data.procedural import SceneConfig, render_split
 from .demo import demo_checkpoint
 from .export import save_result
@@ -28,19 +36,121 @@ from .pipeline import ModalityForcingPipeline
 
 try:
     import gradio as gr
+    from gradio.utils import get_upload_folder
 except ImportError as err:  # an optional extra: the rest of the package works without it
     raise ImportError("the web app needs gradio: pip install 'modality-forcing[app]'") from err
+if tuple(int(x) for x in gr.__version__.split(".")[:2]) < (5, 31):  # see pyproject's `app` extra
+    raise ImportError(
+        f"the web app needs gradio >= 5.31 (upload path checks), not {gr.__version__}"
+    )
 
 # Outputs are upsampled from the model's working resolution (32x32 for the shipped checkpoint),
 # so larger uploads only cost time and memory; they are shrunk (aspect kept) to this side.
 MAX_SIDE = 1024
-DEPTH_SUFFIXES = (".npy", ".png", ".exr")
+# Uploads above this are refused from their header, before decoding. Below the library's 50 MP:
+# a 16 MP depth PNG already peaks near 350 MB while it is decoded and shrunk.
+MAX_PIXELS = 16_000_000
+MAX_FILE_SIZE = "20mb"  # per uploaded file, enforced by Gradio's upload route (HTTP 413)
+MAX_PROMPT_CHARS = 1000
+QUEUE_SIZE = 16  # requests waiting beyond this are turned away ("queue is full")
+CONCURRENCY_ID = "sampler"  # all tabs share one limit: the CPU threads are shared
+PASSWORD_ENV = "MF_APP_PASSWORD"
 NUM_EXAMPLES = 4
 EXAMPLE_SCALE = 4  # examples are rendered at 4x the working resolution: crisper thumbnails
 RESULT_MAX_AGE_S = 3600  # result folders older than this are removed on the next request
 DOWNLOADS = ("depth", "depth16", "cloud_ply", "cloud_glb", "uncertainty", "metadata")
 API_NAMES = {"joint": "text_to_rgbd", "image_to_depth": "image_to_depth",
              "depth_to_image": "depth_to_image"}  # fmt: skip
+FILE_DATA = "gradio.FileData"  # the `meta._type` of a file Gradio has checked and cached
+
+
+# --------------------------------------------------------------------------------------------
+# settings: the sliders' ranges, enforced again on the server (API calls bypass the sliders)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A control's range; `integer` controls are rounded."""
+
+    lo: float
+    hi: float
+    step: float = 1.0
+    integer: bool = True
+
+    def clamp(self, value: Any, default: float) -> float | int:
+        """`value` moved into [lo, hi]; NaN, None and non-numbers become `default`."""
+        x = _as_float(value)
+        x = min(max(float(default) if math.isnan(x) else x, self.lo), self.hi)
+        return round(x) if self.integer else x
+
+
+def _as_float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError, OverflowError):  # None, "abc", [1], 10**400
+        return math.nan
+
+
+BOUNDS = {
+    "steps": Bound(1, 100),
+    "guidance": Bound(1.0, 10.0, 0.5, integer=False),
+    "log2_alpha": Bound(0.0, 8.0, 0.5, integer=False),
+    "ensemble": Bound(1, 10),
+    "fov": Bound(20, 120),
+    "seed": Bound(0, 2**31 - 1),
+}
+# The costliest ordinary request: image -> depth of an elongated image runs one sampler per
+# window, so windows * ensemble * steps is capped at what the sliders allow for one window.
+MAX_SAMPLER_RUNS = BOUNDS["steps"].hi * BOUNDS["ensemble"].hi
+
+
+def control_defaults(pipe: ModalityForcingPipeline, mode: str) -> dict[str, float]:
+    """Each control's starting value (the sliders' and the one NaN or junk is replaced by)."""
+    d = pipe.defaults
+    return {"steps": d["num_inference_steps"], "guidance": d["guidance"][mode],
+            "log2_alpha": d["log2_alpha"], "ensemble": 3 if mode == "image_to_depth" else 1,
+            "fov": 60, "seed": 0}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One request's controls after clamping; `adjusted` names the ones moved into range."""
+
+    prompt: str
+    steps: int
+    guidance: float
+    log2_alpha: float
+    ensemble: int
+    fov: float
+    seed: int
+    adjusted: tuple[str, ...] = ()
+
+    def pipeline_kwargs(self, mode: str) -> dict[str, Any]:
+        """The `ModalityForcingPipeline.__call__` settings of `mode` (inputs excluded)."""
+        call: dict[str, Any] = {"num_inference_steps": self.steps, "guidance_scale": self.guidance}
+        if mode != "image_to_depth":
+            call["prompt"] = self.prompt
+        if mode == "joint":
+            call |= {"log2_alpha": self.log2_alpha, "refine_depth": self.ensemble > 1}
+        if mode != "depth_to_image":
+            call["ensemble_size"] = self.ensemble
+        return call
+
+
+def request_settings(pipe: ModalityForcingPipeline, mode: str, raw: dict[str, Any]) -> Settings:
+    """Clamp every number of a request to its slider's range; refuse a prompt that is not text
+    or longer than MAX_PROMPT_CHARS (a list would become a batch of prompts)."""
+    prompt = raw.get("prompt") or ""
+    if not isinstance(prompt, str):
+        raise _user_error("The prompt must be text.")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise _user_error(f"The prompt is {len(prompt)} characters; at most {MAX_PROMPT_CHARS}.")
+    values = {name: BOUNDS[name].clamp(raw.get(name), default)
+              for name, default in control_defaults(pipe, mode).items()}  # fmt: skip
+    adjusted = tuple(n for n, v in values.items()
+                     if raw.get(n) is not None and _as_float(raw[n]) != v)  # fmt: skip
+    return Settings(prompt=prompt, adjusted=adjusted, **values)
 
 
 # --------------------------------------------------------------------------------------------
@@ -53,45 +163,92 @@ def _user_error(message: str) -> gr.Error:
     return gr.Error(message, print_exception=False)
 
 
-def _upload(payload: Any, what: str) -> tuple[Path, str]:
-    """(path, name shown to the user) of an uploaded file (events run with preprocess=False)."""
+def _upload(payload: Any, what: str, roots: tuple[Path, ...]) -> tuple[Path, str]:
+    """(resolved path, name shown to the user) of a file Gradio received for this request.
+
+    Events run with preprocess=False, so the payload is the request's own JSON. Gradio (>= 5.31)
+    checks that a FileData payload (meta `gradio.FileData`) lies in its upload folder; an image
+    payload without that meta skips Gradio's check, so it is refused here, and the path is
+    checked again after resolving symlinks and `..`: inside Gradio's upload folder or `roots`.
+    Nothing is opened before both checks pass.
+    """
     if payload is None:
         raise _user_error(f"Upload {what} first, or pick one of the examples below.")
-    if isinstance(payload, dict):
-        path = Path(payload["path"])
-        return path, payload.get("orig_name") or path.name
-    return Path(payload), Path(payload).name
+    refused = _user_error(f"Upload {what} through this app: that file was not uploaded to it.")
+    if not isinstance(payload, dict) or not isinstance(payload.get("path"), str):
+        raise refused
+    if not isinstance(payload.get("meta"), dict) or payload["meta"].get("_type") != FILE_DATA:
+        raise refused
+    path = Path(payload["path"]).resolve()  # follows symlinks, removes `..`
+    folders = (Path(get_upload_folder()).resolve(), *(r.resolve() for r in roots))
+    if not any(path.is_relative_to(folder) for folder in folders):
+        raise refused
+    name = Path(str(payload.get("orig_name") or path.name)).name[:200]  # display only
+    return path, name
 
 
-def read_image_upload(payload: Any) -> np.ndarray:
-    """Uploaded image -> uint8 [H, W, 3] (EXIF rotation applied, at most MAX_SIDE a side)."""
-    path, name = _upload(payload, "an image")
+def _message(err: Exception, path: Path, name: str) -> str:
+    """The library's message with the server path replaced by the user's file name."""
+    return str(err).replace(str(path), name).rstrip(".")
+
+
+def read_image_upload(payload: Any, roots: tuple[Path, ...] = ()) -> np.ndarray:
+    """Uploaded image -> uint8 [H, W, 3] (EXIF rotation applied, 16-bit scaled, at most MAX_SIDE a
+    side; more than MAX_PIXELS refused from the header, before decoding)."""
+    path, name = _upload(payload, "an image", roots)
     try:
-        with Image.open(path) as im:
-            rgb = ImageOps.exif_transpose(im).convert("RGB")
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
+        return read_image(path, max_pixels=MAX_PIXELS, max_side=MAX_SIDE)
+    except InputError as err:
+        hint = "Upload a PNG, JPEG or WebP image."
+        raise _user_error(f"{_message(err, path, name)}. {hint}") from None
+
+
+def read_depth_upload(payload: Any, roots: tuple[Path, ...] = ()) -> np.ndarray:
+    """Uploaded depth map -> float32 [H, W] (.npy metres, 16-bit .png millimetres, .exr), at
+    most MAX_SIDE a side; more than MAX_PIXELS refused from the header, before decoding."""
+    path, name = _upload(payload, f"a depth map ({DEPTH_KINDS})", roots)
+    try:
+        if path.suffix.lower() == ".exr":
+            _check_exr_header(path)
+        return read_depth(path, max_pixels=MAX_PIXELS, max_side=MAX_SIDE)
+    except (InputError, ImportError) as err:  # ImportError: .exr without OpenEXR installed
+        raise _user_error(f"{_message(err, path, name)}. Expected a {DEPTH_KINDS}.") from None
+
+
+def _check_exr_header(path: Path) -> None:
+    """Refuse an EXR whose header declares a part above MAX_PIXELS, or more than 4 * MAX_PIXELS
+    samples over all parts and channels: `read_depth` checks EXR sizes only after decoding."""
+    try:
+        import OpenEXR
+    except ImportError:
+        return  # read_depth raises the install hint
+    try:
+        with OpenEXR.File(str(path), header_only=True) as exr:  # headers are cleared on exit
+            headers = [part.header for part in exr.parts]
+            sizes = [(int(x1 - x0 + 1) * int(y1 - y0 + 1), len(h.get("channels", [])) or 1)
+                     for h in headers for (x0, y0), (x1, y1) in [h["dataWindow"]]]  # fmt: skip
+    except Exception as err:  # OpenEXR raises plain RuntimeErrors for broken files
+        raise InputError(f"'{path}' is not a readable EXR file ({err})") from None
+    largest, samples = max(p for p, _ in sizes), sum(p * c for p, c in sizes)
+    if largest > MAX_PIXELS or samples > 4 * MAX_PIXELS:
+        raise InputError(
+            f"'{path}' declares {largest / 1e6:.1f} MP ({samples / 1e6:.0f} M samples in "
+            f"{len(sizes)} parts), above the limit of {MAX_PIXELS / 1e6:.0f} MP; downsize it first"
+        )
+
+
+def _check_windows(pipe: ModalityForcingPipeline, image: np.ndarray, s: Settings) -> None:
+    """Refuse an image -> depth request whose tiling would cost more than MAX_SAMPLER_RUNS: an
+    input far more elongated than the frame runs one sampler per window (a 1024x2 strip: 1023)."""
+    (h, w), size = image.shape[:2], pipe.resolution
+    windows = len(tile_windows(h, w, size)) if aspect_excess(h, w, size) > MAX_ASPECT else 1
+    if windows * s.ensemble * s.steps > MAX_SAMPLER_RUNS:
         raise _user_error(
-            f"'{name}' is not an image this app can read: upload a PNG, JPEG or WebP photo."
-        ) from None
-    rgb.thumbnail((MAX_SIDE, MAX_SIDE))  # keeps the aspect ratio; the pipeline letterboxes
-    return np.asarray(rgb)
-
-
-def read_depth_upload(payload: Any) -> np.ndarray:
-    """Uploaded depth map -> float32 [H, W] (.npy metres, 16-bit .png millimetres, .exr)."""
-    path, name = _upload(payload, "a depth map (.npy, 16-bit .png or .exr)")
-    kinds = ".npy (float array), 16-bit single-channel .png (millimetres) or .exr"
-    if path.suffix.lower() not in DEPTH_SUFFIXES:
-        raise _user_error(f"'{name}' is not a depth file: upload a {kinds}.")
-    try:
-        depth = read_depth_file(path)
-    except (CorruptFileError, OSError, ImportError) as err:
-        detail = str(err).replace(str(path), name)  # the user's file name, not the temp path
-        message = f"Cannot read depth from '{name}': {detail}. Expected a {kinds}."
-        raise _user_error(message) from None
-    if not (np.isfinite(depth) & (depth > 0)).any():
-        raise _user_error(f"'{name}' holds no valid depth: every pixel is 0, negative or NaN.")
-    return depth
+            f"This {w}x{h} image is far more elongated than the model's {size[1]}x{size[0]} "
+            f"frame: depth is predicted in {windows} windows, and {windows} windows x ensemble "
+            f"{s.ensemble} x {s.steps} steps is above the limit of {MAX_SAMPLER_RUNS:.0f}. Lower "
+            "the steps or ensemble size, or crop the image."
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -132,12 +289,25 @@ def _new_result_dir(root: Path) -> Path:
     return root / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
 
 
-def _run(
-    pipe: ModalityForcingPipeline, root: Path, mode: str, progress: Any, fov_deg: float,
-    seed: float, **call: Any,
-) -> tuple[Any, ...]:  # fmt: skip
-    """Sample one mode, save its files, return the values of `_output_components`."""
-    seed = int(seed or 0)
+@dataclass(frozen=True)
+class _Served:
+    """What every tab's handler needs: the pipeline and the app's folders."""
+
+    pipe: ModalityForcingPipeline
+    results: Path
+    examples: Path  # uploads may also come from here (the examples' own files)
+
+
+def _run(app: _Served, mode: str, progress: Any, upload: Any = None, **raw: Any) -> tuple[Any, ...]:
+    """Clamp the settings, read the upload, sample one mode, save its files, return the values
+    of `_output_components`."""
+    s = request_settings(app.pipe, mode, raw)
+    call = s.pipeline_kwargs(mode)
+    if mode == "image_to_depth":
+        call["image"] = read_image_upload(upload, (app.examples,))
+        _check_windows(app.pipe, call["image"], s)
+    elif mode == "depth_to_image":
+        call["depth"] = read_depth_upload(upload, (app.examples,))
     start = time.perf_counter()
 
     def step(k: int, n: int) -> None:
@@ -145,18 +315,21 @@ def _run(
 
     progress(0, desc="starting")
     try:
-        out = pipe(mode=mode, generator=torch.Generator().manual_seed(seed), callback=step, **call)
+        out = app.pipe(mode=mode, generator=torch.Generator().manual_seed(s.seed), callback=step,
+                       **call)  # fmt: skip
         settings = {k: v for k, v in call.items() if k not in ("image", "depth")}
         files = save_result(
-            _new_result_dir(root), image=out.image[0], depth=out.depth[0],
+            _new_result_dir(app.results), image=out.image[0], depth=out.depth[0],
             uncertainty=None if out.uncertainty is None else out.uncertainty[0],
-            fov_deg=float(fov_deg), metadata={"mode": mode, "seed": seed, **settings},
+            fov_deg=s.fov, metadata={"mode": mode, "seed": s.seed, **settings},
         )  # fmt: skip
     except ValueError as err:  # e.g. a depth map with no valid pixel after letterboxing
         raise _user_error(str(err)) from None
     h, w = out.depth[0].shape
-    info = (f"**{mode.replace('_', ' ')}**: {w}x{h} px, {call['num_inference_steps']} steps, "
-            f"seed {seed}, {time.perf_counter() - start:.1f} s")  # fmt: skip
+    info = (f"**{mode.replace('_', ' ')}**: {w}x{h} px, {s.steps} steps, seed {s.seed}, "
+            f"{time.perf_counter() - start:.1f} s")  # fmt: skip
+    if s.adjusted:
+        info += f" ({', '.join(s.adjusted)} moved into the sliders' range)"
     get = lambda key: str(files[key]) if key in files else None  # noqa: E731
     downloads = [str(files[k]) for k in DOWNLOADS if k in files]
     return (get("rgb"), get("depth_color"), get("uncertainty_color"), get("cloud_glb"),
@@ -166,6 +339,10 @@ def _run(
 # --------------------------------------------------------------------------------------------
 # layout
 # --------------------------------------------------------------------------------------------
+
+# Every tab's button: raw payloads (preprocess=False: Gradio's image preprocessing would decode
+# the whole upload before our header check, and clip 16-bit images), one shared queue slot.
+EVENT = {"preprocess": False, "concurrency_id": CONCURRENCY_ID, "concurrency_limit": 1}
 
 
 def _output_components() -> list[Any]:
@@ -185,103 +362,120 @@ def _output_components() -> list[Any]:
     return [rgb, depth, unc, cloud, files, info]
 
 
-def _sliders(pipe: ModalityForcingPipeline, mode: str) -> tuple[Any, Any, Any, Any]:
+def _slider(name: str, default: float, label: str) -> Any:
+    b = BOUNDS[name]
+    return gr.Slider(b.lo, b.hi, value=default, step=b.step, label=label)
+
+
+def _controls(pipe: ModalityForcingPipeline, mode: str) -> tuple[Any, Any, Any, Any]:
     """Steps, guidance, seed and field of view (the controls every tab shares)."""
-    steps = gr.Slider(1, 100, value=pipe.defaults["num_inference_steps"], step=1, label="steps")
-    guidance = gr.Slider(1.0, 10.0, value=pipe.defaults["guidance"][mode], step=0.5,
-                         label="guidance scale (1 = off)")  # fmt: skip
-    seed = gr.Number(value=0, precision=0, label="seed")
-    fov = gr.Slider(20, 120, value=60, step=1, label="vertical field of view (deg, point cloud)")
+    d = control_defaults(pipe, mode)
+    steps = _slider("steps", d["steps"], "steps")
+    guidance = _slider("guidance", d["guidance"], "guidance scale (1 = off)")
+    seed = gr.Number(value=d["seed"], precision=0, minimum=BOUNDS["seed"].lo,
+                     maximum=BOUNDS["seed"].hi, label="seed")  # fmt: skip
+    fov = _slider("fov", d["fov"], "vertical field of view (deg, point cloud)")
     return steps, guidance, seed, fov
 
 
-def _tab_joint(pipe: ModalityForcingPipeline, root: Path, rows: list[list[Any]]) -> None:
+def _prompt_box(placeholder: str) -> Any:
+    return gr.Textbox(label="prompt", lines=2, placeholder=placeholder,
+                      max_length=MAX_PROMPT_CHARS)  # fmt: skip
+
+
+def _tab_joint(app: _Served, rows: list[list[Any]]) -> None:
     with gr.Row():
         with gr.Column(scale=1):
-            prompt = gr.Textbox(label="prompt", lines=2, placeholder="a red sphere left of a "
-                                "blue box on a checkered floor")  # fmt: skip
-            steps, guidance, seed, fov = _sliders(pipe, "joint")
-            alpha = gr.Slider(0.0, 8.0, value=pipe.defaults["log2_alpha"], step=0.5,
-                              label="log2 alpha (keeps depth noisier for longer)")  # fmt: skip
-            ensemble = gr.Slider(1, 10, value=1, step=1, label="depth ensemble (> 1: re-estimate "
-                                 "depth from the image, with uncertainty)")  # fmt: skip
+            prompt = _prompt_box("a red sphere left of a blue box on a checkered floor")
+            steps, guidance, seed, fov = _controls(app.pipe, "joint")
+            d = control_defaults(app.pipe, "joint")
+            alpha = _slider("log2_alpha", d["log2_alpha"],
+                            "log2 alpha (keeps depth noisier for longer)")  # fmt: skip
+            ensemble = _slider("ensemble", d["ensemble"], "depth ensemble (> 1: re-estimate "
+                               "depth from the image, with uncertainty)")  # fmt: skip
             button = gr.Button("Generate", variant="primary")
             gr.Examples(rows, inputs=[prompt], label="captions of procedural scenes")
         outputs = _output_components()
 
     def fn(
-        prompt: str | None, steps: float, guidance: float, seed: float, fov: float, alpha: float,
-        ensemble: float, progress: gr.Progress = gr.Progress(),  # noqa: B008
+        prompt: Any, steps: Any, guidance: Any, seed: Any, fov: Any, alpha: Any, ensemble: Any,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008
     ) -> tuple[Any, ...]:  # fmt: skip
-        return _run(pipe, root, "joint", progress, fov, seed, prompt=prompt or "",
-                    num_inference_steps=int(steps), guidance_scale=float(guidance),
-                    log2_alpha=float(alpha), ensemble_size=int(ensemble),
-                    refine_depth=int(ensemble) > 1)  # fmt: skip
+        return _run(app, "joint", progress, prompt=prompt, steps=steps, guidance=guidance,
+                    seed=seed, fov=fov, log2_alpha=alpha, ensemble=ensemble)  # fmt: skip
 
     button.click(fn, [prompt, steps, guidance, seed, fov, alpha, ensemble], outputs,
-                 api_name=API_NAMES["joint"], preprocess=False)  # fmt: skip
+                 api_name=API_NAMES["joint"], **EVENT)  # fmt: skip
 
 
-def _tab_image_to_depth(pipe: ModalityForcingPipeline, root: Path, rows: list[list[Any]]) -> None:
+def _tab_image_to_depth(app: _Served, rows: list[list[Any]]) -> None:
     with gr.Row():
         with gr.Column(scale=1):
             image = gr.Image(label="image (any size: letterboxed, never stretched)",
                              type="filepath", sources=["upload", "clipboard"])  # fmt: skip
-            steps, guidance, seed, fov = _sliders(pipe, "image_to_depth")
-            ensemble = gr.Slider(1, 10, value=3, step=1, label="ensemble size (> 1: uncertainty)")
+            steps, guidance, seed, fov = _controls(app.pipe, "image_to_depth")
+            d = control_defaults(app.pipe, "image_to_depth")
+            ensemble = _slider("ensemble", d["ensemble"], "ensemble size (> 1: uncertainty)")
             button = gr.Button("Estimate depth", variant="primary", elem_id="run-image-to-depth")
             gr.Examples(rows, inputs=[image], label="procedural test scenes")
         outputs = _output_components()
 
     def fn(
-        image: Any, steps: float, guidance: float, seed: float, fov: float, ensemble: float,
+        image: Any, steps: Any, guidance: Any, seed: Any, fov: Any, ensemble: Any,
         progress: gr.Progress = gr.Progress(),  # noqa: B008
     ) -> tuple[Any, ...]:  # fmt: skip
-        return _run(pipe, root, "image_to_depth", progress, fov, seed,
-                    image=read_image_upload(image), num_inference_steps=int(steps),
-                    guidance_scale=float(guidance), ensemble_size=int(ensemble))  # fmt: skip
+        return _run(app, "image_to_depth", progress, image, steps=steps, guidance=guidance,
+                    seed=seed, fov=fov, ensemble=ensemble)  # fmt: skip
 
     button.click(fn, [image, steps, guidance, seed, fov, ensemble], outputs,
-                 api_name=API_NAMES["image_to_depth"], preprocess=False)  # fmt: skip
+                 api_name=API_NAMES["image_to_depth"], **EVENT)  # fmt: skip
 
 
-def _tab_depth_to_image(pipe: ModalityForcingPipeline, root: Path, rows: list[list[Any]]) -> None:
+def _tab_depth_to_image(app: _Served, rows: list[list[Any]]) -> None:
     with gr.Row():
         with gr.Column(scale=1):
             depth = gr.File(label="depth map: .npy (metres), 16-bit .png (mm) or .exr")
-            prompt = gr.Textbox(label="prompt", lines=2, placeholder="a green box")
-            steps, guidance, seed, fov = _sliders(pipe, "depth_to_image")
+            prompt = _prompt_box("a green box")
+            steps, guidance, seed, fov = _controls(app.pipe, "depth_to_image")
             button = gr.Button("Generate image", variant="primary")
             gr.Examples(rows, inputs=[depth, prompt], label="procedural test scenes")
         outputs = _output_components()
 
     def fn(
-        depth: Any, prompt: str | None, steps: float, guidance: float, seed: float, fov: float,
+        depth: Any, prompt: Any, steps: Any, guidance: Any, seed: Any, fov: Any,
         progress: gr.Progress = gr.Progress(),  # noqa: B008
     ) -> tuple[Any, ...]:  # fmt: skip
-        return _run(pipe, root, "depth_to_image", progress, fov, seed,
-                    depth=read_depth_upload(depth), prompt=prompt or "",
-                    num_inference_steps=int(steps), guidance_scale=float(guidance))  # fmt: skip
+        return _run(app, "depth_to_image", progress, depth, prompt=prompt, steps=steps,
+                    guidance=guidance, seed=seed, fov=fov)  # fmt: skip
 
     button.click(fn, [depth, prompt, steps, guidance, seed, fov], outputs,
-                 api_name=API_NAMES["depth_to_image"], preprocess=False)  # fmt: skip
+                 api_name=API_NAMES["depth_to_image"], **EVENT)  # fmt: skip
 
 
 def build_app(
     pipe_or_ckpt: ModalityForcingPipeline | str | Path | None = None,
     work_dir: str | Path | None = None,
+    precision: str = "auto",
+    device: str | None = None,
 ) -> gr.Blocks:
-    """The Gradio app: three tabs over one pipeline.
+    """The Gradio app: three tabs over one pipeline, queued (one sampler at a time, at most
+    QUEUE_SIZE waiting, no route around the queue).
 
     Args:
         pipe_or_ckpt: a loaded pipeline, a checkpoint directory, or None for the shipped one.
         work_dir: where examples and per-request results go (default: a new temp folder).
+        precision, device: for a checkpoint loaded here (`precision.resolve_precision`).
     """
     pipe = pipe_or_ckpt
     if not isinstance(pipe, ModalityForcingPipeline):
-        pipe = ModalityForcingPipeline.from_pretrained(demo_checkpoint(pipe_or_ckpt))
+        pipe = ModalityForcingPipeline.from_pretrained(
+            demo_checkpoint(pipe_or_ckpt), torch_dtype=precision, device=device
+        )
+    print(f"precision {pipe.precision.precision} on {pipe.precision.device}: "
+          f"{pipe.precision.reason}")  # fmt: skip
     root = Path(work_dir or tempfile.mkdtemp(prefix="modality-forcing-app-"))
     rows = render_examples(root / "examples", pipe.resolution)
+    served = _Served(pipe, root / "results", root / "examples")
     h, w = pipe.resolution
     tabs: list[tuple[str, Callable[..., None], str]] = [
         ("Text -> RGB + Depth", _tab_joint, "joint"),
@@ -296,20 +490,64 @@ def build_app(
         )
         for label, make_tab, mode in tabs:
             with gr.Tab(label, id=mode):
-                make_tab(pipe, root / "results", rows[mode])
+                make_tab(served, rows[mode])
+    # api_open=False: Gradio's /run/<api_name> REST route would otherwise skip the queue, and
+    # with it the concurrency limit.
+    app.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1, api_open=False)
     return app
+
+
+def warn_if_exposed(host: str, port: int, auth: tuple[str, str] | None) -> None:
+    """Warn when `host` is reachable from other machines (not loopback) and no login is set."""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: assume other machines can reach it
+        loopback = False
+    if auth is None and not loopback:
+        warnings.warn(
+            f"serving on {host} without a login: anyone who can reach port {port} can use the "
+            f"app and its API; pass --auth USER (password in {PASSWORD_ENV})",
+            stacklevel=3,
+        )
+
+
+def resolve_auth(user: str | None) -> tuple[str, str] | None:
+    """(user, password) for `launch(auth=...)`: None without a user; the password from the
+    MF_APP_PASSWORD environment variable, else asked for on the terminal (so it never sits on
+    a command line or in shell history).
+
+    Raises:
+        ValueError: an empty user or password.
+    """
+    if user is None:
+        return None
+    password = os.environ.get(PASSWORD_ENV) or getpass.getpass(f"password for '{user}': ")
+    if not user or not password:
+        raise ValueError(f"--auth needs a user name and a password (set {PASSWORD_ENV})")
+    return user, password
 
 
 def launch(
     ckpt: str | Path | None = None, host: str = "127.0.0.1", port: int = 7860,
-    prevent_thread_lock: bool = False,
+    prevent_thread_lock: bool = False, auth: tuple[str, str] | None = None,
+    precision: str = "auto", device: str | None = None,
 ) -> gr.Blocks:  # fmt: skip
-    """Build the app on `ckpt` (default: the shipped checkpoint) and serve it on host:port."""
+    """Build the app on `ckpt` (default: the shipped checkpoint) and serve it on host:port.
+
+    Args:
+        auth: (user, password) to require a login for the page and its API (Gradio's `auth=`);
+            clients then pass it too (`gradio_client.Client(url, auth=(user, password))`). The
+            CLI: `modality-forcing app --auth USER`, password from MF_APP_PASSWORD or a prompt
+            (`resolve_auth`). Serving a non-loopback host (e.g. 0.0.0.0) without it warns:
+            anyone who can reach the port can run the sampler. Plain HTTP sends the password
+            unencrypted: beyond a trusted network, put a TLS proxy in front.
+    """
+    warn_if_exposed(host, port, auth)
     work_dir = Path(tempfile.mkdtemp(prefix="modality-forcing-app-"))
-    app = build_app(ckpt, work_dir)
-    app.queue(default_concurrency_limit=1)  # one sampler at a time: CPU threads are shared
+    app = build_app(ckpt, work_dir, precision, device)
     # Gradio serves only files under allowed paths; show_error=False: unexpected errors show a
     # short notice, never a traceback (gr.Error messages are always shown).
     app.launch(server_name=host, server_port=port, prevent_thread_lock=prevent_thread_lock,
-               allowed_paths=[str(work_dir)], show_error=False, quiet=True)  # fmt: skip
+               allowed_paths=[str(work_dir)], show_error=False, quiet=True, auth=auth,
+               max_file_size=MAX_FILE_SIZE)  # fmt: skip
     return app
