@@ -26,6 +26,20 @@ def _size(text: str) -> tuple[int, int]:
     return parts[0], parts[1]
 
 
+def _add_hardware(p: argparse.ArgumentParser, default: str | None = "auto") -> None:
+    """`--precision` and `--device`, the same on every command that runs a model."""
+    keeps = (
+        " (default: the config's `precision`, itself auto by default)" if default is None else ""
+    )
+    p.add_argument(
+        "--precision", choices=["auto", "bf16", "fp32"], default=default,
+        help="compute precision; auto: bf16 only where the device computes it natively (CUDA "
+        "with bf16, a CPU where a cached GEMM probe shows bf16 clearly faster), else fp32" + keeps,
+    )  # fmt: skip
+    p.add_argument("--device", default=None,
+                   help="cpu, cuda, cuda:1, mps (default: cuda > mps > cpu)")  # fmt: skip
+
+
 # --------------------------------------------------------------------------------------------
 # subcommands
 # --------------------------------------------------------------------------------------------
@@ -116,18 +130,20 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         run_sparse_benchmark(out, args.budget, args.fills, args.settings, args.train_steps,
                              args.minutes_per_run, args.num_eval, args.init_from,
                              sensor_scale=args.sensor_scale, crop=args.crop,
-                             split=args.split, dense_scene=dense_scene)  # fmt: skip
+                             split=args.split, dense_scene=dense_scene,
+                             precision=args.precision, device=args.device)  # fmt: skip
     elif args.suite == "depth":
         from .bench.depth import run_depth_benchmark
 
         out = args.out if args.out != "bench_out/data.json" else "bench_out/depth"
         run_depth_benchmark(out, args.budget, args.recipes, args.init_from,
-                            steps=args.train_steps)  # fmt: skip
+                            steps=args.train_steps, precision=args.precision,
+                            device=args.device)  # fmt: skip
     elif args.suite == "paper":
         from .bench.paper import run_paper_benchmark
 
         out = args.out if args.out != "bench_out/data.json" else "bench_out/paper"
-        run_paper_benchmark(out, args.budget)
+        run_paper_benchmark(out, args.budget, precision=args.precision, device=args.device)
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
@@ -195,6 +211,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         default="test",
         help="sparse: procedural split scored (val to choose, test to report)",
     )
+    _add_hardware(p, default=None)
     p.set_defaults(func=_cmd_bench)
 
 
@@ -206,7 +223,8 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         from .predict import DepthPredictor, PredictConfig
 
         cfg = PredictConfig(num_steps=args.steps, ensemble_size=args.ensemble, seed=args.seed,
-                            frame=args.frame)  # fmt: skip
+                            frame=args.frame, precision=args.precision,
+                            device=args.device)  # fmt: skip
         predictions = DepthPredictor(args.ckpt, cfg)
     summary = evaluate_benchmark(
         args.dataset, args.data_root, predictions, args.out,
@@ -252,6 +270,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                    help="with --ckpt: how images of another size reach the model's working "
                         "size (stretch did better for square-trained models: "
                         "docs/depth_quality.md)")  # fmt: skip
+    _add_hardware(p)
     p.set_defaults(func=_cmd_eval)
 
 
@@ -266,6 +285,10 @@ def _cmd_train(args: argparse.Namespace) -> None:
         overrides.append(f"model.family={args.backbone}")
     if args.pretrained:
         overrides.append(f"model.backbone.pretrained={args.pretrained}")
+    if args.precision:
+        overrides.append(f"precision={args.precision}")
+    if args.device:
+        overrides.append(f"device={args.device}")
     cfg = load_train_config(args.config, overrides)
     final = train(cfg, resume=args.resume)
     print(f"final checkpoint: {final}")
@@ -288,6 +311,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="model family, e.g. a diffusers backbone (sets model.family)")  # fmt: skip
     p.add_argument("--pretrained", default=None, metavar="DIR",
                    help="diffusers pipeline dir (sets model.backbone.pretrained)")  # fmt: skip
+    _add_hardware(p, default=None)
     p.set_defaults(func=_cmd_train)
 
 
@@ -351,7 +375,11 @@ def _cmd_sample(args: argparse.Namespace) -> None:
 
     official = args.format == "official"
     extra = {"text_encoder": args.text_encoder, "vae": args.vae} if official else {}
-    pipe = ModalityForcingPipeline.from_pretrained(args.ckpt, format=args.format, **extra)
+    pipe = ModalityForcingPipeline.from_pretrained(
+        args.ckpt, torch_dtype=args.precision, device=args.device, format=args.format, **extra
+    )
+    print(f"precision {pipe.precision.precision} on {pipe.precision.device}: "
+          f"{pipe.precision.reason}")  # fmt: skip
     steps = pipe.defaults["num_inference_steps"] if args.steps is None else args.steps
     log2_alpha = pipe.defaults["log2_alpha"] if args.log2_alpha is None else args.log2_alpha
     req = SampleRequest(
@@ -395,6 +423,7 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
                    help="joint: depth lags image if > 0 (0 native, 5 official)")  # fmt: skip
     p.add_argument("--refine", action="store_true", help="joint: re-estimate depth from image")
     p.add_argument("--size", type=_size, default=None, help="output HxW for text modes")
+    _add_hardware(p)
     p.set_defaults(func=_cmd_sample)
 
 
@@ -402,7 +431,8 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     from .demo import DemoConfig, run_demo
 
     cfg = DemoConfig(num_eval=args.num_eval, steps=args.steps, ensemble=args.ensemble,
-                     depth_steps=args.depth_steps)  # fmt: skip
+                     depth_steps=args.depth_steps, precision=args.precision,
+                     device=args.device)  # fmt: skip
     result = run_demo(args.ckpt, args.out, cfg)
     i2d = result["image_to_depth"]
     print(
@@ -431,6 +461,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--depth-steps", type=int, default=1,
                    help="image->depth steps of the scored prediction (1: best on val)")  # fmt: skip
     p.add_argument("--ensemble", type=int, default=3, help="image->depth ensemble size (gallery)")
+    _add_hardware(p)
     p.set_defaults(func=_cmd_demo)
 
 
@@ -455,11 +486,13 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_app(args: argparse.Namespace) -> None:
     try:
-        from .app import launch
+        from .app import launch, resolve_auth
     except ImportError as err:  # gradio is the optional `app` extra
         raise SystemExit(f"modality-forcing app: {err}") from None
+    auth = resolve_auth(args.auth)
     print(f"serving http://{args.host}:{args.port} (Ctrl+C stops)")
-    launch(args.ckpt, args.host, args.port)
+    launch(args.ckpt, args.host, args.port, auth=auth, precision=args.precision,
+           device=args.device)  # fmt: skip
 
 
 def _add_app(sub: argparse._SubParsersAction) -> None:
@@ -473,6 +506,11 @@ def _add_app(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ckpt", default=None, help="checkpoint dir (default: the shipped one)")
     p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 serves the local network")
     p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--auth", default=None, metavar="USER",
+                   help="require a login as USER; the password comes from the MF_APP_PASSWORD "
+                        "environment variable or a prompt (never the command line). Serving "
+                        "0.0.0.0 without it warns")  # fmt: skip
+    _add_hardware(p)
     p.set_defaults(func=_cmd_app)
 
 

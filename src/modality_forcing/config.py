@@ -232,7 +232,10 @@ class TrainConfig:
     compile: bool = False  # torch.compile each block (minutes of compile time, ~2x on CPU)
     max_steps: int = 1000
     max_minutes: float | None = None  # stop early (after a checkpoint) past this wall time
-    precision: str = "bf16"  # `bf16` autocast | `fp32`
+    # `auto`: bf16 autocast only where the device computes it natively, else fp32 (decided and
+    # logged once per run: `precision.resolve_precision`); `bf16` | `fp32` force it.
+    precision: str = "auto"
+    device: str | None = None  # None: the rank's CUDA device under torchrun, else cuda > mps > cpu
     caption_dropout: float = 0.1
     seed: int = 0
     log_every: int = 10
@@ -267,6 +270,7 @@ _RANGES: dict[type, dict[str, Rule]] = {
         "keep_checkpoints": _at_least(0),  # 0: keep all
         "caption_dropout": _UNIT,
         "max_minutes": _POSITIVE,
+        "precision": ((lambda v: v in ("auto", "bf16", "fp32")), "must be auto, bf16 or fp32"),
     },
     DataConfig: {
         **{name: _at_least(1) for name in ("height", "width")},  # num_scenes: the source checks

@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from .data.benchmarks import get_benchmark
 from .data.procedural import SceneConfig, render_split
@@ -25,6 +27,7 @@ from .jobs import write_job
 from .metrics.alignment import align
 from .metrics.depth import depth_metrics
 from .pipeline import ModalityForcingPipeline
+from .precision import cpu_name
 
 DEMO_CHECKPOINT = Path(__file__).parent / "assets" / "demo"
 TRAIN_HINT = (
@@ -51,6 +54,9 @@ class DemoConfig:
     ensemble: int = 3
     seed: int = 0
     fov_deg: float = 60.0
+    precision: str = "auto"  # `auto` | `bf16` | `fp32` (`precision.resolve_precision`)
+    device: str | None = None  # None: cuda > mps > cpu
+    progress: bool = True  # a bar per stage
 
 
 def demo_checkpoint(ckpt: str | Path | None) -> Path:
@@ -79,7 +85,13 @@ def run_demo(
     cfg = cfg or DemoConfig()
     start = time.time()
     out_dir = Path(out_dir)
-    pipe = ModalityForcingPipeline.from_pretrained(demo_checkpoint(ckpt))
+    pipe = ModalityForcingPipeline.from_pretrained(
+        demo_checkpoint(ckpt), torch_dtype=cfg.precision, device=cfg.device
+    )
+    say = tqdm.write if cfg.progress else (lambda _: None)
+    say(f"precision {pipe.precision.precision} on {pipe.precision.device}: "
+        f"{pipe.precision.reason}")  # fmt: skip
+    bar = partial(tqdm, disable=not cfg.progress, dynamic_ncols=True, leave=False)
     h, w = pipe.resolution
     scene = SceneConfig(height=h, width=w)
     prompts = [s["caption"] for s in render_split("val", 0, cfg.num_prompts, scene)]
@@ -87,7 +99,7 @@ def run_demo(
     g = lambda i: torch.Generator().manual_seed(cfg.seed + i)  # noqa: E731
     common = {"num_inference_steps": cfg.steps}
     entries, consistency = [], []
-    for i, prompt in enumerate(prompts):
+    for i, prompt in enumerate(bar(prompts, desc="[1/3] text -> image + depth")):
         out = pipe(prompt=prompt, mode="joint", generator=g(i), **common)
         est = pipe(image=out.image[0], mode="image_to_depth", generator=g(i),
                    num_inference_steps=cfg.depth_steps)  # fmt: skip
@@ -95,7 +107,7 @@ def run_demo(
         meta = {"prompt": prompt, "mode": "joint", "seed": cfg.seed + i, "num_steps": cfg.steps}
         entries.append(write_job(out_dir / f"joint_{i}", f"text -> image + depth #{i}", out,
                                  meta, cfg.fov_deg))  # fmt: skip
-    for i, sample in enumerate(tests):
+    for i, sample in enumerate(bar(tests, desc="[2/3] image -> depth, depth -> image")):
         out = pipe(image=sample["image"], mode="image_to_depth", generator=g(i),
                    ensemble_size=cfg.ensemble, num_inference_steps=cfg.ensemble_steps)  # fmt: skip
         meta = {"prompt": "", "mode": "image_to_depth", "key": sample["key"],
@@ -115,8 +127,9 @@ def run_demo(
         return out.depth[0]
 
     bench = get_benchmark("procedural", None, num=cfg.num_eval, height=h, width=w)
+    say(f"[3/3] scoring image -> depth on {cfg.num_eval} held-out test scenes")
     summary = score_predictions(bench, predict, "least_squares", out_dir=out_dir / "eval",
-                                progress=False)  # fmt: skip
+                                progress=cfg.progress)  # fmt: skip
     scores = summary.metrics["least_squares"]
     result = {
         "checkpoint": str(demo_checkpoint(ckpt)),
@@ -127,6 +140,8 @@ def run_demo(
         "joint_consistency_abs_rel": float(np.mean(consistency)),
         "gallery": str(gallery),
         "wall_seconds": time.time() - start,
+        "precision": pipe.precision.as_dict(),
+        "cpu": cpu_name(),
         "config": asdict(cfg),
     }  # fmt: skip
     (out_dir / "demo.json").write_text(json.dumps(result, indent=2))

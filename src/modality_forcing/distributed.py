@@ -18,6 +18,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .precision import pick_device
+
 STRATEGIES = ("none", "ddp", "fsdp2")
 
 
@@ -37,18 +39,23 @@ class DistEnv:
         return self.world_size > 1
 
 
-def init_distributed() -> DistEnv:
-    """Join the process group torchrun describes (or stay single-process)."""
+def init_distributed(device: str | None = None) -> DistEnv:
+    """Join the process group torchrun describes (or stay single-process).
+
+    `device`: None picks this rank's CUDA device when CUDA is available, else
+    `precision.pick_device` (mps > cpu); a CUDA device given without an index gets the rank's.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = torch.cuda.is_available()
-    device = torch.device("cuda", local) if cuda else torch.device("cpu")
+    chosen = pick_device(device)
+    cuda = chosen.type == "cuda"
     if cuda:
-        torch.cuda.set_device(device)
+        chosen = torch.device("cuda", local if chosen.index is None else chosen.index)
+        torch.cuda.set_device(chosen)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if cuda else "gloo")
     rank = dist.get_rank() if dist.is_initialized() else 0
-    return DistEnv(rank=rank, world_size=world, local_rank=local, device=device)
+    return DistEnv(rank=rank, world_size=world, local_rank=local, device=chosen)
 
 
 def shutdown() -> None:

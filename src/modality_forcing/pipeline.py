@@ -37,6 +37,7 @@ from .data.letterbox import (
 from .data.letterbox import frame as fit_frame
 from .export import colorize_depth, colorize_uncertainty
 from .modalities import valid_mean
+from .precision import pick_device, precision_of, resolve_precision
 from .sampling.ensemble import ensemble_depth
 from .sampling.generate import GIVEN_BY_MODE, generate
 
@@ -126,7 +127,9 @@ def _depth_tensor(depth: Any) -> torch.Tensor:
 class ModalityForcingPipeline:
     """Joint image + depth generation, image -> depth and depth -> image with one model."""
 
-    def __init__(self, model: torch.nn.Module, format: str = "native") -> None:
+    def __init__(
+        self, model: torch.nn.Module, format: str = "native", precision: str = "auto"
+    ) -> None:
         if format not in SAMPLING_DEFAULTS:
             raise ValueError(f"unknown format '{format}'; choose from {sorted(SAMPLING_DEFAULTS)}")
         self.format = format
@@ -134,26 +137,48 @@ class ModalityForcingPipeline:
         self.model = model.eval()
         res = model.cfg.resolution or (32, 32)
         self.resolution = (int(res[0]), int(res[1]))
+        self.requested_precision = precision  # `auto` is decided again after a move
+        self.precision = resolve_precision(precision, self.device)
 
     @classmethod
     def from_pretrained(
         cls,
         path: str | Path,
+        torch_dtype: torch.dtype | None = None,
         device: str | torch.device | None = None,
         format: str = "native",
         **kwargs: Any,
     ) -> ModalityForcingPipeline:
         """Load a checkpoint directory.
 
-        `format="native"`: our `model.safetensors` + `config.yaml`. `format="official"`: a
-        release directory (`config.json` + `model.safetensors` + AE files); `kwargs` go to
-        `backbones.official_model.load_official` (`text_encoder=` a local Qwen3-8B directory,
-        optional `vae=`).
+        Args:
+            path: `format="native"`: our `model.safetensors` + `config.yaml`; `"official"`: a
+                release directory (`config.json` + `model.safetensors` + AE files).
+            torch_dtype: compute precision: `torch.bfloat16` (autocast) or `torch.float32`;
+                None picks per device (`precision.resolve_precision("auto")`). Weights stay
+                float32 either way, and the depth head always computes in float32.
+            device: where to run; None picks cuda > mps > cpu.
+            format: `native` or `official`.
+            kwargs: for `official`, passed to `backbones.official_model.load_official`
+                (`text_encoder=` a local Qwen3-8B directory, optional `vae=`).
         """
         if format not in FORMAT_LOADERS:
             raise ValueError(f"unknown format '{format}'; choose from {sorted(FORMAT_LOADERS)}")
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return cls(FORMAT_LOADERS[format](path, device, **kwargs), format=format)
+        dev = pick_device(device)
+        model = FORMAT_LOADERS[format](path, dev, **kwargs)
+        return cls(model, format=format, precision=precision_of(torch_dtype))
+
+    def to(
+        self, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> ModalityForcingPipeline:
+        """Move the model to `device` and/or set the compute precision (`dtype` as in
+        `from_pretrained`'s `torch_dtype`); returns the pipeline."""
+        if device is not None:
+            self.model.to(pick_device(device))
+        if dtype is not None:
+            self.requested_precision = precision_of(dtype)
+        self.precision = resolve_precision(self.requested_precision, self.device)
+        return self
 
     def save_pretrained(self, path: str | Path) -> Path:
         """Write safetensors weights + YAML config (atomically)."""
@@ -182,7 +207,6 @@ class ModalityForcingPipeline:
         refine_depth: bool = False,
         height: int | None = None,
         width: int | None = None,
-        bf16: bool = True,
         callback: Callable[[int, int], None] | None = None,
         frame: str = "letterbox",
     ) -> ModalityForcingOutput:
@@ -208,7 +232,7 @@ class ModalityForcingPipeline:
         prompts = self._prompts(prompt, batch)
         opts = {
             "num_steps": steps, "shift_mu": shift_mu, "solver": solver,
-            "generator": generator, "autocast_dtype": torch.bfloat16 if bf16 else None,
+            "generator": generator, "autocast_dtype": self.precision.autocast_dtype,
             "progress": callback,
         }  # fmt: skip
         scale = d["guidance"][mode] if guidance_scale is None else guidance_scale

@@ -23,7 +23,8 @@ class PredictConfig:
     ensemble_size: int = 1
     seed: int = 0
     resolution: tuple[int, int] | None = None  # working size; default: the training resolution
-    bf16: bool = True
+    precision: str = "auto"  # `auto` | `bf16` | `fp32` (`precision.resolve_precision`)
+    device: str | None = None  # None: cuda > mps > cpu
     frame: str = "letterbox"  # inputs of another size: `letterbox` | `stretch`
 
 
@@ -32,7 +33,9 @@ class DepthPredictor:
 
     def __init__(self, ckpt: str | Path, cfg: PredictConfig | None = None) -> None:
         self.cfg = cfg or PredictConfig()
-        self.pipe = ModalityForcingPipeline.from_pretrained(ckpt)
+        self.pipe = ModalityForcingPipeline.from_pretrained(
+            ckpt, torch_dtype=self.cfg.precision, device=self.cfg.device
+        )
         if self.cfg.resolution is not None:
             self.pipe.resolution = self.cfg.resolution
 
@@ -41,7 +44,7 @@ class DepthPredictor:
         out = self.pipe(
             image=np.asarray(sample["image"]), mode="image_to_depth",
             num_inference_steps=self.cfg.num_steps, ensemble_size=self.cfg.ensemble_size,
-            generator=torch.Generator().manual_seed(self.cfg.seed), bf16=self.cfg.bf16,
+            generator=torch.Generator().manual_seed(self.cfg.seed),
             frame=self.cfg.frame,
         )  # fmt: skip
         return out.depth[0]

@@ -54,16 +54,11 @@ from .modalities import DEPTH, IMAGE, get_modality
 from .model.factory import build_model
 from .model.mmdit import count_parameters, transformer_blocks
 from .optim import EMA, build_optimizer, lr_factor
+from .precision import PrecisionChoice, resolve_precision
 from .train_step import SampleDraws, draw_for_samples
 
 LATEST, METRICS = "latest", "metrics.jsonl"
 TRAIN_STATE, TRAINER_JSON = "train_state", "trainer.json"
-
-
-def autocast(cfg: TrainConfig, device: torch.device) -> torch.autocast:
-    if cfg.precision not in ("bf16", "fp32"):
-        raise ValueError(f"unknown precision '{cfg.precision}'; choose from ['bf16', 'fp32']")
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
 
 
 def copy_image_stream_to_depth(model: torch.nn.Module) -> int:
@@ -115,8 +110,9 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, resume: bool = False) -> None:
         validate(cfg)  # also configs built in code: no ZeroDivisionError from log_every=0
         self.cfg = cfg
-        self.env = D.init_distributed()
+        self.env = D.init_distributed(cfg.device)
         self.device = self.env.device
+        self.precision = self._resolve_precision()
         self.modalities = self._stage_modalities()
         cfg.model.resolution = (cfg.data.height, cfg.data.width)
         D.check_same_config(to_dict(cfg), self.env)
@@ -141,7 +137,8 @@ class Trainer:
         if cfg.loss.distill_weight > 0 and hasattr(self.model, "teacher_forward"):
             self.teacher = self.model.teacher_forward  # adapted backbone: its own original
         self.engine = D.wrap_model(self.model, cfg.parallel, self.env, self._blocks(),
-                                   cfg.precision == "bf16", self._fp32_units())  # fmt: skip
+                                   self.precision.precision == "bf16",
+                                   self._fp32_units())  # fmt: skip
         if cfg.compile:
             for block in self._blocks():  # static shapes: trunk and decoders differ in length
                 block.compile(dynamic=False)
@@ -153,6 +150,17 @@ class Trainer:
             self._resume()
         self.source = make_source(cfg.data, cfg.batch_size, self.micro_batch, self.env.rank,
                                   self.env.world_size, cfg.seed, self.state.data)  # fmt: skip
+
+    def _resolve_precision(self) -> PrecisionChoice:
+        """The precision policy's choice for this run; bf16 only if every rank chose it."""
+        choice = resolve_precision(self.cfg.precision, self.device)
+        votes = torch.tensor([float(choice.precision == "bf16")], device=self.device)
+        if self.env.enabled and D.all_reduce_sum(votes, self.env)[0] not in (
+            0,
+            self.env.world_size,
+        ):
+            choice = PrecisionChoice("fp32", str(self.device), "auto: ranks disagreed on bf16")
+        return choice
 
     def _stage_modalities(self) -> tuple[str, ...]:
         if self.cfg.stage not in ("t2i", "mf"):
@@ -276,7 +284,7 @@ class Trainer:
 
     def loss(self, p: Prepared, normalizer: dict[str, torch.Tensor] | None = None) -> LossOutput:
         """Forward pass + loss of a prepared micro-batch."""
-        with autocast(self.cfg, self.device):
+        with self.precision.autocast():
             pred = self.engine(p.xt, p.t, p.captions)
             teacher_v = None
             if self.teacher is not None:
@@ -373,7 +381,8 @@ class Trainer:
         self.state.skipped = self._skip_counts()
         if self.env.is_main:
             meta = {"step": step, "stage": self.cfg.stage, "weights": "ema" if self.ema else "raw",
-                    "world_size": self.env.world_size}  # fmt: skip
+                    "world_size": self.env.world_size,
+                    "precision": self.precision.as_dict()}  # fmt: skip
             write_inference_files(tmp, self.cfg.model, weights, meta)
             info = {"train_state": to_dict(self.state),
                     "ema_updates": self.ema.num_updates if self.ema else 0}  # fmt: skip
@@ -417,7 +426,8 @@ class Trainer:
         self.log(
             f"model: {count_parameters(self.model) / 1e6:.2f}M parameters "
             f"({count_parameters(self.model.dit) / 1e6:.2f}M in the DiT); stage {cfg.stage}; "
-            f"device {self.device}; precision {cfg.precision}; parallel {cfg.parallel} x "
+            f"device {self.device}; precision {self.precision.precision} "
+            f"({self.precision.reason}); parallel {cfg.parallel} x "
             f"{self.env.world_size}; global batch {cfg.batch_size} = {self.env.world_size} ranks "
             f"x {cfg.grad_accum} micro x {self.micro_batch}"
         )

@@ -16,6 +16,7 @@ from .config import TrainConfig
 from .data.batch import collate, tensor_to_image
 from .data.preview import contact_sheet
 from .data.procedural import SceneConfig, render_split
+from .precision import resolve_precision
 from .sampling.generate import generate
 
 NUM_PREVIEW = 4
@@ -54,7 +55,7 @@ def write_preview_grid(
     captions = batch["caption"]
     generator = torch.Generator().manual_seed(0)
     mode = "marginal" if cfg.stage == "t2i" else "joint"
-    dtype = torch.bfloat16 if cfg.precision == "bf16" else None
+    dtype = resolve_precision(cfg.precision, next(model.parameters()).device).autocast_dtype
     text = generate(model, mode, captions, h, w, num_steps=PREVIEW_STEPS, generator=generator,
                     autocast_dtype=dtype)  # fmt: skip
     rows = _rows(text.image, text.depth, captions, f"{mode} (generated)")

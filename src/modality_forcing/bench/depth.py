@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..precision import resolve_precision
 from .runs import publish, train_cached, write_json
 
 # Targets (issue #11): MF's best setting within 1.1x the regressor's AbsRel; 4 steps within 5% of
@@ -43,7 +44,8 @@ class Budget:
     num_test: int  # held-out test scenes: the reported numbers
     curve_points: int  # checkpoints per run scored for the accuracy-vs-time curve
     ensemble: int = 5
-    precision: str = "bf16"
+    precision: str = "auto"  # training and inference (`precision.resolve_precision`)
+    device: str | None = None  # training runs (None: cuda > mps > cpu); scoring runs on the CPU
     lr: float = 4e-4
     warmup: int = 50
     full_sweep: bool = True  # False: a handful of settings (smoke tests)
@@ -109,6 +111,7 @@ class Setting:
     reduction: str = "median"
     frame: str = "letterbox"  # non-square inputs: `letterbox` | `stretch`
     t_min: float | None = None  # x0 -> velocity clamp (None: the model's `depth_t_min`)
+    precision: str = "auto"  # `auto` | `bf16` | `fp32` (`precision.resolve_precision`)
 
     @property
     def name(self) -> str:
@@ -130,17 +133,18 @@ class Setting:
 
 def sweep_settings(budget: Budget) -> list[Setting]:
     """Inference settings of the sweep (square test scenes)."""
-    if not budget.full_sweep:
-        return [Setting(1), Setting(2), Setting(2, "heun"),
-                Setting(2, ensemble=budget.ensemble)]  # fmt: skip
     n = budget.ensemble
-    return [
-        *(Setting(s) for s in (1, 2, 4, 10, 25, 50)),
-        *(Setting(s, "heun") for s in (2, 4, 10)),
-        *(Setting(s, shift_mu=mu) for s in (4, 10) for mu in (-1.0, 1.0)),
-        *(Setting(10, t_min=t) for t in (0.01, 0.2)),
-        *(Setting(s, ensemble=n, reduction=r) for s in (1, 4, 10) for r in ("median", "mean")),
-    ]
+    if not budget.full_sweep:
+        settings = [Setting(1), Setting(2), Setting(2, "heun"), Setting(2, ensemble=n)]
+    else:
+        settings = [
+            *(Setting(s) for s in (1, 2, 4, 10, 25, 50)),
+            *(Setting(s, "heun") for s in (2, 4, 10)),
+            *(Setting(s, shift_mu=mu) for s in (4, 10) for mu in (-1.0, 1.0)),
+            *(Setting(10, t_min=t) for t in (0.01, 0.2)),
+            *(Setting(s, ensemble=n, reduction=r) for s in (1, 4, 10) for r in ("median", "mean")),
+        ]
+    return [replace(s, precision=budget.precision) for s in settings]
 
 
 # ---------------------------------------------------------------------------------- scenes
@@ -196,13 +200,14 @@ def sample_depths(
     if (h, w) != tuple(size):
         images, box = frame(images, size, setting.frame, pad_value=-1.0)
     generator = torch.Generator().manual_seed(seed)
+    dtype = resolve_precision(setting.precision, next(model.parameters()).device).autocast_dtype
     repeated = images.repeat_interleave(e, dim=0)
     depths = []
     for part in repeated.split(chunk):
         out = generate(
             model, mode, [""] * part.shape[0], *size, image=part,
             num_steps=setting.steps, solver=setting.solver, shift_mu=setting.shift_mu,
-            t_min=setting.t_min, generator=generator,
+            t_min=setting.t_min, generator=generator, autocast_dtype=dtype,
         )  # fmt: skip
         depths.append(out.depth.float())
     depth = torch.cat(depths)
@@ -278,7 +283,8 @@ class Scorer:
         return self._model
 
     def __call__(self, setting: Setting) -> dict[str, float]:
-        key = f"{setting.name} {setting.frame} n={self.scenes.images.shape[0]}"
+        precision = resolve_precision(setting.precision, "cpu").precision
+        key = f"{setting.name} {setting.frame} {precision} n={self.scenes.images.shape[0]}"
         if key not in self.cache:
             draws = replace(setting, reduction="median")
             if draws not in self._samples:
@@ -303,6 +309,7 @@ def recipe_config(recipe: str, budget: Budget, run_dir: Path, seed: int = 0,
     base = {
         "preset": budget.preset, "stage": "mf", "init_from": init_from, "out_dir": str(run_dir),
         "batch_size": budget.batch, "max_steps": budget.steps, "precision": budget.precision,
+        "device": budget.device,
         "seed": seed, "sample_every": 0, "log_every": max(1, budget.steps // 30),
         "ckpt_every": max(1, budget.steps // budget.curve_points), "keep_checkpoints": 0,
         "data": {"height": height, "width": width},
@@ -345,7 +352,7 @@ def curve(run: dict[str, Any], run_dir: Path, scenes: Scenes, budget: Budget,
         seconds = _elapsed_at(records, step, run["train_seconds"], run["steps"])
         row = {"step": step, "seconds": seconds}
         for steps in (1,) if regressor else (1, 4):
-            row[f"abs_rel@{steps}"] = scorer(Setting(steps))["abs_rel"]
+            row[f"abs_rel@{steps}"] = scorer(Setting(steps, precision=budget.precision))["abs_rel"]
         points.append(row)
     return points
 
@@ -360,13 +367,17 @@ def run_depth_benchmark(
     init_from: str | None = None,
     seed: int = 0,
     steps: int | None = None,
+    precision: str | None = None,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """Train every recipe, score curves and the inference sweep; write depth.json, REPORT.md and
-    plots into `out_dir`; print the report. Finished runs and scores are reused (resumable)."""
+    plots into `out_dir`; print the report. Finished runs and scores are reused (resumable).
+    `precision` and `device` override the budget's."""
     if isinstance(budget, str) and budget not in BUDGETS:
         raise ValueError(f"unknown budget '{budget}'; choose from {list(BUDGETS)}")
     spec = BUDGETS[budget] if isinstance(budget, str) else budget
-    spec = replace(spec, steps=steps or spec.steps)
+    spec = replace(spec, steps=steps or spec.steps, precision=precision or spec.precision,
+                   device=device or spec.device)  # fmt: skip
     recipes = list(recipes or DEFAULT_RECIPES)
     for name in ("regressor", MAIN):
         if name not in recipes:
@@ -389,8 +400,8 @@ def run_depth_benchmark(
         report["recipes"][name] = {
             "overrides": RECIPES[name], "steps": run["steps"],
             "train_seconds": run["train_seconds"], "regressor": is_reg,
-            "val": {s: val_scorer(Setting(s)) for s in readouts},
-            "test": {s: test_scorer(Setting(s)) for s in readouts},
+            "val": {s: val_scorer(Setting(s, precision=spec.precision)) for s in readouts},
+            "test": {s: test_scorer(Setting(s, precision=spec.precision)) for s in readouts},
             "curve": curve(run, run_dir, val, spec, is_reg),
         }  # fmt: skip
         if name == MAIN:
@@ -413,7 +424,8 @@ def sweep(ckpt: str, spec: Budget, val: Scenes, test: Scenes, wide: Scenes,
                      "evaluations": s.evaluations, **scores})  # fmt: skip
     best = min(rows, key=lambda r: r["val"]["abs_rel"])
     wide_scorer = Scorer(ckpt, wide, spec.size, run_dir / "scores_wide.json")
-    fields = {k: best[k] for k in ("steps", "solver", "shift_mu", "ensemble", "reduction", "t_min")}
+    names = ("steps", "solver", "shift_mu", "ensemble", "reduction", "t_min", "precision")
+    fields = {k: best[k] for k in names}
     for frame in ("letterbox", "stretch"):
         s = Setting(**fields, frame=frame)
         rows.append({**asdict(s), "setting": s.name, "evaluations": s.evaluations,

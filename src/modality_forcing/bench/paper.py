@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,8 @@ class Budget:
     data_amounts: tuple[int, ...] = ()  # distinct T2I scenes at the main size (0: unlimited)
     sparse: str = "lidar:32"
     sensor_scale: int = 4
-    precision: str = "bf16"
+    precision: str = "auto"  # training and inference (`precision.resolve_precision`)
+    device: str | None = None  # training runs (None: cuda > mps > cpu); scoring runs on the CPU
     lr: float = 4e-4
     warmup: int = 50
     alphas: tuple[float, ...] = (-3.0, 0.0, 3.0, 5.0)
@@ -89,7 +91,8 @@ BUDGETS: dict[str, Budget] = {
 
 def _depth_budget(b: Budget) -> DepthBudget:
     return DepthBudget(b.preset, b.size, b.steps, b.batch, num_val=0, num_test=b.num_eval,
-                       curve_points=1, precision=b.precision, lr=b.lr, warmup=b.warmup)  # fmt: skip
+                       curve_points=1, precision=b.precision, device=b.device, lr=b.lr,
+                       warmup=b.warmup)  # fmt: skip
 
 
 def run_configs(b: Budget, out: Path, seed: int = 0) -> dict[str, dict[str, Any]]:
@@ -132,6 +135,7 @@ def _pretrain_then_mf(
     height, width = b.size
     common = {
         "preset": preset, "model": model, "batch_size": b.batch, "precision": b.precision,
+        "device": b.device,
         "seed": seed, "sample_every": 0, "log_every": max(1, b.steps // 20),
         "optim": {"lr": b.lr, "warmup_steps": min(b.warmup, b.steps)},
     }  # fmt: skip
@@ -162,21 +166,25 @@ def _params(model: Any) -> int:
 
 def run_paper_benchmark(
     out_dir: str | Path = "bench_out/paper", budget: str | Budget = "small", seed: int = 0,
+    precision: str | None = None, device: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """Train every run, measure the six claims, write paper.json, REPORT.md and plots."""
+    """Train every run, measure the six claims, write paper.json, REPORT.md and plots.
+    `precision` and `device` override the budget's."""
     from .paper_report import markdown, plot
 
     if isinstance(budget, str) and budget not in BUDGETS:
         raise ValueError(f"unknown budget '{budget}'; choose from {list(BUDGETS)}")
     b = BUDGETS[budget] if isinstance(budget, str) else budget
+    b = replace(b, precision=precision or b.precision, device=device or b.device)
+    setting = partial(Setting, precision=b.precision)  # image -> depth at the run's precision
     out = Path(out_dir)
     configs = run_configs(b, out, seed)
     trained = {name: train_cached(cfg) for name, cfg in configs.items()}
     models = {name: _load(run["final"]) for name, run in trained.items()}
     scenes = load_scenes("test", b.num_eval, *b.size)
     n, k = b.sample_steps, b.depth_steps
-    own = {name: Estimator(m, Setting(k), b.size) for name, m in models.items()}
-    reg = Estimator(models["regressor"], Setting(1), b.size)
+    own = {name: Estimator(m, setting(k), b.size) for name, m in models.items()}
+    reg = Estimator(models["regressor"], setting(1), b.size)
     report: dict[str, Any] = {
         "budget": asdict(b), "seed": seed,
         "runs": {k: {"steps": r["steps"], "train_seconds": r["train_seconds"],
@@ -190,25 +198,25 @@ def run_paper_benchmark(
         "image_to_depth": {
             "mf": image_to_depth(own["mf"], scenes),
             "regressor (dedicated)": image_to_depth(reg, scenes),
-            "untrained": image_to_depth(Estimator(untrained, Setting(k), b.size), scenes,
+            "untrained": image_to_depth(Estimator(untrained, setting(k), b.size), scenes,
                                         ("least_squares",)),
             "mean training depth": _mean_depth_baseline(b, scenes),
         },
         "depth_to_image": {
             name: depth_to_image(models[name], scenes, n, {"mf": own["mf"], "regressor": reg},
-                                 seed)
+                                 seed, precision=b.precision)
             for name in ("mf", "d2i-only")
         },
         "joint": {
             name: joint(models[name], scenes.captions, b.size, n,
-                        {"mf": own["mf"], "regressor": reg}, seed=seed)
+                        {"mf": own["mf"], "regressor": reg}, seed=seed, precision=b.precision)
             for name in ("mf", "joint-only")
         },
     }  # fmt: skip
     report["permutations"] = s1
 
     # 2. Separate noise levels vs one shared t (image -> depth by replacement).
-    shared = Estimator(models["shared-t"], Setting(n), b.size, mode="image_to_depth_replacement")
+    shared = Estimator(models["shared-t"], setting(n), b.size, mode="image_to_depth_replacement")
     report["shared_t"] = {"mf": s1["image_to_depth"]["mf"],
                           "shared-t (replacement)": image_to_depth(shared, scenes)}  # fmt: skip
 
@@ -233,9 +241,9 @@ def run_paper_benchmark(
     # 6. Schedules.
     report["schedules"] = {
         "joint": {a: joint(models["mf"], scenes.captions, b.size, n, {"regressor": reg},
-                           log2_alpha=a, seed=seed) for a in b.alphas},
+                           log2_alpha=a, seed=seed, precision=b.precision) for a in b.alphas},
         "image_to_depth_steps": {
-            k: image_to_depth(Estimator(models["mf"], Setting(k), b.size), scenes,
+            k: image_to_depth(Estimator(models["mf"], setting(k), b.size), scenes,
                               ("least_squares",))["least_squares"] for k in b.i2d_steps},
     }  # fmt: skip
     report["intervals"] = _intervals(b, own, reg, shared, scenes, seed)

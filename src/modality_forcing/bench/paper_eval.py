@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ..precision import resolve_precision
 from .depth import Scenes, Setting, aligned_metrics, aligned_scores, sample_depths
 
 PROTOCOLS = ("least_squares", "least_squares_disparity", "median", "robust")
@@ -28,6 +29,11 @@ def score_depth(
 ) -> dict[str, dict[str, float]]:  # fmt: skip
     """Mean AbsRel / delta1 over images for each protocol: {protocol: {abs_rel, delta1}}."""
     return {p: aligned_scores(pred, gt, mask, depth_range, p)[1] for p in protocols}
+
+
+def _dtype(model: Any, precision: str) -> torch.dtype | None:
+    """The autocast dtype the precision policy picks for `model`'s device."""
+    return resolve_precision(precision, next(model.parameters()).device).autocast_dtype
 
 
 class Estimator:
@@ -66,7 +72,7 @@ def abs_rel_per_image(estimator: Estimator, scenes: Scenes) -> torch.Tensor:
 @torch.no_grad()
 def depth_to_image(
     model: Any, scenes: Scenes, steps: int, estimators: dict[str, Estimator], seed: int = 0,
-    guidance_scale: float = 1.0,
+    guidance_scale: float = 1.0, precision: str = "auto",
 ) -> dict[str, float]:  # fmt: skip
     """Generate an image from each scene's depth (and caption); the cycle AbsRel / delta1 of
     each estimator's depth of that image against the input depth (least squares)."""
@@ -76,7 +82,7 @@ def depth_to_image(
     out = generate(
         model, "depth_to_image", scenes.captions, h, w, depth=scenes.depth[:, None].float(),
         valid_mask=scenes.mask[:, None], num_steps=steps, guidance_scale=guidance_scale,
-        generator=torch.Generator().manual_seed(seed),
+        generator=torch.Generator().manual_seed(seed), autocast_dtype=_dtype(model, precision),
     )  # fmt: skip
     scores = {}
     for name, estimate in estimators.items():
@@ -90,7 +96,7 @@ def depth_to_image(
 def joint(
     model: Any, captions: list[str], size: tuple[int, int], steps: int,
     estimators: dict[str, Estimator], log2_alpha: float = 0.0, seed: int = 0,
-    guidance_scale: float = 1.0,
+    guidance_scale: float = 1.0, precision: str = "auto",
 ) -> dict[str, float]:  # fmt: skip
     """Generate image + depth per caption; consistency of each estimator's depth of the image
     with the generated depth, and the same against a shuffled pairing."""
@@ -99,6 +105,7 @@ def joint(
     out = generate(
         model, "joint", captions, *size, num_steps=steps, log2_alpha=log2_alpha,
         guidance_scale=guidance_scale, generator=torch.Generator().manual_seed(seed),
+        autocast_dtype=_dtype(model, precision),
     )  # fmt: skip
     depth = out.depth[:, 0].double().clamp_min(GENERATED_RANGE[0])
     mask = torch.ones_like(depth, dtype=torch.bool)

@@ -46,7 +46,8 @@ class Budget:
     # `SceneConfig` overrides for the dense members only: a world unlike the sparse members' and
     # the test scenes', the synthetic-dense + real-sparse situation that mixing is for.
     dense_scene: dict[str, Any] = field(default_factory=dict)
-    precision: str = "bf16"
+    precision: str = "auto"  # training and inference (`precision.resolve_precision`)
+    device: str | None = None  # training runs (None: cuda > mps > cpu); scoring runs on the CPU
     lr: float = 4e-4
     warmup: int = 50
 
@@ -109,7 +110,7 @@ def run_config(
     return {
         "preset": budget.preset, "stage": "mf", "init_from": init_from, "out_dir": str(run_dir),
         "batch_size": budget.batch, "max_steps": budget.steps, "max_minutes": minutes,
-        "precision": budget.precision, "seed": seed, "sample_every": 0,
+        "precision": budget.precision, "device": budget.device, "seed": seed, "sample_every": 0,
         "log_every": max(1, budget.steps // 20), "ckpt_every": budget.steps, "data": data,
         "optim": {"lr": budget.lr, "warmup_steps": min(budget.warmup, budget.steps)},
     }  # fmt: skip
@@ -176,7 +177,7 @@ def train_and_score(
         if same_config(old.get("config"), resolved):
             return old
     run = train_cached(config)
-    settings = PredictConfig(num_steps=budget.sample_steps, bf16=budget.precision == "bf16")
+    settings = PredictConfig(num_steps=budget.sample_steps, precision=budget.precision)
     predictor = DepthPredictor(run["final"], settings)
     scenes = held_out_scenes(budget, split)
     scores = {}
@@ -243,6 +244,8 @@ def run_sparse_benchmark(
     crop: float | None = None,
     split: str = "test",
     dense_scene: dict[str, Any] | None = None,
+    precision: str | None = None,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """Train and score every (setting, fill); print a Markdown table, write `sparse.json`.
 
@@ -252,7 +255,8 @@ def run_sparse_benchmark(
         budget: a key of `BUDGETS` or a `Budget`.
         fills: fill strategies (default: all of `FILLS`).
         settings: default `SETTINGS`.
-        steps, num_eval, sensor_scale, crop, dense_scene: override the budget's.
+        steps, num_eval, sensor_scale, crop, dense_scene, precision, device: override the
+            budget's.
         minutes_per_run: optional wall-time cap per run (the table reports the steps reached).
         init_from: checkpoint to start every run from (e.g. the stage-1 T2I model).
         seed: one seed for all runs (same initial weights and noise draws).
@@ -267,7 +271,9 @@ def run_sparse_benchmark(
     spec = replace(spec, steps=steps or spec.steps, num_eval=num_eval or spec.num_eval,
                    sensor_scale=sensor_scale or spec.sensor_scale,
                    crop=crop if crop is not None else spec.crop,
-                   dense_scene=dense_scene or spec.dense_scene)  # fmt: skip
+                   dense_scene=dense_scene or spec.dense_scene,
+                   precision=precision or spec.precision,
+                   device=device or spec.device)  # fmt: skip
     if split not in ("val", "test"):
         raise ValueError(f"split must be 'val' or 'test', got '{split}'")
     if spec.crop is not None:

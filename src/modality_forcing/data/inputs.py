@@ -140,13 +140,15 @@ def read_depth(
         if isinstance(err, InputError):
             raise
         raise InputError(f"cannot read depth from '{path}': {err}") from None
-    depth = np.asarray(depth, dtype=np.float64)
+    depth = np.asarray(depth)  # no float64 copy: a 16 MP map stays within a few hundred MB
+    if depth.dtype.kind not in "fiu":
+        raise InputError(f"'{path}' holds {depth.dtype} values; expected a float depth map")
     valid = np.isfinite(depth) & (depth > 0)
     if not valid.any():
         raise InputError(f"'{path}' holds no valid depth: every pixel is 0, negative or NaN")
-    if depth[valid].max() > np.finfo(np.float32).max:
+    if depth.dtype.itemsize > 4 and depth[valid].max() > np.finfo(np.float32).max:
         raise InputError(f"'{path}' holds depth values too large for float32 (max {depth.max()})")
-    depth = np.where(valid, depth, 0.0).astype(np.float32)
+    depth = np.where(valid, depth, 0).astype(np.float32, copy=False)
     if max_side is not None and max(depth.shape) > max_side:
         step = -(-max(depth.shape) // max_side)  # ceil division
         depth = np.ascontiguousarray(depth[::step, ::step])

@@ -50,7 +50,7 @@ def generate(
     solver: str = "euler",
     t_min: float | None = None,
     generator: torch.Generator | None = None,
-    autocast_dtype: torch.dtype | None = torch.bfloat16,
+    autocast_dtype: torch.dtype | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Generation:
     """Sample one mode for a batch of captions (B = len(captions)).
@@ -67,7 +67,8 @@ def generate(
         num_steps, guidance_scale, log2_alpha, shift_mu, solver: sampler settings.
         t_min: clamp of x0 -> velocity conversions (None: the model's `depth_t_min`).
         generator: seeds the initial noise.
-        autocast_dtype: bf16 autocast for the network (None = fp32).
+        autocast_dtype: autocast dtype for the network, e.g. bf16 (None = fp32); callers pass
+            the precision policy's choice (`precision.resolve_precision`).
         progress: optional callback(step, num_steps) after every sampler step.
     """
     needs = {**GIVEN_BY_MODE, **REPLACEMENT_MODES}
