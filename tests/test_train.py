@@ -148,3 +148,20 @@ def test_optimizer_is_fused_on_plain_tensors_and_matches_the_default_update():
     for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert not can_fuse([torch.zeros(2, dtype=torch.long)])  # integer tensors: default path
+
+
+def test_checkpoints_by_wall_time_and_training_time_adds_up_over_a_resume(tmp_path):
+    # a checkpoint is due after every step (1e-6 minutes), whatever ckpt_every says
+    cfg = _cfg(tmp_path, "t", ckpt_every_minutes=1e-6, keep_checkpoints=0)
+    Trainer(cfg).run(stop_at=3)
+    names = sorted(p.name for p in (tmp_path / "t" / "checkpoints").glob("step_*"))
+    assert names == [f"step_{k:07d}" for k in (1, 2, 3)]
+    first = json.loads(
+        (tmp_path / "t" / "checkpoints" / "step_0000003" / "trainer.json").read_text()
+    )
+    resumed = Trainer(_cfg(tmp_path, "t", ckpt_every_minutes=1e-6, keep_checkpoints=0), resume=True)
+    assert resumed.state.seconds == first["train_state"]["seconds"] > 0
+    resumed.run()
+    log = [json.loads(x) for x in (tmp_path / "t" / "metrics.jsonl").read_text().splitlines()]
+    elapsed = [r["elapsed_s"] for r in log]
+    assert elapsed == sorted(elapsed) and elapsed[-1] > first["train_state"]["seconds"]

@@ -241,6 +241,7 @@ class TrainConfig:
     log_every: int = 10
     sample_every: int = 500
     ckpt_every: int = 500
+    ckpt_every_minutes: float | None = None  # also checkpoint after this much wall time
     max_bad_steps: int = 10  # consecutive non-finite losses before stopping
     keep_checkpoints: int = 2  # resumable checkpoints kept (0: keep all, e.g. for curves)
 
@@ -270,6 +271,7 @@ _RANGES: dict[type, dict[str, Rule]] = {
         "keep_checkpoints": _at_least(0),  # 0: keep all
         "caption_dropout": _UNIT,
         "max_minutes": _POSITIVE,
+        "ckpt_every_minutes": _POSITIVE,
         "precision": ((lambda v: v in ("auto", "bf16", "fp32")), "must be auto, bf16 or fp32"),
     },
     DataConfig: {

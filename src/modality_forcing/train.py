@@ -88,6 +88,7 @@ class TrainState:
     bad_total: int = 0
     data: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)  # bad samples by reason, all ranks
+    seconds: float = 0.0  # training wall time of every session of this run so far
 
 
 @dataclass
@@ -433,7 +434,8 @@ class Trainer:
         )
         last = min(cfg.max_steps, stop_at if stop_at is not None else cfg.max_steps)
         log_file = (self.run_dir / METRICS).open("a") if self.env.is_main else None
-        t_start = last_log = time.time()
+        t_start = last_log = last_ckpt = time.time()
+        seconds_before = self.state.seconds  # earlier sessions of a resumed run
         bar = tqdm(total=cfg.max_steps, initial=self.state.step, desc=f"train[{cfg.stage}]",
                    dynamic_ncols=True, disable=not self.env.is_main)  # fmt: skip
         window: list[dict[str, Any]] = []
@@ -453,17 +455,17 @@ class Trainer:
             bar.update(1)
             if self.state.step % cfg.log_every == 0 or self.state.step == last:
                 now = time.time()
-                summary = self._summarise(window, now - last_log, now - t_start)
+                summary = self._summarise(window, now - last_log, seconds_before + now - t_start)
                 if log_file is not None:
                     log_file.write(json.dumps(summary) + "\n")
                     log_file.flush()
                 bar.set_postfix({k: f"{v:.4f}" for k, v in summary["loss"].items()})
                 window, last_log = [], now
-            timed_out = (
-                cfg.max_minutes is not None and (time.time() - t_start) > 60 * cfg.max_minutes
-            )
-            if self.state.step % cfg.ckpt_every == 0 or self.state.step == last or timed_out:
+            timed_out, ckpt_due = self._clock(t_start, last_ckpt)
+            if self.state.step % cfg.ckpt_every == 0 or self.state.step == last or ckpt_due:
+                self.state.seconds = seconds_before + time.time() - t_start
                 self.save()
+                last_ckpt = time.time()
             sharded = self.env.enabled and cfg.parallel == "fsdp2"  # all ranks must take part
             due = cfg.sample_every and self.state.step % cfg.sample_every == 0
             if due and (self.env.is_main or sharded):
@@ -475,6 +477,22 @@ class Trainer:
         if log_file is not None:
             log_file.close()
         return self.run_dir / "final"
+
+    def _clock(self, t_start: float, last_ckpt: float) -> tuple[bool, bool]:
+        """(past `max_minutes`, a checkpoint due by `ckpt_every_minutes`): decided together by
+        all ranks, so a clock read a moment apart can never send one rank alone into a save."""
+        cfg, now = self.cfg, time.time()
+        if cfg.max_minutes is None and cfg.ckpt_every_minutes is None:
+            return False, False
+        flags = torch.tensor([
+            float(cfg.max_minutes is not None and now - t_start > 60 * cfg.max_minutes),
+            float(cfg.ckpt_every_minutes is not None
+                  and now - last_ckpt > 60 * cfg.ckpt_every_minutes),
+        ], device=self.device)  # fmt: skip
+        if self.env.enabled:
+            flags = D.all_reduce_sum(flags, self.env)
+        timed_out, due = bool(flags[0] > 0), bool(flags[1] > 0)
+        return timed_out, due or timed_out
 
     def _bad_step(self, step: int) -> None:
         self.state.bad_in_a_row += 1
