@@ -139,6 +139,17 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         run_depth_benchmark(out, args.budget, args.recipes, args.init_from,
                             steps=args.train_steps, precision=args.precision,
                             device=args.device)  # fmt: skip
+    elif args.suite == "probe":
+        from .bench.probe import train_probe
+
+        train_probe(**({"out_dir": args.out} if args.out != "bench_out/data.json" else {}))
+    elif args.suite == "flagship":
+        from .bench.flagship import run_flagship_benchmark
+
+        out = args.out if args.out != "bench_out/data.json" else "bench_out/flagship"
+        run_flagship_benchmark(out, args.recipes, args.minutes, args.eval_minutes,
+                               args.num_eval or 64, precision=args.precision,
+                               device=args.device)  # fmt: skip
     elif args.suite == "paper":
         from .bench.paper import run_paper_benchmark
 
@@ -159,9 +170,13 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         "regressor of the same size and compute, every inference setting, curves vs training "
         "time (output: a folder with REPORT.md, depth.json and plots; default bench_out/depth). "
         "`paper`: the paper's six claims in miniature (REPORT.md, paper.json and plots; default "
-        "bench_out/paper).",
+        "bench_out/paper). `probe`: train the attribute probe of the fidelity metrics "
+        "(default: into the package's assets/probe). `flagship`: candidate recipes trained for "
+        "--minutes each on this machine, checkpoints scored on val with every fidelity metric "
+        "every --eval-minutes; curves and the chosen recipe (default bench_out/flagship).",
     )
-    p.add_argument("suite", choices=["data", "throughput", "sparse", "depth", "paper"])
+    p.add_argument("suite", choices=["data", "throughput", "sparse", "depth", "paper", "probe",
+                                      "flagship"])  # fmt: skip
     p.add_argument("--sizes", type=_size, nargs="+", default=[(64, 64), (256, 256)])
     p.add_argument("--seconds", type=float, default=5.0, help="time budget per measurement")
     p.add_argument("--out", default="bench_out/data.json")
@@ -182,7 +197,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                         "BUDGETS)")  # fmt: skip
     p.add_argument("--recipes", nargs="+", default=None,
                    help="depth: training recipes (bench/depth.py RECIPES; default regressor "
-                        "mf-naive mf)")  # fmt: skip
+                        "mf-naive mf); flagship: bench/flagship.py RECIPES")  # fmt: skip
     p.add_argument("--fills", nargs="+", default=None, help="sparse: neutral noise nearest")
     p.add_argument(
         "--settings",
@@ -193,7 +208,12 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train-steps", type=int, default=None,
                    help="sparse, depth: override the budget's steps")  # fmt: skip
     p.add_argument("--minutes-per-run", type=float, default=None, help="sparse: wall-time cap")
-    p.add_argument("--num-eval", type=int, default=None, help="sparse: test scenes scored")
+    p.add_argument("--minutes", type=float, default=20.0,
+                   help="flagship: training minutes per recipe (T2I share included)")  # fmt: skip
+    p.add_argument("--eval-minutes", type=float, default=5.0,
+                   help="flagship: a checkpoint scored on val every this many minutes")  # fmt: skip
+    p.add_argument("--num-eval", type=int, default=None,
+                   help="sparse: test scenes scored; flagship: val scenes (64)")  # fmt: skip
     p.add_argument("--init-from", default=None,
                    help="sparse, depth: start each run from a checkpoint")  # fmt: skip
     p.add_argument("--sensor-scale", type=int, default=None,

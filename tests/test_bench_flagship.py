@@ -1,0 +1,38 @@
+"""`bench flagship` on the tiny smoke recipe: both stages train by wall time, every checkpoint is
+scored on val with the fidelity metrics, and the report, choice and curves are written."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from modality_forcing.bench.flagship import TARGETS, progress, run_flagship_benchmark
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_progress_caps_each_target_and_counts_missing_modes_as_zero():
+    full = {"image_to_depth": {"skill": 0.9}, "depth_to_image": {"floor": {"accuracy": 1.0},
+            "objects": {"accuracy": 0.6}}, "joint": {"relative": 0.7}}  # fmt: skip
+    assert progress(full) == 1.0
+    half = {"image_to_depth": {"skill": 0.25}}
+    assert progress(half) == pytest.approx(0.5 / len(TARGETS))
+
+
+def test_tiny_flagship_bench_scores_every_checkpoint(tmp_path):
+    report = run_flagship_benchmark(tmp_path, ["tiny"], minutes=0.1, eval_minutes=0.02,
+                                    num_val=4, precision="fp32")  # fmt: skip
+    curve = report["recipes"]["tiny"]["curve"]
+    stages = [p["stage"] for p in curve]
+    assert stages[0] == "t2i" and stages[-1] == "mf" and len(curve) >= 3
+    minutes = [p["minutes"] for p in curve]
+    assert minutes == sorted(minutes) and minutes[-1] <= 0.5  # cumulative over both stages
+    last = curve[-1]["scores"]
+    for mode in ("image_to_depth", "depth_to_image", "joint", "marginal"):
+        assert mode in last
+    assert "marginal" in curve[0]["scores"] and "image_to_depth" not in curve[0]["scores"]
+    assert 0 <= curve[-1]["progress"] <= 1 and report["chosen"] == "tiny"
+    saved = json.loads((tmp_path / "flagship.json").read_text())
+    assert saved["chosen"] == "tiny" and (tmp_path / "curves.png").is_file()
+    assert "Chosen on val" in (tmp_path / "REPORT.md").read_text()
