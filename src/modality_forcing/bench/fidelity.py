@@ -21,7 +21,9 @@ import torch
 from ..data.attributes import COLOURS, palette_references, region_colours, stack_attributes
 from ..data.procedural import SceneConfig, render_split
 from ..metrics.fidelity import (
+    above_chance,
     attribute_scores,
+    constant_prediction,
     frechet_distance,
     region_colour_scores,
     skill,
@@ -105,12 +107,18 @@ def region_scores(images: np.ndarray, scenes: FidelityScenes) -> dict[str, Any]:
 def text_scores(
     images: np.ndarray, scenes: FidelityScenes, probe: AttributeProbe, real: dict[str, Any]
 ) -> dict[str, Any]:
-    """Probe attribute accuracy of generated images against the captions, with the real renders'
-    accuracy next to it, their ratio, and the probe-feature Frechet distance."""
+    """Probe attribute accuracy of generated images against the captions, next to the real
+    renders' and chance (the best image-blind answer); `relative`: the share of the real renders'
+    margin over chance that generated images reach (`above_chance`, the honest ratio: a plain
+    ratio credits attributes a constant answer already gets mostly right, e.g. shapes);
+    `relative_raw`: generated / real; `frechet`: probe-feature Frechet distance."""
     probs, feats = read_attributes(probe, images)
     scores = attribute_scores(probs, scenes.labels)
+    real_mean, chance = real["scores"]["mean"], real["chance"]["mean"]
     return {"attributes": scores, "real_attributes": real["scores"],
-            "relative": scores["mean"] / real["scores"]["mean"],
+            "chance_attributes": real["chance"],
+            "relative": above_chance(scores["mean"], real_mean, chance),
+            "relative_raw": scores["mean"] / real_mean,
             "frechet": frechet_distance(feats, real["features"])}  # fmt: skip
 
 
@@ -137,7 +145,11 @@ def score_fidelity(
     n = len(scenes.captions)
     g = lambda k: torch.Generator().manual_seed(seed + k)  # noqa: E731
     real_probs, real_feats = read_attributes(probe, np.stack([s["image"] for s in scenes.samples]))
-    real = {"scores": attribute_scores(real_probs, scenes.labels), "features": real_feats}
+    real = {
+        "scores": attribute_scores(real_probs, scenes.labels),
+        "features": real_feats,
+        "chance": attribute_scores(constant_prediction(scenes.labels), scenes.labels),
+    }
     out: dict[str, Any] = {"split": scenes.split, "num_scenes": n, "steps": steps,
                            "depth_steps": depth_steps}  # fmt: skip
 

@@ -120,6 +120,27 @@ def attribute_scores(
     return scores
 
 
+def constant_prediction(labels: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The best answer that ignores the image: the most frequent class of each single-label
+    attribute and the label frequencies of each multi-label one, repeated for every image
+    (scored by `attribute_scores`, this is the chance level of the set)."""
+    out = {}
+    for name, truth in labels.items():
+        truth = np.asarray(truth)
+        if truth.ndim == 1:
+            counts = np.bincount(truth, minlength=int(truth.max()) + 1)
+            out[name] = np.tile(np.eye(len(counts))[counts.argmax()], (len(truth), 1))
+        else:
+            out[name] = np.tile(truth.mean(0), (len(truth), 1))
+    return out
+
+
+def above_chance(generated: float, real: float, chance: float) -> float:
+    """How much of the real renders' margin over chance generated images reach:
+    (generated - chance) / (real - chance); 1 matches real renders, 0 is chance, < 0 worse."""
+    return (generated - chance) / (real - chance) if real > chance else float("nan")
+
+
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """Frechet distance between Gaussians fitted to two feature sets [N, D] and [M, D] (the FID
     formula: |mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)))."""
