@@ -165,3 +165,19 @@ def test_checkpoints_by_wall_time_and_training_time_adds_up_over_a_resume(tmp_pa
     log = [json.loads(x) for x in (tmp_path / "t" / "metrics.jsonl").read_text().splitlines()]
     elapsed = [r["elapsed_s"] for r in log]
     assert elapsed == sorted(elapsed) and elapsed[-1] > first["train_state"]["seconds"]
+
+
+def test_export_in_shards_loads_back_identically(tmp_path):
+    from modality_forcing.checkpoint import export_checkpoint
+
+    final = train(_cfg(tmp_path, "e", max_steps=2))
+    whole = export_checkpoint(final, tmp_path / "whole", dtype="float32")
+    shards = export_checkpoint(final, tmp_path / "shards", dtype="float32", max_shard_mb=0.05)
+    files = sorted(p.name for p in shards.glob("model-*.safetensors"))
+    assert len(files) > 2 and not (shards / "model.safetensors").exists()
+    assert all((shards / f).stat().st_size <= 0.05 * 2**20 + 2**14 for f in files)  # + header
+    a, b = load_model(whole).state_dict(), load_model(shards).state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    (shards / files[0]).unlink()
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
+        load_model(shards)

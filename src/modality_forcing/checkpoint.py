@@ -39,6 +39,7 @@ from .model.denoiser import ModalityForcingModel
 from .model.factory import build_model
 
 WEIGHTS, CONFIG, META, MANIFEST = "model.safetensors", "config.yaml", "meta.json", "manifest.json"
+WEIGHTS_INDEX = "model.safetensors.index.json"  # sharded weights (`write_inference_files`)
 MANIFEST_FORMAT = "modality-forcing-manifest/1"
 
 
@@ -47,10 +48,37 @@ def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def write_inference_files(
-    path: Path, model_cfg: ModelConfig, weights: dict[str, torch.Tensor], meta: dict[str, Any]
-) -> None:
-    """Weights (safetensors), config (YAML) and meta (JSON) into an existing directory."""
-    save_file(_contiguous(weights), str(path / WEIGHTS))
+    path: Path, model_cfg: ModelConfig, weights: dict[str, torch.Tensor], meta: dict[str, Any],
+    max_shard_bytes: int | None = None,
+) -> None:  # fmt: skip
+    """Weights (safetensors), config (YAML) and meta (JSON) into an existing directory.
+
+    With `max_shard_bytes`, weights larger than that are split into `model-0000k-of-0000n.
+    safetensors` files of at most that size each (a tensor larger than it gets a file of its
+    own) plus `model.safetensors.index.json` mapping every tensor to its file, as transformers
+    and diffusers shard checkpoints; `read_checkpoint_weights` reads either layout.
+    """
+    weights = _contiguous(weights)
+    total = sum(t.numel() * t.element_size() for t in weights.values())
+    if max_shard_bytes is None or total <= max_shard_bytes:
+        save_file(weights, str(path / WEIGHTS))
+    else:
+        shards: list[dict[str, torch.Tensor]] = [{}]
+        size = 0
+        for name, tensor in weights.items():
+            nbytes = tensor.numel() * tensor.element_size()
+            if shards[-1] and size + nbytes > max_shard_bytes:
+                shards.append({})
+                size = 0
+            shards[-1][name] = tensor
+            size += nbytes
+        names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+        for name, shard in zip(names, shards, strict=True):
+            save_file(shard, str(path / name))
+        index = {"metadata": {"total_size": total},
+                 "weight_map": {k: n for n, shard in zip(names, shards, strict=True)
+                                for k in shard}}  # fmt: skip
+        (path / WEIGHTS_INDEX).write_text(json.dumps(index, indent=1))
     save_yaml(model_cfg, path / CONFIG)
     (path / META).write_text(json.dumps(meta, indent=2))
 
@@ -115,12 +143,20 @@ def checkpoint_dir(path: str | Path) -> Path:
 
 
 def write_checkpoint(
-    path: str | Path, model_cfg: ModelConfig, weights: dict[str, torch.Tensor], meta: dict[str, Any]
-) -> Path:
-    """Write an inference checkpoint directory atomically (temp dir + rename), replacing one."""
+    path: str | Path, model_cfg: ModelConfig, weights: dict[str, torch.Tensor],
+    meta: dict[str, Any], max_shard_bytes: int | None = None,
+) -> Path:  # fmt: skip
+    """Write an inference checkpoint directory atomically (temp dir + rename), replacing one;
+    `max_shard_bytes` as in `write_inference_files`."""
     tmp = temp_dir_for(path)
-    write_inference_files(tmp, model_cfg, weights, meta)
+    write_inference_files(tmp, model_cfg, weights, meta, max_shard_bytes)
     return commit_dir(tmp, path)
+
+
+def has_weights(path: str | Path) -> bool:
+    """Whether a directory holds checkpoint weights (one file or a shard index)."""
+    path = checkpoint_dir(path)
+    return (path / WEIGHTS).is_file() or (path / WEIGHTS_INDEX).is_file()
 
 
 # --------------------------------------------------------------------------------------------
@@ -230,16 +266,41 @@ def read_weights(file: Path) -> dict[str, torch.Tensor]:
         ) from None
 
 
+def read_checkpoint_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """A checkpoint directory's weights: `model.safetensors`, or the shards its
+    `model.safetensors.index.json` lists (every listed tensor must be found in its file)."""
+    path = checkpoint_dir(path)
+    if (path / WEIGHTS).is_file():
+        return read_weights(path / WEIGHTS)
+    if not (path / WEIGHTS_INDEX).is_file():
+        raise FileNotFoundError(f"checkpoint '{path}' has no {WEIGHTS} (nor {WEIGHTS_INDEX})")
+    try:
+        weight_map = json.loads((path / WEIGHTS_INDEX).read_text())["weight_map"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"'{path / WEIGHTS_INDEX}' is not a weight index: {err}") from None
+    weights: dict[str, torch.Tensor] = {}
+    for file in sorted(set(weight_map.values())):
+        if Path(file).name != file:
+            raise ValueError(
+                f"'{path / WEIGHTS_INDEX}' names a file outside the checkpoint: {file}"
+            )
+        weights.update(read_weights(path / file))
+    missing = sorted(set(weight_map) - set(weights))
+    if missing:
+        raise ValueError(
+            f"'{path}': shards lack {len(missing)} indexed tensors, e.g. {missing[:3]}"
+        )
+    return weights
+
+
 def load_model(
     path: str | Path, device: str | torch.device = "cpu", strict: bool = True
 ) -> ModalityForcingModel:
-    """Build the model from `config.yaml` and load `model.safetensors` (eval mode)."""
+    """Build the model from `config.yaml` and load its weights (one file or shards; eval mode)."""
     path = checkpoint_dir(path)
     cfg = read_model_config(path)
     model = build_model(cfg)
-    if not (path / WEIGHTS).is_file():
-        raise FileNotFoundError(f"checkpoint '{path}' has no {WEIGHTS}")
-    missing, unexpected = model.load_state_dict(read_weights(path / WEIGHTS), strict=False)
+    missing, unexpected = model.load_state_dict(read_checkpoint_weights(path), strict=False)
     if strict and (missing or unexpected):
         raise ValueError(
             f"checkpoint '{path}' does not match its config: missing {missing[:5]}, "
@@ -253,16 +314,23 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     return json.loads(file.read_text()) if file.is_file() else {}
 
 
-def export_checkpoint(src: str | Path, out: str | Path, dtype: str = "bfloat16") -> Path:
+def export_checkpoint(
+    src: str | Path, out: str | Path, dtype: str = "bfloat16", max_shard_mb: float | None = None
+) -> Path:
     """Copy a checkpoint's inference weights (cast to `dtype`) + config, without training state.
 
     bf16 halves the size of a shipped checkpoint; loading casts back to the model's float32.
+    `max_shard_mb` splits the weights into files of at most that many MiB (e.g. 16, to carry a
+    checkpoint back from a machine that returns files of limited size).
     """
     cfg = read_model_config(src)
     target = getattr(torch, dtype, None)
     if not isinstance(target, torch.dtype) or not target.is_floating_point:
         raise ValueError(f"unknown dtype '{dtype}'; choose from ['bfloat16', 'float16', 'float32']")
-    weights = read_weights(checkpoint_dir(src) / WEIGHTS)
+    if max_shard_mb is not None and max_shard_mb <= 0:
+        raise ValueError(f"max_shard_mb must be > 0, got {max_shard_mb}")
+    weights = read_checkpoint_weights(src)
     weights = {k: v.to(target) if v.is_floating_point() else v for k, v in weights.items()}
     meta = {**read_meta(src), "exported_from": str(src), "dtype": dtype}
-    return write_checkpoint(out, cfg, weights, meta)
+    shard = None if max_shard_mb is None else int(max_shard_mb * 2**20)
+    return write_checkpoint(out, cfg, weights, meta, max_shard_bytes=shard)

@@ -488,7 +488,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 def _cmd_export(args: argparse.Namespace) -> None:
     from .checkpoint import export_checkpoint
 
-    print(f"wrote {export_checkpoint(args.ckpt, args.out, args.dtype)}")
+    print(f"wrote {export_checkpoint(args.ckpt, args.out, args.dtype, args.max_shard_mb)}")
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
@@ -501,6 +501,9 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("ckpt", help="source checkpoint dir (e.g. runs/cpu-s-mf/final)")
     p.add_argument("--out", required=True)
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    p.add_argument("--max-shard-mb", type=float, default=None,
+                   help="split the weights into safetensors shards of at most this many MiB "
+                        "(+ model.safetensors.index.json)")  # fmt: skip
     p.set_defaults(func=_cmd_export)
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .checkpoint import has_weights
 from .data.benchmarks import get_benchmark
 from .data.procedural import SceneConfig, render_split
 from .evaluate import score_predictions
@@ -62,7 +63,7 @@ class DemoConfig:
 def demo_checkpoint(ckpt: str | Path | None) -> Path:
     """The checkpoint to use: `ckpt`, else the one shipped inside the package."""
     path = Path(ckpt) if ckpt is not None else DEMO_CHECKPOINT
-    if not (path / "model.safetensors").is_file():
+    if not has_weights(path):
         where = f"'{path}'" if ckpt is not None else "inside the package"
         raise FileNotFoundError(f"no checkpoint {where}; {TRAIN_HINT}")
     return path
