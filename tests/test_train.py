@@ -181,3 +181,19 @@ def test_export_in_shards_loads_back_identically(tmp_path):
     (shards / files[0]).unlink()
     with pytest.raises(ValueError, match="not a readable safetensors file"):
         load_model(shards)
+
+
+def test_worker_processes_render_exactly_the_batches_of_the_main_process(tmp_path):
+    from modality_forcing.data.stream import PrefetchedSource, ProceduralSource
+
+    cfg = _cfg(tmp_path, "w", **{"data.num_workers": 2}).data
+    inline = ProceduralSource(cfg, global_batch=4, micro_batch=2)
+    ahead = PrefetchedSource(cfg, global_batch=4, micro_batch=2, grad_accum=2)
+    try:
+        for step, micro in [(0, 0), (0, 1), (1, 0), (5, 1), (2, 0)]:  # a jump, then back
+            a, b = inline.get(step, micro), ahead.get(step, micro)
+            assert a["caption"] == b["caption"]
+            assert all(torch.equal(torch.as_tensor(a[k]), torch.as_tensor(b[k]))
+                       for k in ("image", "depth", "valid_mask"))  # fmt: skip
+    finally:
+        ahead.close()

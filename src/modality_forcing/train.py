@@ -150,7 +150,8 @@ class Trainer:
         if resume:
             self._resume()
         self.source = make_source(cfg.data, cfg.batch_size, self.micro_batch, self.env.rank,
-                                  self.env.world_size, cfg.seed, self.state.data)  # fmt: skip
+                                  self.env.world_size, cfg.seed, self.state.data,
+                                  cfg.grad_accum)  # fmt: skip
 
     def _resolve_precision(self) -> PrecisionChoice:
         """The precision policy's choice for this run; bf16 only if every rank chose it."""
@@ -474,6 +475,8 @@ class Trainer:
                 self.log(f"stopping at step {self.state.step}: max_minutes reached")
                 break
         bar.close()
+        if hasattr(self.source, "close"):  # worker processes that render ahead
+            self.source.close()
         if log_file is not None:
             log_file.close()
         return self.run_dir / "final"

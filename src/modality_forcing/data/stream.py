@@ -174,11 +174,68 @@ class MixtureSource:
         return self.mixture.stats.as_dict()
 
 
+def _render_micro_batch(
+    cfg: DataConfig, global_batch: int, micro_batch: int, rank: int, world: int, step: int,
+    micro: int,
+) -> dict[str, Any]:  # fmt: skip
+    """One procedural micro-batch, in a worker process (`PrefetchedSource`)."""
+    return ProceduralSource(cfg, global_batch, micro_batch, rank, world).get(step, micro)
+
+
+class PrefetchedSource:
+    """`ProceduralSource` rendered ahead by `cfg.num_workers` processes.
+
+    Batches are addressed by (step, micro) alone, so rendering them early in other processes
+    gives exactly the batches `ProceduralSource` would; `get` returns the requested one (from
+    the queue, or rendered on the spot after a jump such as a resume) and queues the next
+    `2 x num_workers` micro-batches. For GPUs, where one process cannot render fast enough.
+    """
+
+    def __init__(
+        self, cfg: DataConfig, global_batch: int, micro_batch: int, grad_accum: int,
+        rank: int = 0, world: int = 1,
+    ) -> None:  # fmt: skip
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.args = (cfg, global_batch, micro_batch, rank, world)
+        self.grad_accum, self.ahead = grad_accum, 2 * cfg.num_workers
+        # spawn: never fork a process that may hold CUDA state or OpenMP threads
+        self.pool = ProcessPoolExecutor(cfg.num_workers, mp_context=mp.get_context("spawn"))
+        self.pending: dict[tuple[int, int], Any] = {}
+
+    def _key(self, k: int) -> tuple[int, int]:
+        return divmod(k, self.grad_accum)
+
+    def get(self, step: int, micro: int) -> dict[str, Any]:
+        first = step * self.grad_accum + micro
+        for k in range(first, first + self.ahead + 1):
+            if self._key(k) not in self.pending:
+                self.pending[self._key(k)] = self.pool.submit(
+                    _render_micro_batch, *self.args, *self._key(k)
+                )
+        for key in [key for key in self.pending if key < (step, micro)]:
+            self.pending.pop(key).cancel()  # behind us: a jump forward (resume)
+        return self.pending.pop((step, micro)).result()
+
+    def state(self) -> dict[str, int]:
+        return {}  # fully determined by the step
+
+    def skipped(self) -> dict[str, int]:
+        return {}
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
 def make_source(
     cfg: DataConfig, global_batch: int, micro_batch: int, rank: int = 0, world: int = 1,
-    seed: int = 0, state: dict[str, int] | None = None,
+    seed: int = 0, state: dict[str, int] | None = None, grad_accum: int = 1,
 ) -> BatchSource:  # fmt: skip
-    """The batch source named by `cfg.source`, restored to `state` when resuming."""
+    """The batch source named by `cfg.source`, restored to `state` when resuming. Procedural
+    batches are rendered ahead by `cfg.num_workers` processes when it is > 0."""
+    if cfg.source == "procedural" and cfg.num_workers > 0:
+        return PrefetchedSource(cfg, global_batch, micro_batch, grad_accum, rank, world)
     if cfg.source == "procedural":
         return ProceduralSource(cfg, global_batch, micro_batch, rank, world)
     if cfg.source == "shards":
