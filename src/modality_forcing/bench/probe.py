@@ -38,8 +38,8 @@ def probe_loss(out: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]) ->
 
 
 def train_probe(
-    out_dir: str | Path = PROBE_DIR, num_train: int = 30000, num_val: int = 1000,
-    steps: int = 4000, batch: int = 128, lr: float = 2e-3, width: int = 32, seed: int = 0,
+    out_dir: str | Path = PROBE_DIR, num_train: int = 60000, num_val: int = 1000,
+    steps: int = 8000, batch: int = 128, lr: float = 2e-3, width: int = 48, seed: int = 0,
 ) -> dict[str, Any]:  # fmt: skip
     """Train, score on held-out train renders and on val, save; returns the report."""
     torch.manual_seed(seed)
