@@ -65,14 +65,6 @@ def test_sharded_checkpoint_resumes_on_another_world_size(tmp_path, single):
     assert _close(first + rest[len(first) :], single), (first, rest, single)
 
 
-def test_fsdp2_bf16_keeps_the_depth_head_in_fp32(tmp_path):
-    """bf16 blocks, fp32 depth head (its own FSDP unit): trains, previews (all ranks) and saves."""
-    losses = _run(tmp_path, "bf16", 2, 2, parallel="fsdp2", precision="bf16", sample_every=2)
-    assert len(losses) == 2 and all(0 < v < 10 for r in losses for v in r.values())
-    assert (tmp_path / "bf16" / "final" / "model.safetensors").is_file()
-    assert (tmp_path / "bf16" / "samples" / "step_0000002.png").is_file()
-
-
 def test_ranks_with_different_configs_stop_with_a_clear_error(tmp_path):
     script = tmp_path / "check.py"
     script.write_text(

@@ -8,7 +8,8 @@ import torch
 from modality_forcing.config import ModelConfig, TextConfig, model_preset
 from modality_forcing.modalities import DEPTH, IMAGE, contract, denormalize_depth, normalize_depth
 from modality_forcing.model.denoiser import ModalityForcingModel
-from modality_forcing.model.mmdit import CPU_MATMUL_ATTENTION, count_parameters, flops_per_token
+from modality_forcing.model.layers import matmul_attention_limit
+from modality_forcing.model.mmdit import count_parameters, flops_per_token
 
 
 def _inputs(b=2, h=16, w=24, seed=0):
@@ -153,14 +154,15 @@ def test_a_third_modality_is_a_registry_entry_plus_data(tmp_path):
     assert trainer.model.dit.final["normals"].linear.weight.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("n", [CPU_MATMUL_ATTENTION - 8, CPU_MATMUL_ATTENTION + 8])
-def test_cpu_attention_paths_match_a_float64_reference(n):
-    """Both CPU paths (matmuls up to CPU_MATMUL_ATTENTION tokens, SDPA above) give masked
-    softmax attention: padded keys get no weight, bf16 stays within bf16 rounding."""
+@pytest.mark.parametrize("offset", [-8, 8])
+def test_cpu_attention_paths_match_a_float64_reference(offset):
+    """Both CPU paths (matmuls up to `matmul_attention_limit`, SDPA above) give masked softmax
+    attention: padded keys get no weight, bf16 stays within bf16 rounding."""
     import torch.nn.functional as F
 
-    from modality_forcing.model.mmdit import attention
+    from modality_forcing.model.layers import attention
 
+    n = matmul_attention_limit(torch.bfloat16) + offset
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 3, n, 16, generator=g) for _ in range(3))
     keep = torch.ones(2, 1, 1, n, dtype=torch.bool)
@@ -172,3 +174,132 @@ def test_cpu_attention_paths_match_a_float64_reference(n):
     v2 = v.clone()
     v2[0, :, 5:12] = 1e3  # values of masked keys must not leak into the output
     assert torch.equal(attention(q, k, v2, keep)[0], attention(q, k, v, keep)[0])
+    # a given scale replaces 1/sqrt(Dh), as in SDPA
+    torch.testing.assert_close(attention(q * 0.5, k, v, None, scale=0.25 * 2),
+                               attention(q, k, v, None, scale=0.25))  # fmt: skip
+
+
+@pytest.mark.parametrize("start", [0, 5])
+def test_rms_rope_is_rms_norm_then_rotary_and_its_backward_is_exact(start):
+    """The fused QK RMSNorm + RoPE (weight folded into the tables; rows before `start` not
+    rotated) equals the plain formula, and its hand-written backward passes gradcheck."""
+    import torch.nn.functional as F
+
+    from modality_forcing.model.layers import (
+        RopeTable,
+        grid_positions,
+        norm_tables,
+        rms_rope,
+        rope_2d,
+        signed_sin,
+    )
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 12, 8, generator=g, dtype=torch.float64)
+    w = torch.randn(8, generator=g, dtype=torch.float64)
+    cos, sin = (r.double() for r in rope_2d(grid_positions(3, 4), 8, 100.0))
+    cos[:start], sin[:start] = 1.0, 0.0  # leading rows (text) are not rotated
+    y = F.rms_norm(x, (8,), w, 1e-6) * 0.5
+    half = torch.cat([-y[..., 4:], y[..., :4]], dim=-1)  # rotate_half
+    ref = y * cos + half * sin
+    table = norm_tables(w, RopeTable(cos, signed_sin(sin), start), scale=0.5)
+    torch.testing.assert_close(rms_rope(x, table, 1e-6), ref)
+
+    def fn(x, c, s):
+        return rms_rope(x, RopeTable(c, s, start), 1e-6)
+
+    inputs = (x.requires_grad_(), table.cos.detach().requires_grad_(),
+              table.sin.detach().requires_grad_())  # fmt: skip
+    assert torch.autograd.gradcheck(fn, inputs)
+
+
+def _old_single_block(block, xs, vecs, ropes):
+    """The single block as it was written before packing (per-stream qkv, rms_norm, rotate-half
+    RoPE, scores scaled after the matmul, `out` over a concatenation): the reference."""
+    import torch.nn.functional as F
+
+    from modality_forcing.model.mmdit import _vec_key
+
+    def heads(h, rope):
+        b, n, _ = h.shape
+        q, k, v = block.attn.qkv(h).view(b, n, 3, block.attn.num_heads, -1).unbind(2)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+        q = F.rms_norm(q, q.shape[-1:], block.attn.q_norm.weight, 1e-6)
+        k = F.rms_norm(k, k.shape[-1:], block.attn.k_norm.weight, 1e-6)
+        if rope is not None:
+            rot = [torch.cat([-t[..., t.shape[-1] // 2 :], t[..., : t.shape[-1] // 2]], -1)
+                   for t in (q, k)]  # fmt: skip
+            q, k = q * rope[0] + rot[0] * rope[1], k * rope[0] + rot[1] * rope[1]
+        return q, k, v
+
+    mods = {s: block.mod[_vec_key(s)](vecs[_vec_key(s)]) for s in xs}
+    hs = {s: block.norm(x) * (1 + mods[s][1]) + mods[s][0] for s, x in xs.items()}
+    qkv = [heads(h, ropes.get(s)) for s, h in hs.items()]
+    q, k, v = (torch.cat([t[i] for t in qkv], dim=2) for i in range(3))
+    a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2)
+    a = a.split([x.shape[1] for x in xs.values()], dim=1)
+    return {s: x + mods[s][2] * block.out(torch.cat([ai, block.mlp_in(hs[s])], -1))
+            for (s, x), ai in zip(xs.items(), a, strict=True)}  # fmt: skip
+
+
+def test_packed_single_block_matches_the_per_stream_reference():
+    """Packing (one sequence, per-run modulation, split `out`, fused QK norm + RoPE) and leaving
+    the text outputs of the last block out change no number beyond float rounding."""
+    from modality_forcing.model.layers import grid_positions, rope_2d
+    from modality_forcing.model.mmdit import SingleBlock, pack_rope, runs_of
+
+    torch.manual_seed(0)
+    block = SingleBlock(["text", IMAGE, DEPTH], 32, 2, 4.0)
+    _randomise(block)
+    xs = {"text": torch.randn(2, 5, 32), IMAGE: torch.randn(2, 6, 32), DEPTH: torch.randn(2, 6, 32)}
+    vecs = {IMAGE: torch.randn(2, 32), DEPTH: torch.randn(2, 32)}
+    rope = rope_2d(grid_positions(2, 3), 16, 100.0)
+    ropes = {IMAGE: rope, DEPTH: rope}
+    ref = _old_single_block(block, xs, vecs, ropes)
+    out = block(xs, vecs, ropes, None)  # the per-stream API the backbone adapters use
+    for s in xs:
+        torch.testing.assert_close(out[s], ref[s], rtol=1e-5, atol=1e-5)
+    lengths = {s: x.shape[1] for s, x in xs.items()}
+    packed = torch.cat(list(xs.values()), dim=1)
+    table = pack_rope(ropes, lengths, 16, packed.device)
+    skipped = block(packed, vecs, table, None, runs_of(lengths), skip=5)  # text: keys, values
+    torch.testing.assert_close(skipped, torch.cat([ref[IMAGE], ref[DEPTH]], 1), rtol=1e-5,
+                               atol=1e-5)  # fmt: skip
+
+
+def test_kv_only_text_in_a_last_joint_block_is_exact():
+    from modality_forcing.model.layers import grid_positions, rope_2d
+    from modality_forcing.model.mmdit import JointBlock, pack_rope
+
+    torch.manual_seed(0)
+    block = JointBlock(["text", IMAGE], 32, 2, 4.0)
+    _randomise(block)
+    xs = {"text": torch.randn(2, 5, 32), IMAGE: torch.randn(2, 6, 32)}
+    vecs = {IMAGE: torch.randn(2, 32)}
+    table = pack_rope({IMAGE: rope_2d(grid_positions(2, 3), 16, 100.0)}, {"text": 5, IMAGE: 6},
+                      16, torch.device("cpu"))  # fmt: skip
+    full = block(xs, vecs, table, None)
+    last = block(xs, vecs, table, None, kv_only="text")
+    assert set(last) == {IMAGE}
+    torch.testing.assert_close(last[IMAGE], full[IMAGE])
+
+
+def test_text_without_padding_and_trimmed_captions_are_exact():
+    """No mask when no token is padding, and captions encoded only up to the longest one, give
+    the outputs of the full padded encoding with its mask."""
+    from modality_forcing.model.text import TextTokens
+
+    model = _tiny()
+    _randomise(model, seed=3)
+    x, t, _ = _inputs()
+    caps = ["a red sphere on a checkered floor", "a box"]
+    full = model.text_encoder(caps)  # max_length tokens, padded, masked
+    assert full.tokens.shape[1] == model.cfg.text.max_length
+    trimmed = model.text_encoder(caps, trim=True)
+    assert trimmed.tokens.shape[1] == int(full.mask.sum(1).max())
+    torch.testing.assert_close(trimmed.tokens[trimmed.mask], full.tokens[full.mask])
+    torch.testing.assert_close(model(x, t, caps)[DEPTH], model(x, t, full)[DEPTH])
+    dense = TextTokens(tokens=full.tokens[:, :4], mask=torch.ones(2, 4, dtype=torch.bool))
+    no_mask = TextTokens(tokens=full.tokens[:, :4], mask=None)
+    for m in (IMAGE, DEPTH):
+        torch.testing.assert_close(model(x, t, dense)[m], model(x, t, no_mask)[m])

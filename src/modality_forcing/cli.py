@@ -115,12 +115,16 @@ def _cmd_bench(args: argparse.Namespace) -> None:
 
         run_data_benchmark(sizes=args.sizes, seconds=args.seconds, out=args.out)
     elif args.suite == "throughput":
-        from .bench.throughput import run_throughput
+        from .bench.throughput import ThroughputConfig, run_throughput
 
         out = args.out if args.out != "bench_out/data.json" else "bench_out/throughput.json"
-        run_throughput(args.presets, args.resolution, args.batch, args.steps, out,
-                       bf16=not args.fp32, compile_blocks=args.compile,
-                       profile=args.profile)  # fmt: skip
+        compiled = tuple(c == "compiled" for c in args.vs_compile)
+        cfg = ThroughputConfig(presets=args.presets, resolution=args.resolution,
+                               batch=args.batch, steps=args.steps,
+                               precision=args.precision or "auto", device=args.device,
+                               compile_blocks=args.compile, profile=args.profile, vs=args.vs,
+                               vs_compile=compiled)  # fmt: skip
+        run_throughput(cfg, out)
     elif args.suite == "sparse":
         from .bench.sparse import run_sparse_benchmark
         from .config import apply_overrides
@@ -184,7 +188,21 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resolution", type=_size, default=(32, 32), help="throughput image size")
     p.add_argument("--batch", type=int, default=32, help="throughput batch size")
     p.add_argument("--steps", type=int, default=5, help="timed training steps per measurement")
-    p.add_argument("--fp32", action="store_true", help="throughput without bf16 autocast")
+    p.add_argument(
+        "--vs",
+        choices=["diffusers"],
+        default=None,
+        help="throughput: race our MM-DiT against a diffusers SD3Transformer2DModel of "
+        "the same width, depth, heads and tokens, side by side (bench/peer.py)",
+    )
+    p.add_argument(
+        "--vs-compile",
+        choices=["eager", "compiled"],
+        nargs="+",
+        default=["eager", "compiled"],
+        type=str,
+        help="throughput --vs: with and/or without torch.compile for both",
+    )
     p.add_argument("--compile", action="store_true", help="throughput with torch.compile blocks")
     p.add_argument(
         "--profile",

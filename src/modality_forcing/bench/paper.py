@@ -80,8 +80,8 @@ _CPU_SIZES = (
 )
 BUDGETS: dict[str, Budget] = {
     # CI smoke test: every section in well under 3 minutes on 2 cores; numbers mean little.
-    "tiny": Budget("tiny", (16, 16), steps=40, batch=8, num_eval=8, sample_steps=4,
-                   t2i_steps=20, sizes=_TINY_SIZES, data_amounts=(16, 0), sensor_scale=2,
+    "tiny": Budget("tiny", (16, 16), steps=24, batch=8, num_eval=8, sample_steps=4,
+                   t2i_steps=12, sizes=_TINY_SIZES, data_amounts=(16, 0), sensor_scale=2,
                    precision="fp32", lr=2e-3, warmup=5, i2d_steps=(1, 4)),
     # About 80 minutes on a 2-core CPU.
     "small": Budget("cpu-s", (32, 32), steps=300, batch=32, num_eval=100, sample_steps=10,

@@ -1,47 +1,145 @@
 """`modality-forcing bench throughput`: training speed, achieved FLOP/s and MFU, and the cost of
 the depth stream per token, measured in one run so the ratios are comparable on a noisy machine.
 
-MFU is measured against the peak of a dense GEMM timed in the same run on the same device (bf16
-and fp32), not a datasheet number. Each model is timed for a full training step (forward,
-backward, AdamW) on synthetic inputs, so data loading is excluded. "T2I" is the same network fed
-image tokens only (depth absent), "MF" image + depth tokens; the overhead compares time per
-generated (image or depth) token.
+MFU is measured against the peak of a dense GEMM timed in the same run on the same device, in the
+precision the models run in (`precision.resolve_precision`; both precisions' peaks are reported),
+not a datasheet number. The GEMM probe is time-bounded and grows its size only while a matmul
+stays short, so a precision the machine computes slowly (bf16 on AVX2-only CPUs) costs a fraction
+of a second, not minutes. Each model is timed for a full training step (forward, backward,
+AdamW) on synthetic inputs and a typical procedural caption, so data loading is excluded; the
+achieved FLOP/s count the DiT's FLOPs (`flops_per_token`, at the caption's token count), not the
+text encoder's, whose time is in the step. "T2I" is the same network fed image tokens only (depth
+absent), "MF" image + depth tokens; the overhead compares time per generated (image or depth)
+token. `vs="diffusers"` adds a side-by-side race against a diffusers transformer
+(`bench/peer.py`).
 """
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import json
-import resource
+import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from ..config import OptimConfig, model_preset
 from ..modalities import DEPTH, IMAGE
 from ..model.factory import build_model
 from ..model.mmdit import count_parameters, flops_per_token, transformer_blocks
 from ..optim import build_optimizer
+from ..precision import PrecisionChoice, cpu_name, pick_device, resolve_precision
+
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
-def gemm_peak_tflops(
-    dtype: torch.dtype, device: torch.device, n: int = 2048, seconds: float = 2.0
-) -> float:
-    """Sustained TFLOP/s of an n x n x n matmul in `dtype` (the MFU denominator)."""
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(3):
-        a @ b
+@dataclass
+class GemmBudget:
+    """How long the GEMM peak probe may take, per precision and per measurement.
+
+    Attributes:
+        seconds: time budget for one precision (sizes tried and repeats together).
+        max_call_s: stop growing the matrix once one matmul takes this long.
+        min_size: first matrix side; doubled while matmuls stay short.
+        max_size: largest side (None: 2048 on CPU, 8192 on GPUs).
+    """
+
+    seconds: float = 1.0
+    max_call_s: float = 0.05
+    min_size: int = 128
+    max_size: int | None = None
+
+
+@dataclass
+class ThroughputConfig:
+    """One `bench throughput` run (built once by the CLI).
+
+    Attributes:
+        presets: model presets to measure.
+        resolution: (H, W) of the synthetic images.
+        batch: samples per step.
+        steps: timed steps per measurement (after two warm-up steps; the median is reported).
+        precision: `auto | bf16 | fp32` (`precision.resolve_precision`).
+        device: `cuda`, `mps`, `cpu`, ... (None: `precision.pick_device`'s choice).
+        compile_blocks: torch.compile every transformer block, as the trainer's `compile: true`.
+        profile: also split each step's time into `OP_GROUPS`.
+        vs: a peer to race side by side (`peer.PEERS`), or None.
+        vs_compile: the compile settings of the race (each one line per matchup).
+        vs_layers: the peer's joint blocks (None: as many blocks as an image token of ours
+            passes through, trunk + decoder).
+        gemm: the GEMM peak probe's budget.
+    """
+
+    presets: list[str] = field(default_factory=lambda: ["cpu-s", "cpu-m"])
+    resolution: tuple[int, int] = (32, 32)
+    batch: int = 32
+    steps: int = 5
+    precision: str = "auto"
+    device: str | None = None
+    compile_blocks: bool = False
+    profile: bool = False
+    vs: str | None = None
+    vs_compile: tuple[bool, ...] = (False, True)
+    vs_layers: int | None = None
+    gemm: GemmBudget = field(default_factory=GemmBudget)
+
+
+@dataclass
+class GemmPeak:
+    """Best TFLOP/s of a square matmul and the side it was reached at."""
+
+    tflops: float
+    size: int
+
+
+def gemm_peak(
+    dtype: torch.dtype,
+    device: torch.device,
+    budget: GemmBudget | None = None,
+    matmul: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = torch.matmul,
+) -> GemmPeak:
+    """Peak TFLOP/s of n x n x n matmuls in `dtype` (the MFU denominator), within `budget`.
+
+    Starts at `min_size` and doubles n while one matmul takes under `max_call_s` (a larger n
+    costs 8x as long) and the time left allows it; each size is timed call by call, the best call
+    counts. So a precision the device computes slowly stops at a small n and costs at most
+    `seconds`, while a fast one reaches `max_size`. `matmul` is injectable for tests.
+    """
+    budget = budget or GemmBudget()
+    max_size = budget.max_size or (8192 if device.type == "cuda" else 2048)
+    deadline = time.perf_counter() + budget.seconds
+    best, n = GemmPeak(0.0, budget.min_size), budget.min_size
+    while True:
+        a = torch.randn(n, n, device=device).to(dtype)
+        b = torch.randn(n, n, device=device).to(dtype)
+        call = _timed(matmul, a, b, device)  # warm-up: kernel choice, packing buffers
+        for _ in range(3):
+            if time.perf_counter() + call > deadline:
+                break
+            call = min(call, _timed(matmul, a, b, device))
+        if 2 * n**3 / call / 1e12 > best.tflops:
+            best = GemmPeak(2 * n**3 / call / 1e12, n)
+        left = deadline - time.perf_counter()
+        # the next size: a warm-up and one timed call, each ~8x as long as this one
+        if 2 * n > max_size or call > budget.max_call_s or 16 * call > left:
+            return best
+        n *= 2
+
+
+def _timed(matmul: Callable[..., torch.Tensor], a: torch.Tensor, b: torch.Tensor,
+           device: torch.device) -> float:  # fmt: skip
     _sync(device)
-    count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        a @ b
-        count += 1
+    start = time.perf_counter()
+    matmul(a, b)
     _sync(device)
-    return 2 * n**3 * count / (time.perf_counter() - start) / 1e12
+    return max(time.perf_counter() - start, 1e-9)
 
 
 def _sync(device: torch.device) -> None:
@@ -49,33 +147,52 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def _peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process high-water mark
+# ---------------------------------------------------------------------------------------------
+# One training step, its time, its peak memory and where its time goes
+# ---------------------------------------------------------------------------------------------
 
 
-def train_step_fn(
-    model: torch.nn.Module, modalities: tuple[str, ...], batch: int, resolution: tuple[int, int],
-    bf16: bool, device: torch.device,
-) -> Callable[[], None]:  # fmt: skip
-    """One full training step (forward, backward, the trainer's AdamW) on synthetic inputs."""
-    h, w = resolution
-    shapes = {m: (batch, *model.grid_shape(m, h, w)) for m in modalities}
-    xt = {m: torch.randn(s, device=device) for m, s in shapes.items()}
-    t = {m: torch.rand(batch, device=device) for m in modalities}
-    captions = ["a red sphere left of a blue striped box on a gray checkered floor"] * batch
-    opt = build_optimizer(model, OptimConfig(lr=1e-5))  # the trainer's optimiser
+@dataclass
+class TrainStep:
+    """A full training step (forward, backward, the trainer's AdamW) of `model`; `forward` returns
+    the prediction(s), the loss is their mean square. Call it to run one step."""
 
-    def step() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            out = model(xt, t, captions)
-        loss = sum(o.float().square().mean() for o in out.values())
+    model: nn.Module
+    forward: Callable[[], torch.Tensor | dict[str, torch.Tensor]]
+    autocast: Callable[[], AbstractContextManager]
+    optimizer: torch.optim.Optimizer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.optimizer = build_optimizer(self.model, OptimConfig(lr=1e-5))
+
+    def __call__(self) -> None:
+        with self.autocast():
+            out = self.forward()
+        outs = out.values() if isinstance(out, dict) else [out]
+        loss = sum(o.float().square().mean() for o in outs)
         loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
 
-    return step
+    def static_bytes(self) -> int:
+        """Bytes that live across steps: parameters and optimiser state."""
+        state = [t for s in self.optimizer.state.values() for t in s.values()
+                 if isinstance(t, torch.Tensor)]  # fmt: skip
+        return sum(t.numel() * t.element_size() for t in [*self.model.parameters(), *state])
+
+
+CAPTION = "a red sphere left of a blue striped box on a gray checkered floor"  # a typical one
+
+
+def train_step_fn(model: nn.Module, modalities: tuple[str, ...], batch: int,
+                  resolution: tuple[int, int], choice: PrecisionChoice) -> TrainStep:  # fmt: skip
+    """Our model's training step on synthetic grids and a procedural caption."""
+    device = next(model.parameters()).device
+    h, w = resolution
+    xt = {m: torch.randn(batch, *model.grid_shape(m, h, w), device=device) for m in modalities}
+    t = {m: torch.rand(batch, device=device) for m in modalities}
+    captions = [CAPTION] * batch
+    return TrainStep(model, lambda: model(xt, t, captions), choice.autocast)
 
 
 def time_train_step(step: Callable[[], None], steps: int, device: torch.device) -> float:
@@ -89,6 +206,58 @@ def time_train_step(step: Callable[[], None], steps: int, device: torch.device) 
         if i >= 2:
             times.append(time.perf_counter() - start)
     return sorted(times)[len(times) // 2]
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks",
+                "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]  # fmt: skip
+
+
+def _malloc_in_use() -> Callable[[], int] | None:
+    """Bytes the C allocator has handed out now (glibc `mallinfo2`), or None where unavailable."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = _MallInfo2
+    except (OSError, AttributeError):
+        return None
+
+    def used() -> int:
+        info = libc.mallinfo2()
+        return info.uordblks + info.hblkhd
+
+    return used
+
+
+def step_peak_memory_mb(step: TrainStep, device: torch.device) -> float | None:
+    """Peak memory of one training step: parameters and optimiser state plus the step's own
+    high-water mark (activations, gradients, temporaries), so two models in one process are
+    told apart. CUDA: the allocator's peak. CPU: malloc'd bytes sampled every ~0.5 ms while the
+    step runs (the peak lasts far longer); None where the C library cannot say."""
+    _sync(device)
+    if device.type == "cuda":
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        _sync(device)
+        return (step.static_bytes() + torch.cuda.max_memory_allocated(device) - base) / 2**20
+    used = _malloc_in_use()
+    if used is None:
+        return None
+    base, peak, done = used(), [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], used())
+            time.sleep(5e-4)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        step()
+    finally:
+        done.set()
+        sampler.join()
+    return (step.static_bytes() + max(peak[0] - base, 0)) / 2**20
 
 
 # Where a step's time goes, by the operators' names in the PyTorch profiler (self time).
@@ -130,80 +299,110 @@ def profile_step(step: Callable[[], None], device: torch.device, steps: int = 2)
     return {"seconds_per_step": seconds, "fraction": {k: v / total for k, v in seconds.items()}}
 
 
+# ---------------------------------------------------------------------------------------------
+# The bench
+# ---------------------------------------------------------------------------------------------
+
+
+def compile_blocks(blocks: list[nn.Module]) -> None:
+    """torch.compile each transformer block alone, as the trainer's `compile: true` does."""
+    for block in blocks:
+        block.compile(dynamic=False)  # trunk and decoder lengths differ: specialise each
+
+
 def measure_preset(
-    preset: str, resolution: tuple[int, int], batch: int, steps: int, peak: dict[str, float],
-    bf16: bool, device: torch.device, compile_blocks: bool = False, profile: bool = False,
-) -> dict[str, Any]:  # fmt: skip
-    cfg = dataclasses.replace(model_preset(preset), resolution=resolution)
+    preset: str, cfg: ThroughputConfig, choice: PrecisionChoice, device: torch.device
+) -> dict[str, Any]:
+    """Time (and with `cfg.profile`, profile) T2I and MF training steps of one preset."""
+    model_cfg = dataclasses.replace(model_preset(preset), resolution=cfg.resolution)
     torch.manual_seed(0)
-    model = build_model(cfg).to(device)
-    if compile_blocks:  # as the trainer's `compile: true` does
-        for block in transformer_blocks(model.dit):
-            block.compile(dynamic=False)  # trunk and decoder lengths differ: specialise each
-    h, w = resolution
+    model = build_model(model_cfg).to(device)
+    if cfg.compile_blocks:
+        compile_blocks(transformer_blocks(model.dit))
+    h, w = cfg.resolution
+    _, gh, gw = model.grid_shape(IMAGE, h, w)
     p = model.patch_size(IMAGE)
-    tokens = (model.grid_shape(IMAGE, h, w)[1] // p) * (model.grid_shape(IMAGE, h, w)[2] // p)
-    text = cfg.text.max_length
-    result: dict[str, Any] = {"preset": preset, "params": count_parameters(model),
-                              "compiled": compile_blocks,
-                              "resolution": list(resolution), "batch": batch,
-                              "tokens_per_modality": tokens}  # fmt: skip
+    tokens = (gh // p) * (gw // p)
+    with torch.no_grad():  # the DiT sees the caption's tokens, not the padding
+        text = model.text_encoder([CAPTION], trim=True).tokens.shape[1]
+    result: dict[str, Any] = {
+        "preset": preset, "params": count_parameters(model), "compiled": cfg.compile_blocks,
+        "resolution": list(cfg.resolution), "batch": cfg.batch, "tokens_per_modality": tokens,
+        "text_tokens": text,
+    }  # fmt: skip
+    memory = []
     for name, mods in [("t2i", (IMAGE,)), ("mf", (IMAGE, DEPTH))]:
-        # one step function (inputs, optimiser state) for the timing and the profile
-        step = train_step_fn(model, mods, batch, resolution, bf16, device)
-        sec = time_train_step(step, steps, device)
-        gen_tokens = batch * tokens * len(mods)
-        flops = flops_per_token(dataclasses.replace(cfg, modalities=mods), tokens, text)
-        achieved = flops * gen_tokens / sec / 1e12
+        # one step function (inputs, optimiser state) for the timing, memory and profile
+        step = train_step_fn(model, mods, cfg.batch, cfg.resolution, choice)
+        sec = time_train_step(step, cfg.steps, device)
+        gen_tokens = cfg.batch * tokens * len(mods)
+        flops = flops_per_token(dataclasses.replace(model_cfg, modalities=mods), tokens, text)
         result[name] = {
             "seconds_per_step": sec,
-            "samples_per_s": batch / sec,
+            "samples_per_s": cfg.batch / sec,
             "tokens_per_s": gen_tokens / sec,
             "us_per_token": 1e6 * sec / gen_tokens,
-            "tflops": achieved,
-            "mfu": achieved / peak["bf16" if bf16 else "fp32"],
+            "tflops": flops * gen_tokens / sec / 1e12,
         }
-        if profile:
+        memory.append(step_peak_memory_mb(step, device))
+        if cfg.profile:
             result[name]["profile"] = profile_step(step, device)
+        del step
     result["mf_overhead_per_token"] = (
         result["mf"]["us_per_token"] / result["t2i"]["us_per_token"] - 1
     )
-    result["peak_memory_mb"] = _peak_memory_mb(device)
+    result["peak_memory_mb"] = max((m for m in memory if m is not None), default=None)
     return result
 
 
-def run_throughput(
-    presets: list[str], resolution: tuple[int, int], batch: int, steps: int, out: str | Path,
-    bf16: bool = True, gemm_seconds: float = 2.0, compile_blocks: bool = False,
-    profile: bool = False,
-) -> dict[str, Any]:  # fmt: skip
-    """Measure every preset, print a Markdown table, write JSON to `out`. With `profile`, also
-    where each step's time goes (`OP_GROUPS`) and the MFU the same GEMMs would give if every
-    other operator were free (`mfu_if_only_gemm`: the ceiling that kernel fusion can reach)."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def measure_gemm_peaks(device: torch.device, budget: GemmBudget) -> dict[str, GemmPeak]:
+    """Both precisions' GEMM peaks (each within `budget`)."""
+    return {name: gemm_peak(dtype, device, budget) for name, dtype in DTYPES.items()}
 
-    def peaks() -> dict[str, float]:
-        return {"bf16": gemm_peak_tflops(torch.bfloat16, device, seconds=gemm_seconds),
-                "fp32": gemm_peak_tflops(torch.float32, device, seconds=gemm_seconds)}  # fmt: skip
 
-    before = peaks()
-    rows = [measure_preset(p, resolution, batch, steps, before, bf16, device, compile_blocks,
-                           profile) for p in presets]  # fmt: skip
-    after = peaks()
+def run_throughput(cfg: ThroughputConfig, out: str | Path) -> dict[str, Any]:
+    """Measure every preset (and race `cfg.vs`), print Markdown tables, write JSON to `out`.
+
+    MFU is taken against the GEMM peak of the precision the models run in; with `cfg.profile`
+    the report also says where each step's time goes (`OP_GROUPS`) and the MFU the same GEMMs
+    would give if every other operator were free (`mfu_if_only_gemm`: the ceiling that kernel
+    fusion can reach).
+    """
+    from .peer import PEERS, race, race_table
+
+    if cfg.vs is not None and cfg.vs not in PEERS:
+        raise ValueError(f"unknown peer '{cfg.vs}'; choose from {list(PEERS)}")
+    device = pick_device(cfg.device)
+    choice = resolve_precision(cfg.precision, device)
+    before = measure_gemm_peaks(device, cfg.gemm)
+    rows = [measure_preset(p, cfg, choice, device) for p in cfg.presets]
+    peer = [race(p, cfg, choice, device) for p in cfg.presets] if cfg.vs is not None else None
+    after = measure_gemm_peaks(device, cfg.gemm)
     # The GEMM peak of a shared CPU drifts by tens of percent within minutes: MFU is taken
     # against the higher of the two measurements (the conservative choice).
-    peak = {k: max(before[k], after[k]) for k in before}
+    peak = {k: max(before[k].tflops, after[k].tflops) for k in DTYPES}
     for r in rows:
         for stream in ("t2i", "mf"):
-            r[stream]["mfu"] = r[stream]["tflops"] / peak["bf16" if bf16 else "fp32"]
-            if "profile" in r[stream]:
-                gemm = r[stream]["profile"]["fraction"]["gemm"]
-                r[stream]["mfu_if_only_gemm"] = r[stream]["mfu"] / gemm if gemm else None
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    report = {"device": name, "threads": torch.get_num_threads(), "gemm_peak_tflops": peak,
-              "gemm_peak_before_after": {"before": before, "after": after},
-              "precision": "bf16" if bf16 else "fp32", "results": rows}  # fmt: skip
+            m = r[stream]
+            m["mfu"] = m["tflops"] / peak[choice.precision]
+            if "profile" in m:
+                gemm = m["profile"]["fraction"]["gemm"]
+                m["mfu_if_only_gemm"] = m["mfu"] / gemm if gemm else None
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+    report = {
+        "device": name, "threads": torch.get_num_threads(),
+        "precision": choice.precision, "precision_reason": choice.reason,
+        "mfu_against": choice.precision, "gemm_peak_tflops": peak,
+        "gemm_peak_size": {k: max(before[k].size, after[k].size) for k in DTYPES},
+        "gemm_peak_before_after": {"before": {k: v.tflops for k, v in before.items()},
+                                   "after": {k: v.tflops for k, v in after.items()}},
+        "results": rows,
+    }  # fmt: skip
+    if peer is not None:
+        report["vs"] = {"peer": cfg.vs, "results": peer}
     print(throughput_table(report))
+    if peer is not None:
+        print("\n" + race_table(report))
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2))
@@ -211,14 +410,14 @@ def run_throughput(
 
 
 def throughput_table(report: dict[str, Any]) -> str:
-    peak = report["gemm_peak_tflops"]
-    both = report.get("gemm_peak_before_after")
-    drift = (f" (bf16 before / after the models: {both['before']['bf16']:.2f} / "
-             f"{both['after']['bf16']:.2f}; MFU uses the higher)" if both else "")  # fmt: skip
+    peak, prec = report["gemm_peak_tflops"], report["precision"]
+    both = report["gemm_peak_before_after"]
     lines = [
-        f"device {report['device']} ({report['threads']} threads), {report['precision']}; "
-        f"measured GEMM peak: bf16 {peak['bf16']:.2f} TFLOP/s, fp32 {peak['fp32']:.2f} TFLOP/s"
-        + drift,
+        f"device {report['device']} ({report['threads']} threads); precision {prec} "
+        f"({report['precision_reason']})",
+        f"measured GEMM peak: bf16 {peak['bf16']:.3f} TFLOP/s, fp32 {peak['fp32']:.3f} TFLOP/s "
+        f"({prec} before / after the models: {both['before'][prec]:.3f} / "
+        f"{both['after'][prec]:.3f}); MFU against the {prec} peak (the higher)",
         "",
         "| preset | params | res | batch | stream | samples/s | tokens/s | TFLOP/s | MFU "
         "| us/token |",
@@ -234,22 +433,28 @@ def throughput_table(report: dict[str, Any]) -> str:
                 f"| {m['tokens_per_s']:.0f} | {m['tflops']:.3f} | {m['mfu']:.1%} "
                 f"| {m['us_per_token']:.2f} |"
             )
+        mem = r["peak_memory_mb"]
         lines.append(
             f"| {r['preset']} | | | | MF overhead/token | {r['mf_overhead_per_token']:+.1%} "
-            f"| peak mem {r['peak_memory_mb']:.0f} MB | | | |"
+            f"| peak mem {'n/a' if mem is None else f'{mem:.0f} MB'} | | | |"
         )
-    profiled = [(r, n) for r in report["results"] for n in ("t2i", "mf") if "profile" in r[n]]
+    profiled = [(r["preset"], n, r[n]) for r in report["results"] for n in ("t2i", "mf")
+                if "profile" in r[n]]  # fmt: skip
     if profiled:
-        lines += [
-            "",
-            "Where a step's time goes (profiler self time, share of the step):",
-            "",
-            "| preset | stream | " + " | ".join(OP_GROUPS) + " | MFU if only the GEMMs took time |",
-            "|---|---|" + "---|" * (len(OP_GROUPS) + 1),
-        ]
-        for r, n in profiled:
-            shares = " | ".join(f"{r[n]['profile']['fraction'][g]:.0%}" for g in OP_GROUPS)
-            ceiling = r[n].get("mfu_if_only_gemm")
-            lines.append(f"| {r['preset']} | {n} | {shares} | "
-                         f"{'n/a' if ceiling is None else f'{ceiling:.0%}'} |")  # fmt: skip
+        lines += ["", "Where a step's time goes (profiler self time, share of the step):", ""]
+        lines += profile_table(profiled)
     return "\n".join(lines)
+
+
+def profile_table(rows: list[tuple[str, str, dict[str, Any]]]) -> list[str]:
+    """Markdown rows of (model, stream, measurement with a `profile`)."""
+    lines = [
+        "| model | stream | " + " | ".join(OP_GROUPS) + " | MFU if only the GEMMs took time |",
+        "|---|---|" + "---|" * (len(OP_GROUPS) + 1),
+    ]
+    for label, stream, m in rows:
+        shares = " | ".join(f"{m['profile']['fraction'][g]:.0%}" for g in OP_GROUPS)
+        ceiling = m.get("mfu_if_only_gemm")
+        lines.append(f"| {label} | {stream} | {shares} | "
+                     f"{'n/a' if ceiling is None else f'{ceiling:.0%}'} |")  # fmt: skip
+    return lines

@@ -31,6 +31,7 @@ class ModalityForcingModel(DenoiserBase):
         self.text_encoder = build_text_encoder(cfg.text)
         dims = {m: self.patch_size(m) ** 2 * self.channels(m) for m in cfg.modalities}
         self.dit = MMDiT(cfg, dims, cfg.text.dim)
+        self._ropes: dict[tuple[int, int, str], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def forward(
         self,
@@ -48,22 +49,32 @@ class ModalityForcingModel(DenoiserBase):
         Returns:
             modality -> [B, C, h, w]: velocity for image, x0 for depth (see modalities registry).
         """
-        if not isinstance(text, TextTokens):
-            text = self.encode_text(list(text))
+        if not isinstance(text, TextTokens):  # encode only up to the longest caption
+            text = self.text_encoder(list(text), trim=True)
         if text.mask is not None:
             # Trailing padding that no caption in the batch uses is masked out as keys anyway:
             # dropping it is exact and saves attention/MLP work on short captions.
             keep = max(1, int(text.mask.sum(1).max()))
-            text = TextTokens(tokens=text.tokens[:, :keep], mask=text.mask[:, :keep])
+            mask = text.mask[:, :keep]
+            # No padding left: attending to every token needs no mask (exact, and it saves a
+            # masking pass over every attention matrix).
+            text = TextTokens(tokens=text.tokens[:, :keep], mask=None if mask.all() else mask)
         tokens, shapes = {}, {}
         for m, x in xt.items():
             p = self.patch_size(m)
             tokens[m] = patchify(x, p)
             shapes[m] = (x.shape[1], x.shape[2], x.shape[3], p)
         _, h, w, p = shapes[IMAGE] if IMAGE in shapes else next(iter(shapes.values()))
-        head_dim = self.cfg.hidden_size // self.cfg.num_heads
         device = next(iter(xt.values())).device
-        rope = tuple(r.to(device) for r in rope_2d(grid_positions(h // p, w // p), head_dim,
-                                                   self.cfg.rope_theta))  # fmt: skip
+        rope = self._rope(h // p, w // p, device)
         out = self.dit(tokens, t, text.tokens, text.mask, rope)
         return {m: unpatchify(out[m], *shapes[m]) for m in out}
+
+    def _rope(self, h: int, w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cos, sin) [h * w, head_dim] of the token grid, built once per grid size and device."""
+        key = (h, w, str(device))
+        if key not in self._ropes:
+            head_dim = self.cfg.hidden_size // self.cfg.num_heads
+            cos, sin = rope_2d(grid_positions(h, w), head_dim, self.cfg.rope_theta)
+            self._ropes[key] = (cos.to(device), sin.to(device))
+        return self._ropes[key]

@@ -7,6 +7,8 @@ blocks and head. Inputs and outputs are token sequences; patchify/codecs live in
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -14,16 +16,59 @@ from torch.utils.checkpoint import checkpoint
 
 from ..config import ModelConfig
 from ..modalities import IMAGE, get_modality
-from .layers import Modulation, TimestepEmbedder, apply_rope, mlp, modulate
+from .layers import (
+    Modulation,
+    RopeTable,
+    TimestepEmbedder,
+    attend,
+    mlp,
+    modulate,
+    norm_tables,
+    signed_sin,
+)
 
 TEXT = "text"  # the text stream inside the DiT (not a generated modality)
 
-Rope = tuple[torch.Tensor, torch.Tensor] | None
+Rope = tuple[torch.Tensor, torch.Tensor] | None  # (cos, sin) [N, Dh] of one stream (`rope_2d`)
+Runs = tuple[tuple[str, int], ...]  # (timestep key, length) of consecutive runs of tokens
 
 
 def _vec_key(stream: str) -> str:
     """Text tokens are modulated by the image timestep, as in FLUX's text stream."""
     return IMAGE if stream == TEXT else stream
+
+
+def runs_of(lengths: dict[str, int]) -> Runs:
+    """Streams in order -> runs of tokens sharing a timestep key (text joins the image run)."""
+    runs: list[tuple[str, int]] = []
+    for s, n in lengths.items():
+        key = _vec_key(s)
+        if runs and runs[-1][0] == key:
+            runs[-1] = (key, runs[-1][1] + n)
+        else:
+            runs.append((key, n))
+    return tuple(runs)
+
+
+def pack_rope(
+    ropes: dict[str, Rope], lengths: dict[str, int], head_dim: int, device: torch.device
+) -> RopeTable:
+    """Per-stream (cos, sin) -> one `rms_rope` table over the streams concatenated in `lengths`'
+    order; a stream without RoPE (text) gets the identity rotation (cos 1, sin 0), and leading
+    ones are skipped (`RopeTable.start`)."""
+    cos, sin, start = [], [], 0
+    for s, n in lengths.items():
+        rope = ropes.get(s)
+        if rope is None:
+            start += n if start == sum(len(c) for c in cos) else 0  # still leading
+            cos.append(torch.ones(n, head_dim, device=device))
+            sin.append(torch.zeros(n, head_dim, device=device))
+        else:
+            cos.append(rope[0])
+            sin.append(signed_sin(rope[1]))
+    if len(cos) == 1:
+        return RopeTable(cos[0], sin[0], start)
+    return RopeTable(torch.cat(cos), torch.cat(sin), start)
 
 
 class Attention(nn.Module):
@@ -37,49 +82,33 @@ class Attention(nn.Module):
         self.k_norm = nn.RMSNorm(hidden_size // num_heads, eps=1e-6)
         self.proj = nn.Linear(hidden_size, hidden_size)
 
-    def qkv_heads(self, x: torch.Tensor, rope: Rope) -> tuple[torch.Tensor, ...]:
-        b, n, d = x.shape
-        q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, d // self.num_heads).unbind(2)
-        q, k, v = (y.transpose(1, 2) for y in (q, k, v))  # [B, H, N, Dh]
-        # Weights cast to the activation dtype so bf16 takes the fused RMSNorm kernel.
-        q = F.rms_norm(q, q.shape[-1:], self.q_norm.weight.to(q.dtype), self.q_norm.eps)
-        k = F.rms_norm(k, k.shape[-1:], self.k_norm.weight.to(k.dtype), self.k_norm.eps)
-        if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        return q, k, v
+    def tables(self, rope: RopeTable) -> tuple[RopeTable, RopeTable]:
+        """(q, k) tables for `attend`; q also carries the softmax scale 1/sqrt(Dh)."""
+        scale = self.q_norm.weight.shape[0] ** -0.5
+        return norm_tables(self.q_norm.weight, rope, scale), norm_tables(self.k_norm.weight, rope)
 
 
-CPU_MATMUL_ATTENTION = 160  # longest CPU sequence attended with plain matmuls (see `attention`)
+def per_run(fn: Callable[..., torch.Tensor], runs: Runs, *xs: torch.Tensor) -> torch.Tensor:
+    """`fn(key, *slices)` on each run of tokens (dim 1 of every x), concatenated back; one run
+    (T2I, decoders) is one call and no copy."""
+    if len(runs) == 1:
+        return fn(runs[0][0], *xs)
+    out, start = [], 0
+    for key, n in runs:
+        out.append(fn(key, *(x[:, start : start + n] for x in xs)))
+        start += n
+    return torch.cat(out, dim=1)
 
 
-def attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None
-) -> torch.Tensor:
-    """Softmax attention over [B, H, N, Dh]; `attn_mask` is bool, True = attend.
-
-    On CUDA this is SDPA (flash / memory-efficient kernels). On CPU, SDPA's flash kernel costs
-    about the same up to N ~ 300 (its tile size), while two batched matmuls with a float32
-    softmax cost ~N^2: for forward + backward in bf16 with a padding mask (B = 64, 6 heads,
-    Dh = 64, compiled) the matmul path takes 34 / 65 / 117 ms at N = 128 / 160 / 192 and SDPA
-    68 / 91 / 76 ms; at N = 576 (B = 32) 441 vs 229 ms. So sequences up to `CPU_MATMUL_ATTENTION`
-    tokens take the matmul path.
-    """
-    if q.device.type != "cpu" or q.shape[-2] > CPU_MATMUL_ATTENTION:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-    scores = (q @ k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)  # [B, H, N, N]
-    if attn_mask is not None:
-        scores = scores.masked_fill(~attn_mask, float("-inf"))
-    return torch.softmax(scores, dim=-1, dtype=torch.float32).to(v.dtype) @ v
-
-
-def joint_attention(
-    qkv: list[tuple[torch.Tensor, ...]], attn_mask: torch.Tensor | None
-) -> list[torch.Tensor]:
-    """SDPA over the concatenation of all streams; returns per-stream outputs [B, N_s, D]."""
-    q, k, v = (torch.cat([s[i] for s in qkv], dim=2) for i in range(3))  # [B, H, N, Dh]
-    out = attention(q, k, v, attn_mask)
-    out = out.transpose(1, 2).flatten(2)  # [B, N, D]
-    return list(out.split([s[0].shape[2] for s in qkv], dim=1))
+def skip_runs(runs: Runs, skip: int) -> Runs:
+    """`runs` without their first `skip` tokens."""
+    out = []
+    for key, n in runs:
+        take = min(skip, n)
+        skip -= take
+        if n > take:
+            out.append((key, n - take))
+    return tuple(out)
 
 
 class JointBlock(nn.Module):
@@ -96,17 +125,29 @@ class JointBlock(nn.Module):
         self,
         xs: dict[str, torch.Tensor],
         vecs: dict[str, torch.Tensor],
-        ropes: dict[str, Rope],
+        rope: RopeTable,
         attn_mask: torch.Tensor | None,
+        kv_only: str | None = None,
     ) -> dict[str, torch.Tensor]:
+        """Streams [B, N_s, D] -> streams. `rope`: the table of the streams packed in order;
+        `kv_only`: a first stream (text, in the last trunk block) that only gives keys and
+        values, and is left out of the output."""
+        if kv_only is not None and kv_only != next(iter(xs)):
+            raise ValueError(f"the kv-only stream '{kv_only}' must come first")
         mods = {s: self.mod[s](vecs[_vec_key(s)]) for s in xs}
-        qkv = [
-            self.attn[s].qkv_heads(modulate(self.norm(x), *mods[s][:2]), ropes.get(s))
-            for s, x in xs.items()
-        ]
-        attn = joint_attention(qkv, attn_mask)
+        qkv = [self.attn[s].qkv(modulate(self.norm(x), *mods[s][:2])) for s, x in xs.items()]
+        lengths = [x.shape[1] for x in xs.values()]
+        # Each stream has its own QK-norm weights: one row per token in the tables.
+        wq, wk = (torch.cat([getattr(self.attn[s], norm).weight.expand(n, -1)
+                             for s, n in zip(xs, lengths, strict=True)])
+                  for norm in ("q_norm", "k_norm"))  # fmt: skip
+        q_rope, k_rope = norm_tables(wq, rope, wq.shape[-1] ** -0.5), norm_tables(wk, rope)
+        skip = lengths.pop(0) if kv_only is not None else 0
+        first = next(iter(self.attn.values()))
+        attn = attend(torch.cat(qkv, dim=1) if len(qkv) > 1 else qkv[0], first.num_heads, q_rope,
+                      k_rope, attn_mask, skip, first.q_norm.eps).split(lengths, dim=1)  # fmt: skip
         out = {}
-        for (s, x), a in zip(xs.items(), attn, strict=True):
+        for (s, x), a in zip([(s, x) for s, x in xs.items() if s != kv_only], attn, strict=True):
             _, _, gate1, shift2, scale2, gate2 = mods[s]  # shift1/scale1 were used above
             x = torch.addcmul(x, gate1, self.attn[s].proj(a))
             out[s] = torch.addcmul(x, gate2, self.mlp[s](modulate(self.norm(x), shift2, scale2)))
@@ -115,7 +156,12 @@ class JointBlock(nn.Module):
 
 class SingleBlock(nn.Module):
     """Shared-weight block (FLUX single-stream style, parallel attention + MLP) with per-token
-    modulation: each stream's tokens are shifted/scaled/gated by their own modality's timestep."""
+    modulation: each stream's tokens are shifted/scaled/gated by their own modality's timestep.
+
+    Runs on a packed sequence (all streams concatenated, `forward`); the shared weights make every
+    matmul one call over all tokens and no per-stream copies are needed. `forward_streams` is the
+    same block on per-stream tensors.
+    """
 
     def __init__(self, streams: list[str], hidden_size: int, num_heads: int, ratio: float) -> None:
         super().__init__()
@@ -130,21 +176,49 @@ class SingleBlock(nn.Module):
 
     def forward(
         self,
+        x: torch.Tensor | dict[str, torch.Tensor],
+        vecs: dict[str, torch.Tensor],
+        rope: RopeTable | dict[str, Rope],
+        attn_mask: torch.Tensor | None,
+        runs: Runs | None = None,
+        skip: int = 0,
+    ) -> torch.Tensor | dict[str, torch.Tensor]:
+        """Packed x [B, N, D] (`runs` says which timestep modulates which tokens, `rope` is the
+        packed table) -> [B, N - skip, D]: the first `skip` tokens (text, in the last trunk
+        block) only give keys and values. Given per-stream dicts (x and rope), see
+        `forward_streams`."""
+        if isinstance(x, dict):
+            return self.forward_streams(x, vecs, rope, attn_mask)  # type: ignore[arg-type]
+        assert runs is not None, "a packed sequence needs its runs"
+        mods = {key: self.mod[key](vecs[key]) for key, _ in runs}
+        h = per_run(lambda key, seg: modulate(seg, *mods[key][:2]), runs, self.norm(x))
+        a = attend(self.attn.qkv(h), self.attn.num_heads, *self.attn.tables(rope), attn_mask,
+                   skip, self.attn.q_norm.eps)  # fmt: skip
+        m = self.mlp_in(h[:, skip:] if skip else h)
+        # `out` over cat([a, m]) as two matmuls into one sum: no [B, N, 5D] concatenation.
+        w, d = self.out.weight, a.shape[-1]
+        y = F.linear(m, w[:, d:], self.out.bias)  # [B, N - skip, D]
+        # in place, so no copy of y; in-place ops skip autocast: cast by hand
+        y.flatten(0, 1).addmm_(a.flatten(0, 1), w[:, :d].t().to(a.dtype))
+        runs = skip_runs(runs, skip)
+        return per_run(lambda key, xr, yr: torch.addcmul(xr, mods[key][2], yr), runs,
+                       x[:, skip:] if skip else x, y)  # fmt: skip
+
+    def forward_streams(
+        self,
         xs: dict[str, torch.Tensor],
         vecs: dict[str, torch.Tensor],
         ropes: dict[str, Rope],
         attn_mask: torch.Tensor | None,
     ) -> dict[str, torch.Tensor]:
-        mods = {s: self.mod[_vec_key(s)](vecs[_vec_key(s)]) for s in xs}
-        hs = {s: modulate(self.norm(x), *mods[s][:2]) for s, x in xs.items()}
-        attn = joint_attention(
-            [self.attn.qkv_heads(h, ropes.get(s)) for s, h in hs.items()], attn_mask
-        )
-        out = {}
-        for (s, x), a in zip(xs.items(), attn, strict=True):
-            y = self.out(torch.cat([a, self.mlp_in(hs[s])], dim=-1))
-            out[s] = torch.addcmul(x, mods[s][2], y)
-        return out
+        """Per-stream tensors [B, N_s, D] and (cos, sin) ropes in, per-stream tensors out (the
+        backbone adapters' depth decoders call blocks this way)."""
+        lengths = {s: x.shape[1] for s, x in xs.items()}
+        head_dim = self.attn.q_norm.weight.shape[0]
+        x = torch.cat(list(xs.values()), dim=1) if len(xs) > 1 else next(iter(xs.values()))
+        rope = pack_rope(ropes, lengths, head_dim, x.device)
+        y = self.forward(x, vecs, rope, attn_mask, runs_of(lengths))
+        return dict(zip(xs, y.split(list(lengths.values()), dim=1), strict=True))
 
 
 class FinalLayer(nn.Module):
@@ -267,20 +341,36 @@ class MMDiT(nn.Module):
         for m, x in tokens.items():
             xs[m] = self.embed[m](x) + self.modality_embed[m]
         vecs = self.time_vectors({m: t[m] for m in tokens})
-        ropes: dict[str, Rope] = {m: rope for m in tokens}
+        lengths = {s: x.shape[1] for s, x in xs.items()}
+        head_dim = self.cfg.hidden_size // self.cfg.num_heads
+        # Once per forward: the RoPE table of the packed trunk sequence and the key mask.
+        table = pack_rope({m: rope for m in tokens}, lengths, head_dim, text.device)
         attn_mask = None
         if text_mask is not None:
-            rest = sum(x.shape[1] for x in xs.values()) - text.shape[1]
+            rest = sum(lengths.values()) - text.shape[1]
             keep = F.pad(text_mask.bool(), (0, rest), value=True)  # [B, N_total]
             attn_mask = keep[:, None, None, :]  # [B, 1, 1, N_total]
-        for block in [*self.joint_blocks, *self.single_blocks]:
-            xs = self._run(block, xs, vecs, ropes, attn_mask)
+        # The last trunk block's text outputs would be unused: text only gives keys and values.
+        last = len(self.joint_blocks) + len(self.single_blocks) - 1
+        for i, block in enumerate(self.joint_blocks):
+            xs = self._run(block, xs, vecs, table, attn_mask, TEXT if i == last else None)
+        if self.single_blocks:
+            x = torch.cat(list(xs.values()), dim=1)  # [B, N_total, D], packed once for the trunk
+            runs = runs_of(lengths)
+            for i, block in enumerate(self.single_blocks, start=len(self.joint_blocks)):
+                x = self._run(block, x, vecs, table, attn_mask, runs,
+                              lengths[TEXT] if i == last else 0)  # fmt: skip
+            # The last block left text out. Contiguous copies: a compiled decoder block would
+            # otherwise be specialised on the packed sequence's stride (one per text length).
+            parts = x.split([lengths[m] for m in tokens], dim=1)
+            xs = {m: p.contiguous() for m, p in zip(tokens, parts, strict=True)}
+        grid = RopeTable(rope[0], signed_sin(rope[1]))  # decoders: one modality's grid
         out = {}
         for m in tokens:
-            x = {m: xs[m]}
+            x = xs[m]
             for block in self.decoders[m]:
-                x = self._run(block, x, vecs, ropes, None)
-            out[m] = self._head(m, x[m], vecs[m])
+                x = self._run(block, x, vecs, grid, None, ((m, lengths[m]),))
+            out[m] = self._head(m, x, vecs[m])
         return out
 
     def _run(self, block: nn.Module, *args: object) -> dict[str, torch.Tensor]:
@@ -311,12 +401,17 @@ def flops_per_token(cfg: ModelConfig, num_tokens: int, num_text: int) -> float:
     """Approximate training FLOPs per generated (image/depth) token: 6 * matmul params + attention.
 
     Counts forward multiply-adds x 2 (FLOPs) x 3 (forward + backward), over all tokens in the joint
-    sequence, divided by the image+depth tokens. Embeddings and heads are ignored (< 1%).
+    sequence, divided by the image+depth tokens. The last trunk block computes only keys and
+    values for text (its text outputs would be unused). Embeddings and heads are ignored (~1%).
     """
     d, r = cfg.hidden_size, cfg.mlp_ratio
-    block_params = 4 * d * d + 2 * d * d * r  # qkv + proj + MLP, per token
+    per_token, qkv = 4 * d * d + 2 * d * d * r, 3 * d * d  # qkv + proj + MLP; qkv alone
     n_mod = len(cfg.modalities)
     seq = num_tokens * n_mod + num_text
-    trunk = (cfg.num_layers + cfg.num_single_layers) * (block_params * seq + 2 * seq * seq * d)
-    dec = cfg.decoder_layers * n_mod * (block_params * num_tokens + 2 * num_tokens**2 * d)
+    blocks = cfg.num_layers + cfg.num_single_layers
+    trunk = max(blocks - 1, 0) * (per_token * seq + 2 * seq * seq * d)
+    if blocks:
+        queries = seq - num_text
+        trunk += qkv * seq + (per_token - qkv) * queries + 2 * queries * seq * d
+    dec = cfg.decoder_layers * n_mod * (per_token * num_tokens + 2 * num_tokens**2 * d)
     return 6.0 * (trunk + dec) / (num_tokens * n_mod)

@@ -24,20 +24,26 @@ class TextTokens:
 
     Attributes:
         tokens: [B, L, D] float text tokens handed to the DiT.
-        mask: [B, L] bool, True on real tokens, False on padding.
+        mask: [B, L] bool, True on real tokens, False on padding; None: every token is real.
     """
 
     tokens: torch.Tensor
-    mask: torch.Tensor
+    mask: torch.Tensor | None
 
 
 class TextEncoder(nn.Module):
-    """Captions -> `TextTokens` of fixed length `max_length` and width `dim`."""
+    """Captions -> `TextTokens` of fixed length `max_length` and width `dim`.
+
+    `trim=True` drops the trailing padding that no caption uses before encoding, so the output
+    is only as long as the longest caption. Exact for the real tokens (padding is masked, or
+    comes after them in a causal model); the MM-DiT drops that padding anyway, so training pays
+    only for real tokens.
+    """
 
     dim: int
     max_length: int
 
-    def forward(self, captions: Sequence[str]) -> TextTokens:
+    def forward(self, captions: Sequence[str], trim: bool = False) -> TextTokens:
         raise NotImplementedError
 
     def unconditional(self, batch_size: int) -> TextTokens:
@@ -47,6 +53,12 @@ class TextEncoder(nn.Module):
             tokens=out.tokens.expand(batch_size, -1, -1),
             mask=out.mask.expand(batch_size, -1),
         )
+
+
+def trim_padding(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, mask) [B, L] without the trailing columns that are padding in every row."""
+    keep = max(1, int(mask.sum(1).max()))
+    return ids[:, :keep], mask[:, :keep]
 
 
 def drop_captions(captions: Sequence[str], p: float, generator: torch.Generator) -> list[str]:
@@ -153,14 +165,18 @@ class SmallTextEncoder(TextEncoder):
         nn.init.normal_(self.token_embed.weight, std=0.02)
         nn.init.normal_(self.pos_embed, std=0.02)
 
-    def forward(self, captions: Sequence[str]) -> TextTokens:
-        """Captions (B strings) -> tokens [B, max_length, dim], mask [B, max_length]."""
+    def forward(self, captions: Sequence[str], trim: bool = False) -> TextTokens:
+        """Captions (B strings) -> tokens [B, L, dim], mask [B, L]; L = max_length, or with
+        `trim` the longest caption's length."""
         device = self.pos_embed.device
         ids, mask = self.tokenizer(captions)
+        if trim:
+            ids, mask = trim_padding(ids, mask)
         ids, mask = ids.to(device), mask.to(device)
-        x = self.token_embed(ids) + self.pos_embed  # [B, L, D]
-        # Every row has its BOS, so no row is fully masked.
-        x = self.layers(x, src_key_padding_mask=~mask)
+        x = self.token_embed(ids) + self.pos_embed[:, : ids.shape[1]]  # [B, L, D]
+        # Every row has its BOS, so no row is fully masked; without padding, no mask at all
+        # (exact, and it spares the attention an additive mask).
+        x = self.layers(x, src_key_padding_mask=None if mask.all() else ~mask)
         return TextTokens(tokens=self.norm(x), mask=mask)
 
 
@@ -280,10 +296,13 @@ class HFTextEncoder(TextEncoder):
             mask[row, : len(seq)] = True
         return ids, mask
 
-    def forward(self, captions: Sequence[str]) -> TextTokens:
-        """Captions (B strings) -> tokens [B, max_length, dim], mask [B, max_length]."""
+    def forward(self, captions: Sequence[str], trim: bool = False) -> TextTokens:
+        """Captions (B strings) -> tokens [B, L, dim], mask [B, L]; L = max_length, or with
+        `trim` the longest caption's length."""
         device = self.backbone.get_input_embeddings().weight.device
         ids, mask = self.tokenize(captions)
+        if trim:
+            ids, mask = trim_padding(ids, mask)
         ids, mask = ids.to(device), mask.to(device)
         with torch.set_grad_enabled(self.trainable and torch.is_grad_enabled()):
             out = self.backbone(
