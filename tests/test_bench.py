@@ -150,3 +150,19 @@ def test_vs_diffusers_profile_covers_both_models():
 def test_unknown_peer_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown peer 'x'; choose from"):
         run_throughput(_tiny(vs="x", presets=["tiny"]), tmp_path / "t.json")
+
+
+def test_vae_presets_are_timed_on_a_weightless_latent_stand_in():
+    """mf-370m needs a pretrained VAE to sample, not to time: the bench builds it on random
+    latents of the VAE's shape (16 channels, 8x smaller), and the stand-in refuses real images."""
+    from modality_forcing.bench.throughput import bench_model_config
+    from modality_forcing.config import CodecConfig
+    from modality_forcing.model.codecs import build_codec
+
+    cfg = bench_model_config("mf-370m", (256, 256))
+    assert cfg.codec.kind == "latent" and cfg.resolution == (256, 256)
+    codec = build_codec(CodecConfig(kind="latent"))
+    assert (codec.channels, codec.downsample) == (16, 8) and codec.latent_size(256, 128) == (32, 16)
+    with pytest.raises(RuntimeError, match="benchmark stand-in"):
+        codec.encode(torch.zeros(1, 3, 16, 16))
+    assert bench_model_config("cpu-s", (32, 32)).codec.kind == "pixel"

@@ -25,13 +25,20 @@ def tiny_ckpt(tmp_path_factory):
 
 
 def test_demo_runs_every_mode_and_scores(tiny_ckpt, tmp_path, monkeypatch):
-    cfg = DemoConfig(num_prompts=2, num_images=2, num_eval=3, steps=2, ensemble=2)
+    cfg = DemoConfig(num_prompts=2, num_images=2, num_eval=3, num_generate=2, steps=2,
+                     ensemble=2)  # fmt: skip
     monkeypatch.chdir(tmp_path)  # a relative output folder, as users type it
     result = run_demo(tiny_ckpt, "demo", cfg)
-    assert 0 <= result["image_to_depth"]["abs_rel"] < 10
-    assert 0 <= result["image_to_depth"]["delta1"] <= 1
+    i2d = result["image_to_depth"]
+    assert 0 <= i2d["abs_rel"] < 10 and 0 <= i2d["delta1"] <= 1 and i2d["num_scenes"] == 3
+    assert i2d["skill"] == pytest.approx(1 - i2d["abs_rel"] / i2d["prior_abs_rel"])
+    assert 0 <= result["depth_to_image"]["floor"]["accuracy"] <= 1
+    assert result["depth_to_image"]["floor"]["regions"] == 2  # one floor per scene
+    t2i = result["text_to_image"]
+    assert 0 <= t2i["attributes"]["mean"] <= 1 and t2i["real_attributes"]["mean"] > 0.5
+    assert result["joint_consistency_abs_rel"] >= 0
     folders = sorted(p.name for p in (tmp_path / "demo").iterdir() if p.is_dir())
-    assert folders == ["d2i_0", "d2i_1", "eval", "i2d_0", "i2d_1", "joint_0", "joint_1"]
+    assert folders == ["d2i_0", "d2i_1", "i2d_0", "i2d_1", "joint_0", "joint_1"]
     for name in ["joint_0", "i2d_0"]:
         assert (tmp_path / "demo" / name / "cloud.glb").is_file()
     assert (tmp_path / "demo" / "i2d_0" / "uncertainty.png").is_file()
@@ -44,7 +51,10 @@ def test_demo_runs_every_mode_and_scores(tiny_ckpt, tmp_path, monkeypatch):
 
 def test_demo_cli_and_missing_checkpoint(tiny_ckpt, tmp_path, capsys):
     main(["demo", "--ckpt", str(tiny_ckpt), "--out", str(tmp_path / "d"), "--num-eval", "2",
-          "--steps", "1", "--ensemble", "1"])  # fmt: skip
-    assert "AbsRel" in capsys.readouterr().out
+          "--num-generate", "2", "--steps", "1", "--ensemble", "1"])  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+    for start in ("image->depth skill: ", "depth->image region colour accuracy: floor ",
+                  "text->image attribute accuracy: ", "joint consistency "):  # fmt: skip
+        assert sum(line.startswith(start) for line in lines) == 1, (start, lines)
     with pytest.raises(FileNotFoundError, match="modality-forcing train --config"):
         demo_checkpoint(tmp_path / "nothing")

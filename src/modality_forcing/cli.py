@@ -466,21 +466,12 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
-    from .demo import DemoConfig, run_demo
+    from .demo import DemoConfig, demo_summary, run_demo
 
-    cfg = DemoConfig(num_eval=args.num_eval, steps=args.steps, ensemble=args.ensemble,
-                     depth_steps=args.depth_steps, precision=args.precision,
-                     device=args.device)  # fmt: skip
-    result = run_demo(args.ckpt, args.out, cfg)
-    i2d = result["image_to_depth"]
-    print(
-        f"image->depth on {i2d['num_scenes']} held-out procedural scenes "
-        f"({i2d['protocol']}, {i2d['steps']} step(s)): AbsRel {i2d['abs_rel']:.3f}, "
-        f"delta1 {i2d['delta1']:.3f}\n"
-        f"joint consistency (AbsRel of joint depth vs own estimate): "
-        f"{result['joint_consistency_abs_rel']:.3f}\n"
-        f"gallery: {result['gallery']}\nwall time: {result['wall_seconds']:.0f} s"
-    )
+    cfg = DemoConfig(num_eval=args.num_eval, num_generate=args.num_generate, steps=args.steps,
+                     ensemble=args.ensemble, depth_steps=args.depth_steps,
+                     precision=args.precision, device=args.device)  # fmt: skip
+    print(demo_summary(run_demo(args.ckpt, args.out, cfg)))
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
@@ -494,7 +485,10 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--ckpt", default=None, help="checkpoint dir (default: the shipped one)")
     p.add_argument("--out", default="outputs/demo")
-    p.add_argument("--num-eval", type=int, default=100, help="test scenes to score")
+    p.add_argument("--num-eval", type=int, default=100,
+                   help="test scenes to score image -> depth on")  # fmt: skip
+    p.add_argument("--num-generate", type=int, default=32,
+                   help="test scenes to score depth -> image and text -> image on")  # fmt: skip
     p.add_argument("--steps", type=int, default=10, help="joint / depth->image sampling steps")
     p.add_argument("--depth-steps", type=int, default=1,
                    help="image->depth steps of the scored prediction (1: best on val)")  # fmt: skip

@@ -86,6 +86,9 @@ class ModelConfig:
     cross_modality_time: bool = False  # gated mixing of the other modality's timestep embedding
     depth_t_min: float = 0.05  # clamp in v = (x_t - x0_hat) / max(t, t_min)
     depth_prediction: str = "x0"  # what the depth head predicts: `x0` | `velocity`
+    image_prediction: str = "velocity"  # what the image head predicts: `velocity` | `x0`
+    text_pooled: bool = False  # the caption's mean token, through an MLP, added to every adaLN
+    refine_width: int = 0  # > 0: a light conv refinement of each prediction (`PixelRefiner`)
     resolution: tuple[int, int] | None = None  # (H, W) trained at; set by the trainer
     text: TextConfig = field(default_factory=TextConfig)
     codec: CodecConfig = field(default_factory=CodecConfig)
@@ -281,6 +284,13 @@ _RANGES: dict[type, dict[str, Rule]] = {
     },
     ForcingConfig: {**{name: _UNIT for name in _PROBABILITIES}, "shift_sigma": _at_least(0)},
     LossConfig: {"num_t_bins": _at_least(1), "distill_weight": _at_least(0)},
+    ModelConfig: {
+        **{
+            f"{m}_prediction": ((lambda v: v in ("x0", "velocity")), "must be x0 or velocity")
+            for m in ("image", "depth")
+        },
+        "refine_width": _at_least(0),
+    },
     OptimConfig: {
         "lr": ((lambda v: 0 < v < math.inf), "must be a finite number > 0"),
         "warmup_steps": _at_least(0),

@@ -1,9 +1,12 @@
-"""`modality-forcing demo`: every permutation of the shipped checkpoint, a gallery, and a score.
+"""`modality-forcing demo`: every permutation of the shipped checkpoint, a gallery, and scores.
 
 Runs joint text -> image + depth on validation captions, image -> depth (an ensemble, with its
 uncertainty) and depth -> image on held-out procedural test scenes, writes one result folder per
-sample plus `index.html` / `contact_sheet.png`, and scores image -> depth on the procedural test
-split (least-squares aligned AbsRel / delta1). Everything is generated locally: no downloads.
+sample plus `index.html` / `contact_sheet.png`, and scores every mode on the procedural test split
+with the fidelity metrics (`bench/fidelity.py`): image -> depth AbsRel / delta1 (least squares)
+and its skill over the mean training depth map, depth -> image region-colour accuracy, text ->
+image caption-attribute accuracy (the shipped probe) next to real renders', and the joint
+consistency. Everything is generated locally: no downloads.
 """
 
 from __future__ import annotations
@@ -15,18 +18,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .bench.fidelity import load_fidelity_scenes, score_fidelity
 from .checkpoint import has_weights
-from .data.benchmarks import get_benchmark
 from .data.procedural import SceneConfig, render_split
-from .evaluate import score_predictions
 from .gallery import write_gallery
 from .jobs import write_job
-from .metrics.alignment import align
-from .metrics.depth import depth_metrics
 from .pipeline import ModalityForcingPipeline
 from .precision import cpu_name
 
@@ -45,7 +44,8 @@ TRAIN_HINT = (
 class DemoConfig:
     num_prompts: int = 4
     num_images: int = 4
-    num_eval: int = 100
+    num_eval: int = 100  # test scenes scored for image -> depth
+    num_generate: int = 32  # test scenes scored for depth -> image and text -> image
     steps: int = 10  # joint and depth -> image
     # Image -> depth: the scored prediction and the joint-consistency estimate use `depth_steps`
     # (1 was best on the validation split for the shipped checkpoint: docs/depth_quality.md);
@@ -69,15 +69,6 @@ def demo_checkpoint(ckpt: str | Path | None) -> Path:
     return path
 
 
-def _consistency(joint_depth: np.ndarray, estimated: np.ndarray) -> float:
-    """AbsRel of the joint depth against the model's own depth estimate of the joint image."""
-    gt = torch.from_numpy(estimated)[None].double()
-    pred = torch.from_numpy(joint_depth)[None].double()
-    mask = gt > 0
-    aligned = align(pred, gt, mask, "least_squares", (1e-3, 1e3)).aligned
-    return float(depth_metrics(aligned, gt, mask)["abs_rel"][0])
-
-
 def run_demo(
     ckpt: str | Path | None = None, out_dir: str | Path = "outputs/demo",
     cfg: DemoConfig | None = None,
@@ -99,12 +90,9 @@ def run_demo(
     tests = render_split("test", 0, cfg.num_images, scene)
     g = lambda i: torch.Generator().manual_seed(cfg.seed + i)  # noqa: E731
     common = {"num_inference_steps": cfg.steps}
-    entries, consistency = [], []
+    entries = []
     for i, prompt in enumerate(bar(prompts, desc="[1/3] text -> image + depth")):
         out = pipe(prompt=prompt, mode="joint", generator=g(i), **common)
-        est = pipe(image=out.image[0], mode="image_to_depth", generator=g(i),
-                   num_inference_steps=cfg.depth_steps)  # fmt: skip
-        consistency.append(_consistency(out.depth[0], est.depth[0]))
         meta = {"prompt": prompt, "mode": "joint", "seed": cfg.seed + i, "num_steps": cfg.steps}
         entries.append(write_job(out_dir / f"joint_{i}", f"text -> image + depth #{i}", out,
                                  meta, cfg.fov_deg))  # fmt: skip
@@ -122,23 +110,24 @@ def run_demo(
                                  meta, cfg.fov_deg))  # fmt: skip
     gallery = write_gallery(out_dir, entries)
 
-    def predict(sample: dict[str, Any]) -> np.ndarray:
-        out = pipe(image=sample["image"], mode="image_to_depth", generator=g(0),
-                   num_inference_steps=cfg.depth_steps)  # fmt: skip
-        return out.depth[0]
-
-    bench = get_benchmark("procedural", None, num=cfg.num_eval, height=h, width=w)
-    say(f"[3/3] scoring image -> depth on {cfg.num_eval} held-out test scenes")
-    summary = score_predictions(bench, predict, "least_squares", out_dir=out_dir / "eval",
-                                progress=cfg.progress)  # fmt: skip
-    scores = summary.metrics["least_squares"]
+    say(f"[3/3] scoring every mode on held-out test scenes ({cfg.num_eval} image -> depth, "
+        f"{cfg.num_generate} depth -> image and text -> image)")  # fmt: skip
+    scored = {}
+    for modes, num in ((("image_to_depth",), cfg.num_eval),
+                       (("depth_to_image", "joint"), cfg.num_generate)):  # fmt: skip
+        scenes = load_fidelity_scenes("test", num, (h, w))
+        scored.update(score_fidelity(pipe, scenes, steps=cfg.steps, depth_steps=cfg.depth_steps,
+                                     seed=cfg.seed, modes=modes))  # fmt: skip
+    i2d, d2i, joint = scored["image_to_depth"], scored["depth_to_image"], scored["joint"]
     result = {
         "checkpoint": str(demo_checkpoint(ckpt)),
         "resolution": [h, w],
-        "image_to_depth": {"num_scenes": cfg.num_eval, "abs_rel": scores["abs_rel"],
-                           "delta1": scores["delta1"], "protocol": "least_squares",
-                           "steps": cfg.depth_steps},
-        "joint_consistency_abs_rel": float(np.mean(consistency)),
+        "image_to_depth": {"num_scenes": cfg.num_eval, "protocol": "least_squares",
+                           "steps": cfg.depth_steps, **i2d},
+        "depth_to_image": {"num_scenes": cfg.num_generate, "steps": cfg.steps, **d2i},
+        "text_to_image": {"num_scenes": cfg.num_generate, "steps": cfg.steps, "mode": "joint",
+                          **{k: v for k, v in joint.items() if k != "consistency_abs_rel"}},
+        "joint_consistency_abs_rel": joint["consistency_abs_rel"],
         "gallery": str(gallery),
         "wall_seconds": time.time() - start,
         "precision": pipe.precision.as_dict(),
@@ -147,3 +136,22 @@ def run_demo(
     }  # fmt: skip
     (out_dir / "demo.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def demo_summary(result: dict[str, Any]) -> str:
+    """The demo's printed figures, one per line (README's table is made from these)."""
+    i2d, d2i, t2i = result["image_to_depth"], result["depth_to_image"], result["text_to_image"]
+    return "\n".join([
+        f"image->depth on {i2d['num_scenes']} held-out procedural scenes ({i2d['protocol']}, "
+        f"{i2d['steps']} step(s)): AbsRel {i2d['abs_rel']:.3f}, delta1 {i2d['delta1']:.3f} "
+        f"(mean training depth map: AbsRel {i2d['prior_abs_rel']:.3f})",
+        f"image->depth skill: {i2d['skill']:.2f}",
+        f"depth->image region colour accuracy: floor {d2i['floor']['accuracy']:.0%}, "
+        f"objects {d2i['objects']['accuracy']:.0%}",
+        f"text->image attribute accuracy: {t2i['attributes']['mean']:.2f} (real renders: "
+        f"{t2i['real_attributes']['mean']:.2f}, chance: {t2i['chance_attributes']['mean']:.2f})",
+        f"joint consistency (AbsRel of joint depth vs own estimate): "
+        f"{result['joint_consistency_abs_rel']:.3f}",
+        f"gallery: {result['gallery']}",
+        f"wall time: {result['wall_seconds']:.0f} s",
+    ])  # fmt: skip

@@ -133,6 +133,12 @@ class Trainer:
         if cfg.activation_checkpointing:
             self.model.dit.activation_checkpointing = True
         self.teacher: torch.nn.Module | None = None
+        if cfg.loss.distill_weight > 0 and cfg.model.image_prediction != "velocity":
+            raise ValueError(
+                "config key 'loss.distill_weight': distillation matches image "
+                "velocities, so it needs model.image_prediction 'velocity', got "
+                f"'{cfg.model.image_prediction}'"
+            )
         if cfg.init_from and not resume:
             self._init_from(cfg.init_from)
         if cfg.loss.distill_weight > 0 and hasattr(self.model, "teacher_forward"):
@@ -176,9 +182,12 @@ class Trainer:
         return transformer_blocks(self.model.dit)
 
     def _fp32_units(self) -> list[torch.nn.Module]:
-        """Heads that must compute in fp32 (the depth head) even under FSDP2's bf16 policy."""
-        heads = getattr(self.model.dit, "final", {})
-        return [heads[m] for m in heads if get_modality(m).fp32_head]
+        """Heads that must compute in fp32 (the depth head and its pixel refiner) even under
+        FSDP2's bf16 policy."""
+        units = []
+        for heads in (getattr(self.model.dit, "final", {}), getattr(self.model, "refine", {})):
+            units += [heads[m] for m in heads if get_modality(m).fp32_head]
+        return units
 
     def log(self, text: str) -> None:
         if self.env.is_main:
@@ -296,7 +305,8 @@ class Trainer:
         return flow_loss(
             pred, p.x0, p.noise, p.t, p.active, self.cfg.loss, valid_mask={DEPTH: p.valid},
             teacher_v=teacher_v, distill_weight_t=p.t.get(DEPTH), normalizer=normalizer,
-            prediction={DEPTH: self.cfg.model.depth_prediction},
+            prediction={DEPTH: self.cfg.model.depth_prediction,
+                        IMAGE: self.cfg.model.image_prediction},
         )  # fmt: skip
 
     def compute_loss(self, batch: dict[str, Any], start_index: int = 0) -> LossOutput:

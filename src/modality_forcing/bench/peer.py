@@ -18,7 +18,6 @@ the load of a shared machine cancels.
 
 from __future__ import annotations
 
-import dataclasses
 import statistics
 import time
 from typing import Any
@@ -26,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import ModelConfig, model_preset
+from ..config import ModelConfig
 from ..data.scene_graph import CAPTION_VOCAB
 from ..modalities import DEPTH, IMAGE
 from ..model.factory import build_model
@@ -37,6 +36,7 @@ from .throughput import (
     ThroughputConfig,
     TrainStep,
     _sync,
+    bench_model_config,
     compile_blocks,
     profile_step,
     profile_table,
@@ -168,7 +168,7 @@ def race(
     """
     if run.vs not in PEERS:
         raise ValueError(f"unknown peer '{run.vs}'; choose from {list(PEERS)}")
-    cfg = dataclasses.replace(model_preset(preset), resolution=run.resolution)
+    cfg = bench_model_config(preset, run.resolution)
     out: dict[str, Any] = {"preset": preset, "batch": run.batch, "settings": []}
     flops: dict[str, float] = {}
     for compiled in run.vs_compile:

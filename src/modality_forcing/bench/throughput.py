@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import OptimConfig, model_preset
+from ..config import CodecConfig, ModelConfig, OptimConfig, model_preset
 from ..modalities import DEPTH, IMAGE
 from ..model.factory import build_model
 from ..model.mmdit import count_parameters, flops_per_token, transformer_blocks
@@ -310,11 +310,21 @@ def compile_blocks(blocks: list[nn.Module]) -> None:
         block.compile(dynamic=False)  # trunk and decoder lengths differ: specialise each
 
 
+def bench_model_config(preset: str, resolution: tuple[int, int]) -> ModelConfig:
+    """A preset's model config for timing: a VAE preset without a pretrained autoencoder gets
+    the weightless latent stand-in of the same shape (`codecs.LatentStandIn`), since timed steps
+    train on random latents and never encode."""
+    model_cfg = dataclasses.replace(model_preset(preset), resolution=resolution)
+    if model_cfg.codec.kind == "vae" and not model_cfg.codec.pretrained:
+        model_cfg = dataclasses.replace(model_cfg, codec=CodecConfig(kind="latent"))
+    return model_cfg
+
+
 def measure_preset(
     preset: str, cfg: ThroughputConfig, choice: PrecisionChoice, device: torch.device
 ) -> dict[str, Any]:
     """Time (and with `cfg.profile`, profile) T2I and MF training steps of one preset."""
-    model_cfg = dataclasses.replace(model_preset(preset), resolution=cfg.resolution)
+    model_cfg = bench_model_config(preset, cfg.resolution)
     torch.manual_seed(0)
     model = build_model(model_cfg).to(device)
     if cfg.compile_blocks:

@@ -200,8 +200,29 @@ def _unpatchify(z: torch.Tensor, patch: tuple[int, int]) -> torch.Tensor:
 _VAE_CLASSES = ("AutoencoderKL", "AutoencoderKLFlux2")
 
 
+class LatentStandIn(ImageCodec):
+    """The latent space of an SD3 / Flux.1-style VAE (16 channels, 8x downsampling) without its
+    weights: for throughput and memory benchmarks, which train on random latents and never
+    encode or decode."""
+
+    channels = 16
+    downsample = 8
+
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("codec 'latent' is a benchmark stand-in: it cannot encode images; "
+                           "use codec 'vae' with a pretrained autoencoder")  # fmt: skip
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("codec 'latent' is a benchmark stand-in: it cannot decode latents; "
+                           "use codec 'vae' with a pretrained autoencoder")  # fmt: skip
+
+
 def _build_pixel(cfg: CodecConfig) -> ImageCodec:
     return PixelCodec()
+
+
+def _build_latent(cfg: CodecConfig) -> ImageCodec:
+    return LatentStandIn()
 
 
 def _build_vae(cfg: CodecConfig) -> ImageCodec:
@@ -213,11 +234,12 @@ def _build_vae(cfg: CodecConfig) -> ImageCodec:
 CODECS: dict[str, Callable[[CodecConfig], ImageCodec]] = {
     "pixel": _build_pixel,
     "vae": _build_vae,
+    "latent": _build_latent,
 }
 
 
 def build_codec(cfg: CodecConfig) -> ImageCodec:
-    """Build the image codec named by `cfg.kind` (`pixel` or `vae`)."""
+    """Build the image codec named by `cfg.kind` (`pixel`, `vae`, or the benchmarks' `latent`)."""
     if cfg.kind not in CODECS:
         raise ValueError(f"unknown codec '{cfg.kind}'; choose from {sorted(CODECS)}")
     return CODECS[cfg.kind](cfg)

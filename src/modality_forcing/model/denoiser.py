@@ -9,14 +9,37 @@ never a VAE) with `patch_size * codec.downsample`, so both give the same number 
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from ..config import ModelConfig
-from ..modalities import IMAGE
+from ..modalities import IMAGE, get_modality
 from .base import DenoiserBase
 from .codecs import ImageCodec, build_codec
 from .layers import grid_positions, patchify, rope_2d, unpatchify
 from .mmdit import MMDiT
 from .text import TextTokens, build_text_encoder
+
+
+class PixelRefiner(nn.Module):
+    """A light residual conv net on one modality's unpatchified prediction, zero at init.
+
+    Patch-wise heads leave seams every `patch_size` pixels; three 3x3 convolutions over
+    [prediction, every modality's x_t and t] can smooth them and copy edges from a clean given
+    modality (an image's object boundaries into its depth map).
+    """
+
+    def __init__(self, channels: int, context: int, width: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(channels + context, width, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(width, width, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(width, channels, 3, padding=1),
+        )  # fmt: skip
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, pred: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        return pred + self.net(torch.cat([pred, context], 1))
 
 
 class ModalityForcingModel(DenoiserBase):
@@ -31,6 +54,12 @@ class ModalityForcingModel(DenoiserBase):
         self.text_encoder = build_text_encoder(cfg.text)
         dims = {m: self.patch_size(m) ** 2 * self.channels(m) for m in cfg.modalities}
         self.dit = MMDiT(cfg, dims, cfg.text.dim)
+        if cfg.refine_width > 0:
+            context = sum(self.channels(m) + 1 for m in cfg.modalities)  # each x_t and its t
+            self.refine = nn.ModuleDict({
+                m: PixelRefiner(self.channels(m), context, cfg.refine_width)
+                for m in cfg.modalities
+            })  # fmt: skip
         self._ropes: dict[tuple[int, int, str], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def forward(
@@ -68,7 +97,37 @@ class ModalityForcingModel(DenoiserBase):
         device = next(iter(xt.values())).device
         rope = self._rope(h // p, w // p, device)
         out = self.dit(tokens, t, text.tokens, text.mask, rope)
-        return {m: unpatchify(out[m], *shapes[m]) for m in out}
+        out = {m: unpatchify(out[m], *shapes[m]) for m in out}
+        return self._refine(out, xt, t) if self.cfg.refine_width > 0 else out
+
+    def _refine(
+        self, out: dict[str, torch.Tensor], xt: dict[str, torch.Tensor], t: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """Each prediction refined from [prediction, every modality's x_t and t] (zeros for an
+        absent modality). Needs every modality on one pixel grid (the pixel codec)."""
+        ref = next(iter(out.values()))
+        b, _, h, w = ref.shape
+        context = []
+        for m in self.cfg.modalities:
+            if m in xt:
+                x = xt[m]
+                if x.shape[-2:] != (h, w):
+                    raise ValueError(
+                        f"refine_width needs every modality on one grid; '{m}' is "
+                        f"{tuple(x.shape[-2:])}, not {(h, w)} (use the pixel codec)"
+                    )
+                context += [x.to(ref.dtype), t[m].to(ref.dtype).view(b, 1, 1, 1).expand(b, 1, h, w)]
+            else:
+                context.append(ref.new_zeros(b, self.channels(m) + 1, h, w))
+        ctx = torch.cat(context, 1)
+        refined = {}
+        for m, pred in out.items():
+            if get_modality(m).fp32_head:  # as the depth head: out of autocast, in float32
+                with torch.autocast(pred.device.type, enabled=False):
+                    refined[m] = self.refine[m](pred.float(), ctx.float())
+            else:
+                refined[m] = self.refine[m](pred, ctx)
+        return refined
 
     def _rope(self, h: int, w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """(cos, sin) [h * w, head_dim] of the token grid, built once per grid size and device."""

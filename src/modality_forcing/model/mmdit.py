@@ -71,6 +71,14 @@ def pack_rope(
     return RopeTable(torch.cat(cos), torch.cat(sin), start)
 
 
+def masked_mean(tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean over the real tokens: tokens [B, L, D], mask [B, L] (None: all real) -> [B, D]."""
+    if mask is None:
+        return tokens.mean(1)
+    w = mask.to(tokens.dtype)[..., None]
+    return (tokens * w).sum(1) / w.sum(1).clamp_min(1)
+
+
 class Attention(nn.Module):
     """QK-normalised multi-head projections for one stream (qkv + out proj)."""
 
@@ -260,6 +268,10 @@ class MMDiT(nn.Module):
             {m: nn.Parameter(torch.zeros(d)) for m in self.modalities}
         )
         self.time_in = nn.ModuleDict({m: TimestepEmbedder(d) for m in self.modalities})
+        if cfg.text_pooled:
+            # The caption's mean token into every adaLN vector (as SD3's pooled text): a global
+            # summary that reaches every block's modulation, not only attention.
+            self.pooled_in = nn.Sequential(nn.Linear(text_dim, d), nn.SiLU(), nn.Linear(d, d))
         if cfg.cross_modality_time:
             # Gated cross-modality timestep mixing (release v2): zero gates = off at init.
             self.cross_time_in = nn.ModuleDict({m: TimestepEmbedder(d) for m in self.modalities})
@@ -295,6 +307,9 @@ class MMDiT(nn.Module):
         # Timestep MLPs: N(0, 0.02) as in DiT.
         for emb in self.time_in.values():
             for layer in (emb.mlp[0], emb.mlp[2]):
+                nn.init.normal_(layer.weight, std=0.02)
+        if self.cfg.text_pooled:
+            for layer in (self.pooled_in[0], self.pooled_in[2]):
                 nn.init.normal_(layer.weight, std=0.02)
         # adaLN-Zero: every modulation starts at 0 -> each block is the identity at init.
         # Output heads zero too -> the model predicts 0 at init (a stable start for v and x0).
@@ -341,6 +356,9 @@ class MMDiT(nn.Module):
         for m, x in tokens.items():
             xs[m] = self.embed[m](x) + self.modality_embed[m]
         vecs = self.time_vectors({m: t[m] for m in tokens})
+        if self.cfg.text_pooled:
+            pooled = self.pooled_in(masked_mean(text, text_mask))
+            vecs = {k: v + pooled for k, v in vecs.items()}
         lengths = {s: x.shape[1] for s, x in xs.items()}
         head_dim = self.cfg.hidden_size // self.cfg.num_heads
         # Once per forward: the RoPE table of the packed trunk sequence and the key mask.

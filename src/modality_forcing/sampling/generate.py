@@ -99,9 +99,9 @@ def generate(
             return model(xt, t, text)
 
     t_min = model.cfg.depth_t_min if t_min is None else t_min
-    kind = getattr(model.cfg, "depth_prediction", None)
+    kinds = {m: getattr(model.cfg, f"{m}_prediction", None) for m in (DEPTH, IMAGE)}
     cfg = SamplerConfig(solver=solver, guidance_scale=guidance_scale, t_min=t_min,
-                        prediction={DEPTH: kind} if kind else None)  # fmt: skip
+                        prediction={m: k for m, k in kinds.items() if k} or None)  # fmt: skip
     replace = given if mode in REPLACEMENT_MODES else None
     out = sample(
         fn, schedule, modalities, shapes, cond, uncond, {} if replace else given, cfg, generator,
