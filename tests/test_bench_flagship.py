@@ -36,3 +36,12 @@ def test_tiny_flagship_bench_scores_every_checkpoint(tmp_path):
     saved = json.loads((tmp_path / "flagship.json").read_text())
     assert saved["chosen"] == "tiny" and (tmp_path / "curves.png").is_file()
     assert "Chosen on val" in (tmp_path / "REPORT.md").read_text()
+    # The same run folders scored as an existing run (scripts/flagship_cpu.sh's layout): the
+    # same points, read from the per-checkpoint score caches.
+    from modality_forcing.bench.flagship import score_run
+
+    scored = score_run(tmp_path / "tiny", tmp_path / "scored", num_val=4, precision="fp32")
+    again = scored["recipes"]["flagship"]["curve"]
+    assert [(p["stage"], p["step"]) for p in again] == [(p["stage"], p["step"]) for p in curve]
+    assert again[-1]["scores"] == last and again[-1]["minutes"] == pytest.approx(minutes[-1])
+    assert (tmp_path / "scored" / "REPORT.md").is_file()

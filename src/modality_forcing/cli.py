@@ -148,12 +148,15 @@ def _cmd_bench(args: argparse.Namespace) -> None:
 
         train_probe(**({"out_dir": args.out} if args.out != "bench_out/data.json" else {}))
     elif args.suite == "flagship":
-        from .bench.flagship import run_flagship_benchmark
+        from .bench.flagship import run_flagship_benchmark, score_run
 
         out = args.out if args.out != "bench_out/data.json" else "bench_out/flagship"
-        run_flagship_benchmark(out, args.recipes, args.minutes, args.eval_minutes,
-                               args.num_eval or 64, precision=args.precision,
-                               device=args.device)  # fmt: skip
+        if args.run is not None:
+            score_run(args.run, out, args.num_eval or 64, args.precision or "auto")
+        else:
+            run_flagship_benchmark(out, args.recipes, args.minutes, args.eval_minutes,
+                                   args.num_eval or 64, precision=args.precision,
+                                   device=args.device)  # fmt: skip
     elif args.suite == "paper":
         from .bench.paper import run_paper_benchmark
 
@@ -228,6 +231,12 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--minutes-per-run", type=float, default=None, help="sparse: wall-time cap")
     p.add_argument("--minutes", type=float, default=20.0,
                    help="flagship: training minutes per recipe (T2I share included)")  # fmt: skip
+    p.add_argument(
+        "--run",
+        default=None,
+        help="flagship: score every checkpoint of an existing run folder (t2i/ and "
+        "mf/, as scripts/flagship_cpu.sh writes) instead of training recipes",
+    )
     p.add_argument("--eval-minutes", type=float, default=5.0,
                    help="flagship: a checkpoint scored on val every this many minutes")  # fmt: skip
     p.add_argument("--num-eval", type=int, default=None,
