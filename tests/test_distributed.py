@@ -6,10 +6,11 @@ summation order than one process sums its batch; fp32 throughout)."""
 import json
 import shutil
 import subprocess
-import sys
 
 import pytest
 import yaml
+
+from modality_forcing.cli import main
 
 pytestmark = pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not on PATH")
 
@@ -27,13 +28,13 @@ def _run(tmp_path, name, nproc, max_steps, resume_from=None, **overrides):
     if resume_from is not None:
         shutil.copytree(tmp_path / resume_from, tmp_path / name, dirs_exist_ok=True)
     cmd = ["train", "--config", str(cfg_path)] + (["--resume"] if resume_from else [])
-    if nproc == 1:
-        argv = [sys.executable, "-m", "modality_forcing", *cmd]
+    if nproc == 1:  # one process: in this one (the same code path, without a second startup)
+        main(cmd)
     else:
         argv = ["torchrun", "--standalone", f"--nproc_per_node={nproc}", "-m", "modality_forcing",
                 *cmd]  # fmt: skip
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
     lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
     return [json.loads(x)["loss"] for x in lines]
 
