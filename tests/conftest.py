@@ -1,7 +1,16 @@
 """Shared test fixtures."""
 
+import os
+
 import pytest
 import torch
+
+# The fast suite runs on pytest-xdist workers (`-n 2` in pyproject.toml): each worker computes on
+# one thread, and so do the processes it starts, so two workers fill two cores without
+# oversubscribing them (two 2-thread jobs on 2 cores run many times slower, not twice).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")

@@ -58,7 +58,9 @@ def test_pixel_round_trip_exact() -> None:
 
 
 def test_unknown_codec_and_missing_pretrained() -> None:
-    with pytest.raises(ValueError, match=r"unknown codec 'jpeg'; choose from \['pixel', 'vae'\]"):
+    with pytest.raises(
+        ValueError, match=r"unknown codec 'jpeg'; choose from \['latent', 'pixel', 'vae'\]"
+    ):
         build_codec(CodecConfig(kind="jpeg"))
     with pytest.raises(ValueError, match="pretrained"):
         build_codec(CodecConfig(kind="vae"))

@@ -48,7 +48,7 @@ class DemoConfig:
     num_generate: int = 32  # test scenes scored for depth -> image and text -> image
     steps: int = 10  # joint and depth -> image
     # Image -> depth: the scored prediction and the joint-consistency estimate use `depth_steps`
-    # (1 was best on the validation split for the shipped checkpoint: docs/depth_quality.md);
+    # (1 was best on the validation split for the shipped checkpoint: docs/flagship.md);
     # the gallery's ensembles use `ensemble_steps`, where samples differ enough to show spread.
     depth_steps: int = 1
     ensemble_steps: int = 4
