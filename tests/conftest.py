@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-# The fast suite runs on pytest-xdist workers (`-n 2` in pyproject.toml): each worker computes on
+# On pytest-xdist workers (`python -m pytest -q -n 2 --dist loadfile`) each worker computes on
 # one thread, and so do the processes it starts, so two workers fill two cores without
 # oversubscribing them (two 2-thread jobs on 2 cores run many times slower, not twice).
 if os.environ.get("PYTEST_XDIST_WORKER"):
