@@ -13,6 +13,7 @@ scenes: the numbers `demo` prints and `bench flagship` tracks over training time
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -38,7 +39,9 @@ OBJECT_MIN = 5  # instance ids >= 5 are objects (`data/scene_graph.py`)
 
 @dataclass
 class FidelityScenes:
-    """Procedural scenes with everything the metrics need, prepared once per split and size."""
+    """Procedural scenes with everything the metrics need, prepared once per split and size.
+    The palette references and the prior are made on first use: image -> depth needs no
+    references, depth -> image and text -> image no prior."""
 
     split: str
     samples: list[dict[str, Any]]
@@ -47,20 +50,30 @@ class FidelityScenes:
     mask: torch.Tensor  # [N, H, W] bool
     instance: np.ndarray  # [N, H, W] int
     captions: list[str]
-    references: list[dict[int, np.ndarray]]  # per scene: instance -> [12, 3] palette renders
     labels: dict[str, np.ndarray]  # caption attributes (`stack_attributes`)
-    prior: torch.Tensor  # [H, W] mean depth map of training scenes (the trivial baseline)
+    scene: SceneConfig  # the render settings of `samples`
+    prior_scenes: int = 512  # training scenes averaged into `prior`
+
+    @cached_property
+    def references(self) -> list[dict[int, np.ndarray]]:
+        """Per scene: instance -> [12, 3] palette renders (`palette_references`)."""
+        return [palette_references(s, self.scene) for s in self.samples]
+
+    @cached_property
+    def prior(self) -> torch.Tensor:
+        """[H, W] mean depth map of training scenes (the trivial baseline)."""
+        train = render_split("train", 0, self.prior_scenes, self.scene)
+        depth = torch.stack([torch.as_tensor(s["depth"]).double() for s in train])
+        valid = torch.stack([torch.as_tensor(s["valid_mask"]) for s in train])
+        return (depth * valid).sum(0) / valid.sum(0).clamp_min(1)
 
 
 def load_fidelity_scenes(
     split: str, num: int, size: tuple[int, int], prior_scenes: int = 512
 ) -> FidelityScenes:
-    """Render `num` scenes of `split` at `size` (H, W), their palette references and the prior."""
+    """Render `num` scenes of `split` at `size` (H, W); references and prior follow on use."""
     cfg = SceneConfig(height=size[0], width=size[1])
     samples = render_split(split, 0, num, cfg)
-    train = render_split("train", 0, prior_scenes, cfg)
-    depth = torch.stack([torch.as_tensor(s["depth"]).double() for s in train])
-    valid = torch.stack([torch.as_tensor(s["valid_mask"]) for s in train])
     images = torch.from_numpy(np.stack([s["image"] for s in samples]))
     return FidelityScenes(
         split=split,
@@ -70,9 +83,9 @@ def load_fidelity_scenes(
         mask=torch.from_numpy(np.stack([s["valid_mask"] for s in samples])),
         instance=np.stack([s["instance"] for s in samples]),
         captions=[s["caption"] for s in samples],
-        references=[palette_references(s, cfg) for s in samples],
         labels=stack_attributes([s["scene"] for s in samples]),
-        prior=(depth * valid).sum(0) / valid.sum(0).clamp_min(1),
+        scene=cfg,
+        prior_scenes=prior_scenes,
     )
 
 
@@ -141,15 +154,19 @@ def score_fidelity(
         steps: sampler steps of depth -> image, joint and marginal; depth_steps: image -> depth.
         seed: seeds every sampling call (chunk k uses seed + k).
     """
-    probe = probe if probe is not None else load_probe()[0]
     n = len(scenes.captions)
     g = lambda k: torch.Generator().manual_seed(seed + k)  # noqa: E731
-    real_probs, real_feats = read_attributes(probe, np.stack([s["image"] for s in scenes.samples]))
-    real = {
-        "scores": attribute_scores(real_probs, scenes.labels),
-        "features": real_feats,
-        "chance": attribute_scores(constant_prediction(scenes.labels), scenes.labels),
-    }
+    real: dict[str, Any] = {}
+    if {"joint", "marginal"} & set(modes):  # what the probe reads from the real renders
+        probe = probe if probe is not None else load_probe()[0]
+        real_probs, real_feats = read_attributes(
+            probe, np.stack([s["image"] for s in scenes.samples])
+        )
+        real = {
+            "scores": attribute_scores(real_probs, scenes.labels),
+            "features": real_feats,
+            "chance": attribute_scores(constant_prediction(scenes.labels), scenes.labels),
+        }
     out: dict[str, Any] = {"split": scenes.split, "num_scenes": n, "steps": steps,
                            "depth_steps": depth_steps}  # fmt: skip
 
