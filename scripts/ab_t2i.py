@@ -1,10 +1,11 @@
 """Equal-wall-time text -> image A/B runs of the cpu-s preset, scored on val (exploration behind
 the flagship recipe, docs/flagship.md). One run per call:
 
-    python scripts/ab_t2i.py NAME MINUTES '{"batch_size": 16, "model.image_prediction": "x0"}' \
+    python scripts/ab_t2i.py NAME MINUTES batch_size=16 model.image_prediction=x0 \
         [--out docs/flagship/ab] [--runs /work/runs/ab] [--threads 1]
 
-trains stage-1 (text -> image) for MINUTES of training time with the dotted overrides, then
+trains stage-1 (text -> image) for MINUTES of training time with the overrides (as `train
+--set`), then
 scores its marginal text -> image samples on 64 val scenes with the fidelity metrics (attribute
 probe accuracy, above-chance share of the real renders', probe-feature Frechet distance), and
 writes OUT/NAME.json (scores) and OUT/NAME.yaml (the run's config).
@@ -32,38 +33,25 @@ BASE = {
 }  # fmt: skip
 
 
-def with_overrides(base: dict, overrides: dict) -> dict:
-    """`base` with dotted keys (`model.text_pooled`) set."""
-    out = json.loads(json.dumps(base))
-    for key, value in overrides.items():
-        node = out
-        *path, last = key.split(".")
-        for part in path:
-            node = node.setdefault(part, {})
-        node[last] = value
-    return out
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("name")
     p.add_argument("minutes", type=float)
-    p.add_argument("overrides", nargs="?", default="{}", help="JSON object of dotted keys")
+    p.add_argument("overrides", nargs="*", help="KEY=VALUE config overrides, as train --set")
     p.add_argument("--out", default="docs/flagship/ab")
     p.add_argument("--runs", default="/work/runs/ab", help="training folders (outside the repo)")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = with_overrides(BASE, json.loads(args.overrides))
-    cfg.update(out_dir=str(Path(args.runs) / args.name), max_minutes=args.minutes)
-    final = train(resolve_train_config(cfg))
+    run = {**BASE, "out_dir": str(Path(args.runs) / args.name), "max_minutes": args.minutes}
+    final = train(resolve_train_config(run, args.overrides))
     scenes = load_fidelity_scenes("val", 64, (32, 32))
     pipe = ModalityForcingPipeline.from_pretrained(final, device="cpu")
     scores = score_fidelity(pipe, scenes, modes=("marginal",))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.name}.json").write_text(json.dumps(scores, indent=1))
-    shutil.copy(Path(cfg["out_dir"]) / "config.yaml", out / f"{args.name}.yaml")
+    shutil.copy(Path(run["out_dir"]) / "config.yaml", out / f"{args.name}.yaml")
     m = scores["marginal"]
     print(
         f"{args.name}: attributes {m['attributes']['mean']:.3f} (real "
