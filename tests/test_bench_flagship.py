@@ -45,3 +45,12 @@ def test_tiny_flagship_bench_scores_every_checkpoint(tmp_path):
     assert [(p["stage"], p["step"]) for p in again] == [(p["stage"], p["step"]) for p in curve]
     assert again[-1]["scores"] == last and again[-1]["minutes"] == pytest.approx(minutes[-1])
     assert (tmp_path / "scored" / "REPORT.md").is_file()
+    # Scoring leaves every checkpoint sealed: the scored run still resumes.
+    import yaml
+
+    from modality_forcing.config import resolve_train_config
+    from modality_forcing.train import Trainer
+
+    run = tmp_path / "tiny" / "mf"
+    cfg = resolve_train_config(yaml.safe_load((run / "config.yaml").read_text()), [])
+    assert Trainer(cfg, resume=True).state.step == curve[-1]["step"]

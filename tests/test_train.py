@@ -165,6 +165,13 @@ def test_checkpoints_by_wall_time_and_training_time_adds_up_over_a_resume(tmp_pa
     log = [json.loads(x) for x in (tmp_path / "t" / "metrics.jsonl").read_text().splitlines()]
     elapsed = [r["elapsed_s"] for r in log]
     assert elapsed == sorted(elapsed) and elapsed[-1] > first["train_state"]["seconds"]
+    # `max_minutes` counts the earlier sessions too: 90% of the six steps' training time is
+    # already spent, so the resumed run stops after one step (counting only its own session's
+    # time, it would train several more).
+    budget = 0.9 * resumed.state.seconds / 60
+    spent = Trainer(_cfg(tmp_path, "t", max_steps=20, max_minutes=budget), resume=True)
+    spent.run()
+    assert spent.state.step == 7
 
 
 def test_export_in_shards_loads_back_identically(tmp_path):

@@ -234,7 +234,8 @@ class TrainConfig:
     activation_checkpointing: bool = False  # recompute each block in the backward pass
     compile: bool = False  # torch.compile each block (minutes of compile time, ~2x on CPU)
     max_steps: int = 1000
-    max_minutes: float | None = None  # stop early (after a checkpoint) past this wall time
+    max_minutes: float | None = None  # stop (after a checkpoint) past this much training time,
+    # counted over all sessions of a resumed run
     # `auto`: bf16 autocast only where the device computes it natively, else fp32 (decided and
     # logged once per run: `precision.resolve_precision`); `bf16` | `fp32` force it.
     precision: str = "auto"

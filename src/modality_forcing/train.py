@@ -472,7 +472,7 @@ class Trainer:
                     log_file.flush()
                 bar.set_postfix({k: f"{v:.4f}" for k, v in summary["loss"].items()})
                 window, last_log = [], now
-            timed_out, ckpt_due = self._clock(t_start, last_ckpt)
+            timed_out, ckpt_due = self._clock(t_start - seconds_before, last_ckpt)
             if self.state.step % cfg.ckpt_every == 0 or self.state.step == last or ckpt_due:
                 self.state.seconds = seconds_before + time.time() - t_start
                 self.save()
@@ -492,8 +492,10 @@ class Trainer:
         return self.run_dir / "final"
 
     def _clock(self, t_start: float, last_ckpt: float) -> tuple[bool, bool]:
-        """(past `max_minutes`, a checkpoint due by `ckpt_every_minutes`): decided together by
-        all ranks, so a clock read a moment apart can never send one rank alone into a save."""
+        """(past `max_minutes`, a checkpoint due by `ckpt_every_minutes`), decided together by
+        all ranks so a clock read a moment apart can never send one rank alone into a save.
+        `t_start` is when training would have begun had it never been interrupted: the budget
+        counts the training time of a resumed run's earlier sessions."""
         cfg, now = self.cfg, time.time()
         if cfg.max_minutes is None and cfg.ckpt_every_minutes is None:
             return False, False

@@ -128,7 +128,8 @@ def score_checkpoints(
     run_dir: Path, scenes: FidelityScenes, stage: str, offset_seconds: float, precision: str,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """Fidelity of every kept checkpoint of one stage, with its cumulative training time and
-    samples (cached next to the checkpoint)."""
+    samples. Scores are cached in `checkpoints/fidelity/`, never inside a checkpoint directory: its
+    manifest must list exactly its files for the run to resume."""
     from ..pipeline import ModalityForcingPipeline
 
     modes = ("marginal",) if stage == "t2i" else ("image_to_depth", "depth_to_image", "joint",
@@ -136,7 +137,7 @@ def score_checkpoints(
     batch = read_yaml_mapping(run_dir / "config.yaml", "run config")["batch_size"]
     points = []
     for ckpt in sorted((run_dir / "checkpoints").glob("step_???????")):
-        cache = ckpt / f"fidelity_{scenes.split}.json"
+        cache = run_dir / "checkpoints" / "fidelity" / f"{ckpt.name}_{scenes.split}.json"
         info = json.loads((ckpt / "trainer.json").read_text())["train_state"]
         if cache.is_file():
             scores = json.loads(cache.read_text())
