@@ -302,7 +302,7 @@ def test_out_of_range_settings_are_clamped(client):
 
 
 def test_junk_numbers_fall_back_to_defaults(client, tiny_ckpt):
-    steps = ModalityForcingPipeline.from_pretrained(tiny_ckpt).defaults["num_inference_steps"]
+    steps = ModalityForcingPipeline.from_pretrained(tiny_ckpt).default_steps("joint")
     event, data = _call(client, "text_to_rgbd", ["a box", "NaN", None, "seven", 60, [], 1])
     assert event == "complete"
     assert f"{steps} steps" in data and "seed 0" in data

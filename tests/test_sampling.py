@@ -1,5 +1,7 @@
 """Scheduling matrices, the sampler loop, ensembles, and the pipeline's contract."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -148,6 +150,43 @@ def test_save_and_load_pretrained_round_trip(pipe, tmp_path):
     a = pipe(prompt="a", num_inference_steps=2, generator=g())
     b = again(prompt="a", num_inference_steps=2, generator=g())
     assert np.array_equal(a.image, b.image) and np.array_equal(a.depth, b.depth)
+
+
+def test_a_checkpoints_own_guidance_is_the_pipelines_default(pipe, tmp_path, capsys):
+    from modality_forcing.checkpoint import META, export_checkpoint
+    from modality_forcing.cli import main
+
+    pipe.save_pretrained(tmp_path / "p")
+    own = {"guidance": {"depth_to_image": 1.5}, "steps": {"image_to_depth": 1}}
+    export_checkpoint(tmp_path / "p", tmp_path / "e", "float32", sampling=own)
+    again = ModalityForcingPipeline.from_pretrained(tmp_path / "e", device="cpu")
+    assert again.defaults["guidance"]["depth_to_image"] == 1.5
+    assert again.default_steps("image_to_depth") == 1 and again.default_steps("joint") == 25
+    assert again.defaults["guidance"]["joint"] == pipe.defaults["guidance"]["joint"] == 3.0
+    depth = np.random.default_rng(1).uniform(1, 5, (16, 16)).astype(np.float32)
+    run = lambda p, **kw: p(prompt="a red box", depth=depth, mode="depth_to_image",  # noqa: E731
+                            num_inference_steps=2, generator=torch.Generator().manual_seed(0),
+                            **kw).image  # fmt: skip
+    assert np.array_equal(run(again), run(again, guidance_scale=1.5))
+    assert not np.array_equal(run(again), run(pipe))  # the format default, 3.0
+    again.save_pretrained(tmp_path / "s")  # kept by a round trip
+    kept = ModalityForcingPipeline.from_pretrained(tmp_path / "s", device="cpu")
+    assert kept.defaults["guidance"] == again.defaults["guidance"]
+    assert kept.default_steps("image_to_depth") == 1
+    meta = json.loads((tmp_path / "e" / META).read_text())
+    meta["sampling"]["guidance"]["depth_to_image"] = "high"
+    (tmp_path / "e" / META).write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"meta\.json' sampling\.guidance: 'depth_to_image' "
+                                         r"must be float >= 0, got 'high'"):  # fmt: skip
+        ModalityForcingPipeline.from_pretrained(tmp_path / "e", device="cpu")
+    with pytest.raises(SystemExit):
+        main(["export-checkpoint", str(tmp_path / "p"), "--out", str(tmp_path / "x"),
+              "--guidance", "joint"])  # fmt: skip
+    assert "--guidance 'joint' is not MODE=VALUE" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["export-checkpoint", str(tmp_path / "p"), "--out", str(tmp_path / "x"),
+              "--steps", "depth=2"])  # fmt: skip
+    assert "sampling.steps: unknown mode 'depth'" in capsys.readouterr().err
 
 
 def test_replacement_imposes_the_noised_given_at_every_step():

@@ -108,7 +108,7 @@ MAX_SAMPLER_RUNS = BOUNDS["steps"].hi * BOUNDS["ensemble"].hi
 def control_defaults(pipe: ModalityForcingPipeline, mode: str) -> dict[str, float]:
     """Each control's starting value (the sliders' and the one NaN or junk is replaced by)."""
     d = pipe.defaults
-    return {"steps": d["num_inference_steps"], "guidance": d["guidance"][mode],
+    return {"steps": pipe.default_steps(mode), "guidance": d["guidance"][mode],
             "log2_alpha": d["log2_alpha"], "ensemble": 3 if mode == "image_to_depth" else 1,
             "fov": 60, "seed": 0}  # fmt: skip
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -314,14 +315,54 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     return json.loads(file.read_text()) if file.is_file() else {}
 
 
+SAMPLED_MODES = ("joint", "marginal", "depth_to_image", "image_to_depth")
+# A checkpoint's own sampling defaults (meta.json `sampling`), per mode: what was measured best
+# for that model on val (scripts/tune_sampling.py). {field: (type, minimum)}.
+SAMPLING_FIELDS = {"guidance": (float, 0.0), "steps": (int, 1)}
+
+
+def checked_sampling(sampling: Any, where: str) -> dict[str, dict[str, Any]]:
+    """{"guidance": {mode: scale >= 0}, "steps": {mode: int >= 1}} (either part optional),
+    checked: a ValueError names `where`, the field and the mode otherwise."""
+    if not isinstance(sampling, dict):
+        raise ValueError(f"{where}: expected a mapping, got {sampling!r}")
+    out: dict[str, dict[str, Any]] = {}
+    for field, per_mode in sampling.items():
+        if field not in SAMPLING_FIELDS:
+            raise ValueError(f"{where}: unknown field '{field}'; choose from {list(SAMPLING_FIELDS)}")
+        kind, low = SAMPLING_FIELDS[field]
+        if not isinstance(per_mode, dict):
+            raise ValueError(f"{where}.{field}: expected a mapping of mode to value, got {per_mode!r}")
+        out[field] = {}
+        for mode, value in per_mode.items():
+            if mode not in SAMPLED_MODES:
+                raise ValueError(f"{where}.{field}: unknown mode '{mode}'; choose from "
+                                 f"{list(SAMPLED_MODES)}")  # fmt: skip
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not number or not math.isfinite(value) or value < low or kind(value) != value:
+                raise ValueError(f"{where}.{field}: '{mode}' must be {kind.__name__} >= {low:g}, "
+                                 f"got {value!r}")  # fmt: skip
+            out[field][mode] = kind(value)
+    return out
+
+
+def read_sampling(path: str | Path) -> dict[str, dict[str, Any]]:
+    """The per-mode sampling defaults a checkpoint carries in meta.json, or {}."""
+    where = f"'{checkpoint_dir(path) / META}' sampling"
+    return checked_sampling(read_meta(path).get("sampling") or {}, where)
+
+
 def export_checkpoint(
-    src: str | Path, out: str | Path, dtype: str = "bfloat16", max_shard_mb: float | None = None
-) -> Path:
+    src: str | Path, out: str | Path, dtype: str = "bfloat16", max_shard_mb: float | None = None,
+    sampling: dict[str, dict[str, Any]] | None = None,
+) -> Path:  # fmt: skip
     """Copy a checkpoint's inference weights (cast to `dtype`) + config, without training state.
 
     bf16 halves the size of a shipped checkpoint; loading casts back to the model's float32.
     `max_shard_mb` splits the weights into files of at most that many MiB (e.g. 16, to carry a
-    checkpoint back from a machine that returns files of limited size).
+    checkpoint back from a machine that returns files of limited size). `sampling` ({"guidance":
+    {mode: scale}, "steps": {mode: n}}, chosen on val: scripts/tune_sampling.py) is stored in
+    meta.json as the checkpoint's own defaults, which `ModalityForcingPipeline` uses.
     """
     cfg = read_model_config(src)
     target = getattr(torch, dtype, None)
@@ -332,5 +373,7 @@ def export_checkpoint(
     weights = read_checkpoint_weights(src)
     weights = {k: v.to(target) if v.is_floating_point() else v for k, v in weights.items()}
     meta = {**read_meta(src), "exported_from": str(src), "dtype": dtype}
+    if sampling:
+        meta["sampling"] = {**meta.get("sampling", {}), **checked_sampling(sampling, "sampling")}
     shard = None if max_shard_mb is None else int(max_shard_mb * 2**20)
     return write_checkpoint(out, cfg, weights, meta, max_shard_bytes=shard)

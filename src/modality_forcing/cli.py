@@ -427,7 +427,7 @@ def _cmd_sample(args: argparse.Namespace) -> None:
     )
     print(f"precision {pipe.precision.precision} on {pipe.precision.device}: "
           f"{pipe.precision.reason}")  # fmt: skip
-    steps = pipe.defaults["num_inference_steps"] if args.steps is None else args.steps
+    steps = pipe.default_steps(args.mode) if args.steps is None else args.steps
     log2_alpha = pipe.defaults["log2_alpha"] if args.log2_alpha is None else args.log2_alpha
     req = SampleRequest(
         mode=args.mode, prompts=args.prompt or [], image=args.image, depth=args.depth,
@@ -509,7 +509,16 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 def _cmd_export(args: argparse.Namespace) -> None:
     from .checkpoint import export_checkpoint
 
-    print(f"wrote {export_checkpoint(args.ckpt, args.out, args.dtype, args.max_shard_mb)}")
+    sampling: dict[str, dict[str, float]] = {}
+    for field, items, kind in (("guidance", args.guidance, float), ("steps", args.steps, int)):
+        for item in items:
+            mode, _, value = item.partition("=")
+            try:
+                sampling.setdefault(field, {})[mode] = kind(value)
+            except ValueError:
+                raise ValueError(f"--{field} '{item}' is not MODE=VALUE (e.g. joint=3)") from None
+    out = export_checkpoint(args.ckpt, args.out, args.dtype, args.max_shard_mb, sampling)
+    print(f"wrote {out}")
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
@@ -525,6 +534,12 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-shard-mb", type=float, default=None,
                    help="split the weights into safetensors shards of at most this many MiB "
                         "(+ model.safetensors.index.json)")  # fmt: skip
+    p.add_argument("--guidance", nargs="+", default=[], metavar="MODE=SCALE",
+                   help="the checkpoint's own CFG scale per mode (joint, marginal, "
+                        "depth_to_image), chosen on val with scripts/tune_sampling.py; "
+                        "pipelines loading it use these as defaults")  # fmt: skip
+    p.add_argument("--steps", nargs="+", default=[], metavar="MODE=N",
+                   help="the checkpoint's own sampler steps per mode (e.g. image_to_depth=1)")
     p.set_defaults(func=_cmd_export)
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .checkpoint import load_model, write_checkpoint
+from .checkpoint import checked_sampling, load_model, read_sampling, write_checkpoint
 from .data.decode import CorruptFileError, image_to_rgb8
 from .data.inputs import InputError, image_array_to_unit
 from .data.letterbox import (
@@ -128,12 +128,20 @@ class ModalityForcingPipeline:
     """Joint image + depth generation, image -> depth and depth -> image with one model."""
 
     def __init__(
-        self, model: torch.nn.Module, format: str = "native", precision: str = "auto"
-    ) -> None:
+        self, model: torch.nn.Module, format: str = "native", precision: str = "auto",
+        sampling: dict[str, dict[str, Any]] | None = None,
+    ) -> None:  # fmt: skip
+        """`sampling`: per-mode defaults over the format's, {"guidance": {mode: scale},
+        "steps": {mode: n}} (a checkpoint's own, from its meta.json, in `from_pretrained`)."""
         if format not in SAMPLING_DEFAULTS:
             raise ValueError(f"unknown format '{format}'; choose from {sorted(SAMPLING_DEFAULTS)}")
         self.format = format
-        self.defaults = SAMPLING_DEFAULTS[format]
+        base, own = SAMPLING_DEFAULTS[format], checked_sampling(sampling or {}, "sampling")
+        self.defaults = {
+            **base,
+            "guidance": {**base["guidance"], **own.get("guidance", {})},
+            "steps": {**own.get("steps", {})},  # per mode, over `num_inference_steps`
+        }
         self.model = model.eval()
         res = model.cfg.resolution or (32, 32)
         self.resolution = (int(res[0]), int(res[1]))
@@ -152,8 +160,9 @@ class ModalityForcingPipeline:
         """Load a checkpoint directory.
 
         Args:
-            path: `format="native"`: our `model.safetensors` + `config.yaml`; `"official"`: a
-                release directory (`config.json` + `model.safetensors` + AE files).
+            path: `format="native"`: our `model.safetensors` + `config.yaml` (+ `meta.json`,
+                whose `sampling` holds the checkpoint's per-mode guidance and steps);
+                `"official"`: a release directory (`config.json` + `model.safetensors` + AE files).
             torch_dtype: compute precision: `torch.bfloat16` (autocast) or `torch.float32`;
                 None picks per device (`precision.resolve_precision("auto")`). Weights stay
                 float32 either way, and the depth head always computes in float32.
@@ -166,7 +175,8 @@ class ModalityForcingPipeline:
             raise ValueError(f"unknown format '{format}'; choose from {sorted(FORMAT_LOADERS)}")
         dev = pick_device(device)
         model = FORMAT_LOADERS[format](path, dev, **kwargs)
-        return cls(model, format=format, precision=precision_of(torch_dtype))
+        sampling = read_sampling(path) if format == "native" else None
+        return cls(model, format=format, precision=precision_of(torch_dtype), sampling=sampling)
 
     def to(
         self, device: str | torch.device | None = None, dtype: torch.dtype | None = None
@@ -181,9 +191,14 @@ class ModalityForcingPipeline:
         return self
 
     def save_pretrained(self, path: str | Path) -> Path:
-        """Write safetensors weights + YAML config (atomically)."""
-        meta = {"weights": "pipeline", "format": "modality-forcing"}
+        """Write safetensors weights + YAML config (atomically), with the per-mode guidance."""
+        own = {"guidance": self.defaults["guidance"], "steps": self.defaults["steps"]}
+        meta = {"weights": "pipeline", "format": "modality-forcing", "sampling": own}
         return write_checkpoint(path, self.model.cfg, self.model.state_dict(), meta)
+
+    def default_steps(self, mode: str) -> int:
+        """Sampler steps of `mode` when none are given: the checkpoint's own, else the format's."""
+        return int(self.defaults["steps"].get(mode, self.defaults["num_inference_steps"]))
 
     @property
     def device(self) -> torch.device:
@@ -224,7 +239,7 @@ class ModalityForcingPipeline:
         if ensemble_size < 1:
             raise ValueError(f"ensemble_size must be >= 1, got {ensemble_size}")
         d = self.defaults
-        steps = d["num_inference_steps"] if num_inference_steps is None else num_inference_steps
+        steps = self.default_steps(mode) if num_inference_steps is None else num_inference_steps
         shift_mu = d["shift_mu"] if shift_mu is None else shift_mu
         log2_alpha = d["log2_alpha"] if log2_alpha is None else log2_alpha
         given = self._givens(mode, image, depth)

@@ -144,6 +144,7 @@ def score_fidelity(
     pipe: Any, scenes: FidelityScenes, probe: AttributeProbe | None = None, steps: int = 10,
     depth_steps: int = 1, seed: int = 0, batch: int = 32,
     modes: tuple[str, ...] = ("image_to_depth", "depth_to_image", "joint", "marginal"),
+    guidance: float | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Every metric of `modes` for a `ModalityForcingPipeline` on prepared scenes.
 
@@ -153,6 +154,7 @@ def score_fidelity(
         probe: the attribute probe (default: the shipped one).
         steps: sampler steps of depth -> image, joint and marginal; depth_steps: image -> depth.
         seed: seeds every sampling call (chunk k uses seed + k).
+        guidance: CFG scale of depth -> image, joint and marginal (None: the pipeline's).
     """
     n = len(scenes.captions)
     g = lambda k: torch.Generator().manual_seed(seed + k)  # noqa: E731
@@ -168,7 +170,7 @@ def score_fidelity(
             "chance": attribute_scores(constant_prediction(scenes.labels), scenes.labels),
         }
     out: dict[str, Any] = {"split": scenes.split, "num_scenes": n, "steps": steps,
-                           "depth_steps": depth_steps}  # fmt: skip
+                           "depth_steps": depth_steps, "guidance": guidance}  # fmt: skip
 
     def estimate(images: torch.Tensor) -> torch.Tensor:  # [N, 3, H, W] in [-1, 1] -> [N, H, W]
         parts = [pipe(image=images[s], mode="image_to_depth", num_inference_steps=depth_steps,
@@ -182,7 +184,7 @@ def score_fidelity(
         depth = torch.where(scenes.mask, scenes.depth, 0).float()[:, None]
         images = np.concatenate([
             pipe(prompt=scenes.captions[s], depth=depth[s], mode="depth_to_image",
-                 num_inference_steps=steps, generator=g(k)).image
+                 num_inference_steps=steps, guidance_scale=guidance, generator=g(k)).image
             for k, s in enumerate(_chunks(n, batch))
         ])  # fmt: skip
         out["depth_to_image"] = region_scores(images, scenes)
@@ -194,6 +196,7 @@ def score_fidelity(
                 prompt=scenes.captions[s],
                 mode=mode,
                 num_inference_steps=steps,
+                guidance_scale=guidance,
                 generator=g(k),
                 output_type="pt",
             )
