@@ -329,10 +329,12 @@ def checked_sampling(sampling: Any, where: str) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for field, per_mode in sampling.items():
         if field not in SAMPLING_FIELDS:
-            raise ValueError(f"{where}: unknown field '{field}'; choose from {list(SAMPLING_FIELDS)}")
+            known = list(SAMPLING_FIELDS)
+            raise ValueError(f"{where}: unknown field '{field}'; choose from {known}")
         kind, low = SAMPLING_FIELDS[field]
         if not isinstance(per_mode, dict):
-            raise ValueError(f"{where}.{field}: expected a mapping of mode to value, got {per_mode!r}")
+            raise ValueError(f"{where}.{field}: expected a mapping of mode to value, "
+                             f"got {per_mode!r}")  # fmt: skip
         out[field] = {}
         for mode, value in per_mode.items():
             if mode not in SAMPLED_MODES:
