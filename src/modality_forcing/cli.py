@@ -539,7 +539,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
                         "depth_to_image), chosen on val with scripts/tune_sampling.py; "
                         "pipelines loading it use these as defaults")  # fmt: skip
     p.add_argument("--steps", nargs="+", default=[], metavar="MODE=N",
-                   help="the checkpoint's own sampler steps per mode (e.g. image_to_depth=1)")  # fmt: skip
+                   help="the checkpoint's own sampler steps per mode "
+                        "(e.g. image_to_depth=1)")  # fmt: skip
     p.set_defaults(func=_cmd_export)
 
 
