@@ -34,29 +34,35 @@ def scenes():
     return render_split("val", 0, 24, CFG)
 
 
-def _region_summary(scenes, image_of) -> dict:
+@pytest.fixture(scope="module")
+def references(scenes):  # each scene's regions re-rendered in every palette colour (made once)
+    return [palette_references(s, CFG) for s in scenes]
+
+
+def _region_summary(scenes, references, image_of) -> dict:
     records = []
-    for i, s in enumerate(scenes):
+    for i, (s, refs) in enumerate(zip(scenes, references, strict=True)):
         named = {k: COLOURS.index(c) for k, c in region_colours(s["scene"]).items()}
-        refs = palette_references(s, CFG)
         records += region_colour_scores(image_of(i, s), s["instance"], refs, named)
     return summarise_regions(records)
 
 
-def test_real_renders_get_every_region_colour_right(scenes):
-    summary = _region_summary(scenes, lambda i, s: s["image"])
+def test_real_renders_get_every_region_colour_right(scenes, references):
+    summary = _region_summary(scenes, references, lambda i, s: s["image"])
     assert summary["all"]["accuracy"] == 1.0 and summary["all"]["regions"] > 50
     assert summary["all"]["colour_error"] == pytest.approx(0.0, abs=1e-6)
     assert summary["floor"]["regions"] == len(scenes)
 
 
-def test_constant_noise_and_swapped_images_score_near_chance(scenes):
+def test_constant_noise_and_swapped_images_score_near_chance(scenes, references):
     rng = np.random.default_rng(0)
-    flat = _region_summary(scenes, lambda i, s: np.full_like(s["image"], 128))
+    flat = _region_summary(scenes, references, lambda i, s: np.full_like(s["image"], 128))
     noise = _region_summary(
-        scenes, lambda i, s: rng.integers(0, 256, s["image"].shape, dtype=np.uint8)
+        scenes, references, lambda i, s: rng.integers(0, 256, s["image"].shape, dtype=np.uint8)
     )
-    swapped = _region_summary(scenes, lambda i, s: scenes[(i + 1) % len(scenes)]["image"])
+    swapped = _region_summary(
+        scenes, references, lambda i, s: scenes[(i + 1) % len(scenes)]["image"]
+    )
     for summary in (flat, noise, swapped):  # chance is 1 / 12 per region
         assert summary["all"]["accuracy"] < 0.25
         assert summary["all"]["colour_error"] > 0.1
