@@ -1,12 +1,14 @@
-"""Choose a checkpoint's classifier-free guidance per mode on **val** (never on test):
+"""Choose a checkpoint's sampling defaults on **val** (never on test): classifier-free guidance
+per generating mode, and the number of image -> depth steps.
 
-    python scripts/tune_sampling.py CKPT [--guidance 1 2 3 4.5 6] [--steps 10] [--num-val 64]
-        [--seeds 0 1] [--out docs/flagship/sampling_val.json]
+    python scripts/tune_sampling.py CKPT [--guidance 1 2 3 4.5 6] [--steps 10]
+        [--depth-steps 1 2 4] [--num-val 64] [--seeds 0 1] [--out docs/flagship/sampling_val.json]
 
 scores depth -> image (region colour accuracy), joint and marginal text -> image (attribute
-probe accuracy) at each scale with the same seeds (common random numbers, so the differences
-between scales are not sampling noise of different draws), and writes the table, the chosen
-scale per mode and the scores to OUT (JSON) and OUT with .md. Ship the choice with
+probe accuracy) at each scale, and image -> depth (least-squares AbsRel) at each step count,
+with the same seeds throughout (common random numbers, so the differences between settings are
+not sampling noise of different draws), and writes the tables, the choices and the scores to OUT
+(JSON) and OUT with .md. Ship the choice with
 `modality-forcing export-checkpoint CKPT --out DIR --guidance MODE=SCALE ... [--steps MODE=N]`:
 a pipeline loaded from DIR then uses them as its defaults.
 """
@@ -52,7 +54,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("ckpt")
     p.add_argument("--guidance", type=float, nargs="+", default=[1.0, 2.0, 3.0, 4.5, 6.0])
-    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--steps", type=int, default=10, help="steps of the generating modes")
+    p.add_argument("--depth-steps", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--num-val", type=int, default=64)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--out", default="docs/flagship/sampling_val.json")
@@ -69,14 +72,26 @@ def main() -> None:
                "by_seed": runs}  # fmt: skip
         rows.append(row)
         print("  ".join(f"{k} {v:.3f}" for k, v in row.items() if k != "by_seed"), flush=True)
-    chosen = {}
+    guidance = {}
     for mode, path in CHOOSE_BY.items():
         best = max(rows, key=lambda r: mean(_get(s, path) for s in r["by_seed"]))
-        chosen[mode] = best["guidance"]
+        guidance[mode] = best["guidance"]
+    depth_rows = []
+    for steps in args.depth_steps:
+        runs = [score_fidelity(pipe, scenes, depth_steps=steps, seed=seed,
+                               modes=("image_to_depth",))["image_to_depth"]
+                for seed in args.seeds]  # fmt: skip
+        depth_rows.append({"steps": steps,
+                           **{k: mean(r[k] for r in runs) for k in ("abs_rel", "delta1", "skill")},
+                           "by_seed": runs})  # fmt: skip
+        print(f"image->depth {steps} step(s): AbsRel {depth_rows[-1]['abs_rel']:.4f}", flush=True)
+    depth_steps = min(depth_rows, key=lambda r: r["abs_rel"])["steps"]
+    chosen = {"guidance": guidance, "steps": {"image_to_depth": depth_steps}}
     report = {"checkpoint": str(args.ckpt), "split": "val", "num_scenes": args.num_val,
               "steps": args.steps, "seeds": args.seeds, "precision": pipe.precision.precision,
-              "choose_by": {m: ".".join(p) for m, p in CHOOSE_BY.items()},
-              "chosen": {"guidance": chosen}, "rows": rows}  # fmt: skip
+              "choose_by": {**{m: ".".join(p) for m, p in CHOOSE_BY.items()},
+                            "image_to_depth steps": "lowest image_to_depth.abs_rel"},
+              "chosen": chosen, "rows": rows, "depth_rows": depth_rows}  # fmt: skip
     out = Path(args.out)
     write_json(out, report)
     head = ["guidance", *COLUMNS]
@@ -88,11 +103,18 @@ def main() -> None:
         "|" + "---|" * len(head),
         *("| " + " | ".join(f"{r[h]:.3f}" for h in head) + " |" for r in rows),
         "",
+        "| image -> depth steps | AbsRel | delta1 | skill |",
+        "|---|---|---|---|",
+        *(f"| {r['steps']} | {r['abs_rel']:.4f} | {r['delta1']:.3f} | {r['skill']:.3f} |"
+          for r in depth_rows),
+        "",
         f"Chosen: {json.dumps(chosen)} (by {json.dumps(report['choose_by'])}).",
         "",
     ]
     out.with_suffix(".md").write_text("\n".join(lines))
-    print("chosen:", json.dumps(chosen))
+    flags = [f"--guidance {' '.join(f'{m}={v:g}' for m, v in guidance.items())}",
+             f"--steps image_to_depth={depth_steps}"]  # fmt: skip
+    print("chosen:", json.dumps(chosen), "\nexport with:", " ".join(flags))
 
 
 if __name__ == "__main__":
