@@ -105,8 +105,10 @@ def main() -> None:
         "",
         "| image -> depth steps | AbsRel | delta1 | skill |",
         "|---|---|---|---|",
-        *(f"| {r['steps']} | {r['abs_rel']:.4f} | {r['delta1']:.3f} | {r['skill']:.3f} |"
-          for r in depth_rows),
+        *(
+            f"| {r['steps']} | {r['abs_rel']:.4f} | {r['delta1']:.3f} | {r['skill']:.3f} |"
+            for r in depth_rows
+        ),
         "",
         f"Chosen: {json.dumps(chosen)} (by {json.dumps(report['choose_by'])}).",
         "",
