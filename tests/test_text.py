@@ -14,7 +14,6 @@ from modality_forcing.model.text import (
     TextTokens,
     WordTokenizer,
     build_text_encoder,
-    drop_captions,
 )
 
 CAPTIONS = ["a red sphere left of a blue box", "a green cylinder on a floor"]
@@ -77,18 +76,6 @@ def test_small_gradients_and_unconditional() -> None:
     assert null.tokens.shape == (3, 8, 32)
     torch.testing.assert_close(null.tokens[2], enc([""]).tokens[0])
     assert null.mask.sum(1).tolist() == [1, 1, 1]
-
-
-def test_drop_captions() -> None:
-    caps = [f"caption {i}" for i in range(200)]
-    dropped = drop_captions(caps, 0.3, torch.Generator().manual_seed(0))
-    n = sum(d == "" for d in dropped)
-    assert 35 < n < 85
-    assert all(d in ("", c) for d, c in zip(dropped, caps, strict=True))
-    assert dropped == drop_captions(caps, 0.3, torch.Generator().manual_seed(0))
-    assert drop_captions(caps, 0.0, torch.Generator()) == caps
-    with pytest.raises(ValueError):
-        drop_captions(caps, 1.5, torch.Generator())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -61,14 +61,6 @@ def trim_padding(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, t
     return ids[:, :keep], mask[:, :keep]
 
 
-def drop_captions(captions: Sequence[str], p: float, generator: torch.Generator) -> list[str]:
-    """Replace each caption by "" with probability `p` (caption dropout for CFG training)."""
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"caption dropout probability must be in [0, 1], got {p}")
-    drop = torch.rand(len(captions), generator=generator) < p
-    return ["" if d else c for c, d in zip(captions, drop.tolist(), strict=True)]
-
-
 # ---------------------------------------------------------------------------------------------
 # Small word-level encoder
 # ---------------------------------------------------------------------------------------------
