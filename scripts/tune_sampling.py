@@ -58,8 +58,23 @@ def main() -> None:
     p.add_argument("--depth-steps", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--num-val", type=int, default=64)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.01,
+        help="take the lowest scale within this much of the best score: a gain "
+        "smaller than the seed-to-seed spread is not worth stronger guidance",
+    )
     p.add_argument("--out", default="docs/flagship/sampling_val.json")
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="choose again from the scores already in OUT (no sampling)",
+    )
     args = p.parse_args()
+    if args.reuse:
+        old = json.loads(Path(args.out).read_text())
+        return publish(args, old["rows"], old["depth_rows"], old["precision"])
     pipe = ModalityForcingPipeline.from_pretrained(args.ckpt)
     scenes = load_fidelity_scenes("val", args.num_val, pipe.resolution)
     rows = []
@@ -72,10 +87,6 @@ def main() -> None:
                "by_seed": runs}  # fmt: skip
         rows.append(row)
         print("  ".join(f"{k} {v:.3f}" for k, v in row.items() if k != "by_seed"), flush=True)
-    guidance = {}
-    for mode, path in CHOOSE_BY.items():
-        best = max(rows, key=lambda r: mean(_get(s, path) for s in r["by_seed"]))
-        guidance[mode] = best["guidance"]
     depth_rows = []
     for steps in args.depth_steps:
         runs = [score_fidelity(pipe, scenes, depth_steps=steps, seed=seed,
@@ -85,10 +96,23 @@ def main() -> None:
                            **{k: mean(r[k] for r in runs) for k in ("abs_rel", "delta1", "skill")},
                            "by_seed": runs})  # fmt: skip
         print(f"image->depth {steps} step(s): AbsRel {depth_rows[-1]['abs_rel']:.4f}", flush=True)
-    depth_steps = min(depth_rows, key=lambda r: r["abs_rel"])["steps"]
+    publish(args, rows, depth_rows, pipe.precision.precision)
+
+
+def publish(args: argparse.Namespace, rows: list, depth_rows: list, precision: str) -> None:
+    """Choose from the scores; write OUT (.json and .md); print the export flags."""
+    guidance = {}
+    for mode, path in CHOOSE_BY.items():
+        score = {r["guidance"]: mean(_get(s, path) for s in r["by_seed"]) for r in rows}
+        best = max(score.values())
+        guidance[mode] = min(g for g, v in score.items() if v >= best - args.tolerance)
+    fewest = min(r["abs_rel"] for r in depth_rows)  # the same tolerance, relative for AbsRel
+    depth_steps = min(r["steps"] for r in depth_rows
+                      if r["abs_rel"] <= fewest * (1 + args.tolerance))  # fmt: skip
     chosen = {"guidance": guidance, "steps": {"image_to_depth": depth_steps}}
     report = {"checkpoint": str(args.ckpt), "split": "val", "num_scenes": args.num_val,
-              "steps": args.steps, "seeds": args.seeds, "precision": pipe.precision.precision,
+              "steps": args.steps, "seeds": args.seeds, "precision": precision,
+              "tolerance": args.tolerance,
               "choose_by": {**{m: ".".join(p) for m, p in CHOOSE_BY.items()},
                             "image_to_depth steps": "lowest image_to_depth.abs_rel"},
               "chosen": chosen, "rows": rows, "depth_rows": depth_rows}  # fmt: skip
@@ -97,7 +121,7 @@ def main() -> None:
     head = ["guidance", *COLUMNS]
     lines = [
         f"# Guidance per mode, chosen on val ({args.num_val} scenes, {args.steps} steps, "
-        f"seeds {args.seeds}, {pipe.precision.precision})",
+        f"seeds {args.seeds}, {precision})",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
@@ -110,7 +134,8 @@ def main() -> None:
             for r in depth_rows
         ),
         "",
-        f"Chosen: {json.dumps(chosen)} (by {json.dumps(report['choose_by'])}).",
+        f"Chosen: {json.dumps(chosen)} (by {json.dumps(report['choose_by'])}; the lowest "
+        f"scale, and the fewest steps, within {args.tolerance:g} of the best).",
         "",
     ]
     out.with_suffix(".md").write_text("\n".join(lines))
