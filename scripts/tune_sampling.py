@@ -99,17 +99,23 @@ def main() -> None:
     publish(args, rows, depth_rows, pipe.precision.precision)
 
 
-def publish(args: argparse.Namespace, rows: list, depth_rows: list, precision: str) -> None:
-    """Choose from the scores; write OUT (.json and .md); print the export flags."""
+def choose(rows: list, depth_rows: list, tolerance: float) -> dict[str, dict[str, Any]]:
+    """Per mode, the lowest guidance scoring within `tolerance` of the best (mean over seeds),
+    and the fewest image -> depth steps within `tolerance` (relative) of the lowest AbsRel."""
     guidance = {}
     for mode, path in CHOOSE_BY.items():
         score = {r["guidance"]: mean(_get(s, path) for s in r["by_seed"]) for r in rows}
         best = max(score.values())
-        guidance[mode] = min(g for g, v in score.items() if v >= best - args.tolerance)
-    fewest = min(r["abs_rel"] for r in depth_rows)  # the same tolerance, relative for AbsRel
-    depth_steps = min(r["steps"] for r in depth_rows
-                      if r["abs_rel"] <= fewest * (1 + args.tolerance))  # fmt: skip
-    chosen = {"guidance": guidance, "steps": {"image_to_depth": depth_steps}}
+        guidance[mode] = min(g for g, v in score.items() if v >= best - tolerance)
+    lowest = min(r["abs_rel"] for r in depth_rows)
+    steps = min(r["steps"] for r in depth_rows if r["abs_rel"] <= lowest * (1 + tolerance))
+    return {"guidance": guidance, "steps": {"image_to_depth": steps}}
+
+
+def publish(args: argparse.Namespace, rows: list, depth_rows: list, precision: str) -> None:
+    """Choose from the scores; write OUT (.json and .md); print the export flags."""
+    chosen = choose(rows, depth_rows, args.tolerance)
+    guidance, depth_steps = chosen["guidance"], chosen["steps"]["image_to_depth"]
     report = {"checkpoint": str(args.ckpt), "split": "val", "num_scenes": args.num_val,
               "steps": args.steps, "seeds": args.seeds, "precision": precision,
               "tolerance": args.tolerance,
