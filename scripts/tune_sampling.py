@@ -25,12 +25,6 @@ from modality_forcing.bench.fidelity import load_fidelity_scenes, score_fidelity
 from modality_forcing.bench.runs import write_json
 from modality_forcing.pipeline import ModalityForcingPipeline
 
-# The figure each mode's scale is chosen by (higher is better).
-CHOOSE_BY = {
-    "depth_to_image": ("depth_to_image", "all", "accuracy"),
-    "joint": ("joint", "attributes", "mean"),
-    "marginal": ("marginal", "attributes", "mean"),
-}
 COLUMNS = {
     "d->i floor": ("depth_to_image", "floor", "accuracy"),
     "d->i walls": ("depth_to_image", "walls", "accuracy"),
@@ -41,6 +35,12 @@ COLUMNS = {
     "joint FD": ("joint", "frechet"),
     "joint consistency": ("joint", "consistency_abs_rel"),
     "marginal attributes": ("marginal", "attributes", "mean"),
+}
+# The column (a mean over seeds) each mode's scale is chosen by; higher is better.
+CHOOSE_BY = {
+    "depth_to_image": "d->i all",
+    "joint": "joint attributes",
+    "marginal": "marginal attributes",
 }
 
 
@@ -103,8 +103,8 @@ def choose(rows: list, depth_rows: list, tolerance: float) -> dict[str, dict[str
     """Per mode, the lowest guidance scoring within `tolerance` of the best (mean over seeds),
     and the fewest image -> depth steps within `tolerance` (relative) of the lowest AbsRel."""
     guidance = {}
-    for mode, path in CHOOSE_BY.items():
-        score = {r["guidance"]: mean(_get(s, path) for s in r["by_seed"]) for r in rows}
+    for mode, column in CHOOSE_BY.items():
+        score = {r["guidance"]: r[column] for r in rows}
         best = max(score.values())
         guidance[mode] = min(g for g, v in score.items() if v >= best - tolerance)
     lowest = min(r["abs_rel"] for r in depth_rows)
@@ -119,7 +119,7 @@ def publish(args: argparse.Namespace, rows: list, depth_rows: list, precision: s
     report = {"checkpoint": str(args.ckpt), "split": "val", "num_scenes": args.num_val,
               "steps": args.steps, "seeds": args.seeds, "precision": precision,
               "tolerance": args.tolerance,
-              "choose_by": {**{m: ".".join(p) for m, p in CHOOSE_BY.items()},
+              "choose_by": {**{m: ".".join(COLUMNS[c]) for m, c in CHOOSE_BY.items()},
                             "image_to_depth steps": "lowest image_to_depth.abs_rel"},
               "chosen": chosen, "rows": rows, "depth_rows": depth_rows}  # fmt: skip
     out = Path(args.out)
