@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from modality_forcing.config import ForcingConfig, LossConfig
-from modality_forcing.flow.loss import flow_loss
+from modality_forcing.flow.loss import flow_loss, object_weights
 from modality_forcing.flow.noise_levels import (
     BOTH_NOISED,
     DEPTH_ABSENT,
@@ -171,3 +171,23 @@ def test_velocity_parametrised_depth_uses_the_velocity_target():
     assert out.per_modality[DEPTH].item() > 0
     with pytest.raises(ValueError, match="unknown prediction 'eps'"):
         flow_loss(perfect, x0, noise, t, active, LossConfig(), prediction={DEPTH: "eps"})
+
+
+def test_object_pixels_weigh_up_the_image_error_as_a_weighted_mean():
+    x0, noise, t, active = _loss_inputs()
+    v = noise[IMAGE] - x0[IMAGE]
+    pred = {IMAGE: v.clone(), DEPTH: x0[DEPTH].clone()}
+    objects = torch.zeros(2, 1, 4, 4, dtype=torch.bool)
+    objects[:, :, 1:3, 1:3] = True  # 4 of 16 pixels
+    pred[IMAGE][objects.expand_as(v)] += 1.0  # unit error on objects only
+    plain = flow_loss(pred, x0, noise, t, active, LossConfig())
+    weights = object_weights(objects, 4.0, (4, 4))
+    weighted = flow_loss(pred, x0, noise, t, active, LossConfig(), pixel_weight={IMAGE: weights})
+    assert plain.per_modality[IMAGE].item() == pytest.approx(4 / 16)
+    assert weighted.per_modality[IMAGE].item() == pytest.approx(4 * 4 / (12 + 4 * 4))
+    uniform = {IMAGE: torch.full((2, 1, 4, 4), 3.0)}  # a constant weight changes nothing
+    same = flow_loss(pred, x0, noise, t, active, LossConfig(), pixel_weight=uniform)
+    assert same.per_modality[IMAGE].item() == pytest.approx(plain.per_modality[IMAGE].item())
+    # on a coarser grid (a latent) the weights are the object share of each cell
+    coarse = object_weights(objects, 4.0, (2, 2))
+    assert torch.allclose(coarse, torch.full((2, 1, 2, 2), 1.75))

@@ -2,14 +2,16 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from modality_forcing.checkpoint import load_model, read_meta
-from modality_forcing.config import resolve_train_config
+from modality_forcing.config import OptimConfig, resolve_train_config
 from modality_forcing.data.batch import collate
 from modality_forcing.data.procedural import SceneConfig, render_split
 from modality_forcing.modalities import DEPTH, IMAGE
+from modality_forcing.optim import lr_factor
 from modality_forcing.train import Trainer, copy_image_stream_to_depth, train
 
 
@@ -204,3 +206,31 @@ def test_worker_processes_render_exactly_the_batches_of_the_main_process(tmp_pat
                        for k in ("image", "depth", "valid_mask"))  # fmt: skip
     finally:
         ahead.close()
+
+
+def test_wsd_schedule_holds_then_cools_down_linearly():
+    cfg = OptimConfig(schedule="wsd", warmup_steps=2, decay_steps=4, min_lr_ratio=0.0)
+    factors = [lr_factor(step, cfg, max_steps=10) for step in range(10)]
+    assert factors == pytest.approx([0.5, 1, 1, 1, 1, 1, 0.75, 0.5, 0.25, 0.0])
+    held = OptimConfig(schedule="wsd", warmup_steps=0, decay_steps=0)  # no cool-down: constant
+    assert {lr_factor(step, held, max_steps=5) for step in range(5)} == {1.0}
+    with pytest.raises(ValueError, match="unknown lr schedule 'linear'"):
+        lr_factor(0, OptimConfig(schedule="linear"), max_steps=5)
+
+
+def test_object_weight_weighs_the_object_pixels_of_procedural_batches(tmp_path):
+    samples = render_split("train", 0, 4, SceneConfig(height=16, width=16, shadows=False))
+    batch = collate(samples)
+    objects = batch["object_mask"]
+    assert objects.shape == (4, 1, 16, 16) and objects.any()
+    inst = torch.from_numpy(np.stack([s["instance"] for s in samples]))[:, None]
+    assert torch.equal(objects, inst >= 5)  # floor 1, walls 2-4, sky 0 are not objects
+    plain = Trainer(_cfg(tmp_path, "plain")).prepare(batch, 0)
+    trainer = Trainer(_cfg(tmp_path, "weighted", **{"loss.object_weight": 6}))
+    weighted = trainer.prepare(batch, 0)
+    assert plain.weight == {}
+    w = weighted.weight[IMAGE]
+    assert torch.equal(w, torch.where(objects, 6.0, 1.0))
+    with torch.no_grad():
+        a, b = trainer.loss(plain).per_modality, trainer.loss(weighted).per_modality
+    assert a[DEPTH].item() == b[DEPTH].item() and a[IMAGE].item() != b[IMAGE].item()

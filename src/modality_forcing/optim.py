@@ -41,16 +41,24 @@ def can_fuse(params: list[torch.Tensor]) -> bool:
     )
 
 
+SCHEDULES = ("constant", "cosine", "wsd")
+
+
 def lr_factor(step: int, cfg: OptimConfig, max_steps: int) -> float:
-    """Linear warmup, then cosine decay to `min_lr_ratio` at `max_steps` (or constant)."""
-    if cfg.schedule not in ("cosine", "constant"):
-        raise ValueError(
-            f"unknown lr schedule '{cfg.schedule}'; choose from ['constant', 'cosine']"
-        )
+    """Linear warmup, then: cosine decay to `min_lr_ratio` at `max_steps`; or constant; or `wsd`
+    (warmup-stable-decay): constant, then a linear cool-down to `min_lr_ratio` over the last
+    `decay_steps` steps before `max_steps`."""
+    if cfg.schedule not in SCHEDULES:
+        raise ValueError(f"unknown lr schedule '{cfg.schedule}'; choose from {list(SCHEDULES)}")
     if step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
     if cfg.schedule == "constant":
         return 1.0
+    if cfg.schedule == "wsd":
+        left = max_steps - step  # steps still to take, this one included
+        if cfg.decay_steps <= 0 or left > cfg.decay_steps:
+            return 1.0
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * max(0, left - 1) / cfg.decay_steps
     progress = min(1.0, (step - cfg.warmup_steps) / max(1, max_steps - cfg.warmup_steps))
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 

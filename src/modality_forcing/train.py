@@ -47,7 +47,7 @@ from .checkpoint import (
 from .config import TrainConfig, save_yaml, to_dict, validate
 from .data.stream import make_source, sample_start
 from .flow.fill import fill_missing
-from .flow.loss import LossOutput, flow_loss
+from .flow.loss import LossOutput, flow_loss, object_weights
 from .flow.noise_levels import CORNER_NAMES
 from .flow.path import interpolate
 from .modalities import DEPTH, IMAGE, get_modality
@@ -103,6 +103,7 @@ class Prepared:
     valid: torch.Tensor
     captions: list[str]
     draws: SampleDraws
+    weight: dict[str, torch.Tensor]  # modality -> per-pixel loss weights [B, 1, h, w]
 
 
 class Trainer:
@@ -291,7 +292,11 @@ class Trainer:
         if DEPTH in xt:  # what the noisy input holds where the sensor has no depth
             x0[DEPTH], xt[DEPTH] = fill_missing(x0[DEPTH], noise[DEPTH], t[DEPTH], valid,
                                                 self.cfg.data.depth_fill)  # fmt: skip
-        return Prepared(x0, xt, noise, t, active, valid, captions, draws)
+        weight = {}
+        if self.cfg.loss.object_weight != 1.0 and "object_mask" in batch and IMAGE in x0:
+            weight[IMAGE] = object_weights(batch["object_mask"], self.cfg.loss.object_weight,
+                                           x0[IMAGE].shape[-2:])  # fmt: skip
+        return Prepared(x0, xt, noise, t, active, valid, captions, draws, weight)
 
     def loss(self, p: Prepared, normalizer: dict[str, torch.Tensor] | None = None) -> LossOutput:
         """Forward pass + loss of a prepared micro-batch."""
@@ -307,6 +312,7 @@ class Trainer:
             teacher_v=teacher_v, distill_weight_t=p.t.get(DEPTH), normalizer=normalizer,
             prediction={DEPTH: self.cfg.model.depth_prediction,
                         IMAGE: self.cfg.model.image_prediction},
+            pixel_weight=p.weight,
         )  # fmt: skip
 
     def compute_loss(self, batch: dict[str, Any], start_index: int = 0) -> LossOutput:

@@ -4,7 +4,9 @@ A *sample* is a dict of numpy arrays as readers produce it: `image` uint8 [H, W,
 float32 [H, W] in metres (or any consistent unit), `valid_mask` bool [H, W], `caption` str, plus
 optional extras (`normals`, `instance`, `intrinsics`, `scene`, `key`). A *batch* is what the trainer
 consumes: `image` float32 [B, 3, H, W] in [-1, 1], `depth` float32 [B, 1, H, W] (invalid pixels set
-to 0 and never to be read), `valid_mask` bool [B, 1, H, W], `caption` list[str].
+to 0 and never to be read), `valid_mask` bool [B, 1, H, W], `caption` list[str], and, when every
+sample has an `instance` map (the procedural world's ids), `object_mask` bool [B, 1, H, W]: the
+pixels of objects (not floor, walls or sky), which `loss.object_weight` can weigh up.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from .scene_graph import FIRST_OBJECT_INSTANCE
 
 
 def sanitize_depth(
@@ -54,6 +58,9 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "valid_mask": torch.from_numpy(np.stack(valid))[:, None],
         "caption": [str(s.get("caption") or "") for s in samples],
     }
+    if all("instance" in s for s in samples):
+        instance = np.stack([np.asarray(s["instance"]) for s in samples])
+        batch["object_mask"] = torch.from_numpy(instance >= FIRST_OBJECT_INSTANCE)[:, None]
     for name in extra_modalities():  # e.g. surface normals, when every sample has them
         if all(name in s for s in samples):
             x = torch.from_numpy(np.stack([np.asarray(s[name], np.float32) for s in samples]))

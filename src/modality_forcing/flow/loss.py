@@ -27,14 +27,36 @@ class LossOutput:
     t_bins: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
 
-def _masked_mean(err: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample mean of err [B, C, H, W] over mask [B, 1, H, W]; also returns valid counts [B]."""
-    if mask is None:
-        return err.flatten(1).mean(1), torch.full(err.shape[:1], float(err[0].numel()))
-    m = mask.expand_as(err)
-    total = torch.where(m, err, torch.zeros_like(err)).flatten(1).sum(1)
-    count = m.flatten(1).sum(1).to(err.dtype)
-    return total / count.clamp_min(1), count
+def _masked_mean(
+    err: torch.Tensor, mask: torch.Tensor | None, weight: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample mean of err [B, C, H, W] over mask [B, 1, H, W], weighted per pixel by weight
+    [B, 1, H, W] (a weighted mean: the weights' scale does not matter); also returns the valid
+    pixel counts [B]."""
+    m = None if mask is None else mask.expand_as(err)
+    count = (
+        torch.full(err.shape[:1], float(err[0].numel()), device=err.device)
+        if m is None
+        else m.flatten(1).sum(1).to(err.dtype)
+    )
+    if weight is None:
+        total = err if m is None else torch.where(m, err, torch.zeros_like(err))
+        return total.flatten(1).sum(1) / count.clamp_min(1), count
+    w = weight.to(err.dtype).expand_as(err)
+    if m is not None:
+        w = torch.where(m, w, torch.zeros_like(w))
+    return (err * w).flatten(1).sum(1) / w.flatten(1).sum(1).clamp_min(1e-12), count
+
+
+def object_weights(
+    object_mask: torch.Tensor, weight: float, size: tuple[int, int] | torch.Size
+) -> torch.Tensor:
+    """Per-pixel loss weights [B, 1, h, w]: `weight` on object pixels, 1 elsewhere, area-averaged
+    down to the grid the loss is taken on (`size`, e.g. a latent's) when that is smaller."""
+    w = 1.0 + (weight - 1.0) * object_mask.float()
+    if tuple(w.shape[-2:]) != tuple(size):
+        w = torch.nn.functional.adaptive_avg_pool2d(w, tuple(size))
+    return w
 
 
 def bin_losses(
@@ -61,6 +83,7 @@ def flow_loss(
     distill_weight_t: torch.Tensor | None = None,
     normalizer: dict[str, torch.Tensor] | None = None,
     prediction: dict[str, str] | None = None,
+    pixel_weight: dict[str, torch.Tensor] | None = None,
 ) -> LossOutput:
     """Combine the per-modality objectives.
 
@@ -78,6 +101,8 @@ def flow_loss(
             micro-batches), so summing these losses gives the global mean exactly.
         prediction: modality -> `x0` | `velocity`, overriding the registry's parametrisation
             (e.g. `model.depth_prediction`).
+        pixel_weight: modality -> [B, 1, H, W] per-pixel weights of its error (a weighted mean
+            per sample), e.g. object pixels weighed up (`loss.object_weight`).
 
     Returns:
         LossOutput with the total, per-modality scalars, per-sample values and t-bin sums.
@@ -101,7 +126,7 @@ def flow_loss(
             p = torch.where(mask.expand_as(p), p, target)
         l1 = spec.masked and cfg.depth_loss == "l1"  # depth-like (x0, masked) modalities
         err = (p - target).abs() if l1 else (p - target).square()
-        per_sample, count = _masked_mean(err, mask)
+        per_sample, count = _masked_mean(err, mask, (pixel_weight or {}).get(name))
         act = active[name] & (count > 0)  # a sample with no valid depth trains the image alone
         denom = act.sum() if normalizer is None else normalizer[name]
         loss = (per_sample * act).sum() / denom.clamp_min(1)
