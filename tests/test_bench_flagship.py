@@ -54,3 +54,26 @@ def test_tiny_flagship_bench_scores_every_checkpoint(tmp_path):
     run = tmp_path / "tiny" / "mf"
     cfg = resolve_train_config(yaml.safe_load((run / "config.yaml").read_text()), [])
     assert Trainer(cfg, resume=True).state.step == curve[-1]["step"]
+    # A continuation forked from the last checkpoint (scripts/flagship_cpu.sh's `mf2`): the fork
+    # resumes at the parent's step and time, trains on under changed settings, leaves the parent
+    # untouched, and its points follow the parent's in the scored curve without a repeat.
+    from modality_forcing.train import fork_run, train
+
+    parent = sorted(p.name for p in (run / "checkpoints").glob("step_*"))
+    fork = tmp_path / "tiny" / "mf2"
+    fork_run(run, fork)
+    with pytest.raises(FileExistsError, match="already has a checkpoint"):
+        fork_run(run, fork)
+    more = resolve_train_config(yaml.safe_load((run / "config.yaml").read_text()),
+                                [f"out_dir={fork}", f"max_steps={curve[-1]['step'] + 2}",
+                                 "max_minutes=null", "loss.object_weight=4"])  # fmt: skip
+    train(more, resume=True)
+    assert sorted(p.name for p in (run / "checkpoints").glob("step_*")) == parent
+    chained = score_run(tmp_path / "tiny", tmp_path / "chained", num_val=4, precision="fp32")
+    points = chained["recipes"]["flagship"]["curve"]
+    assert [(p["stage"], p["step"]) for p in points[: len(again)]] == [
+        (p["stage"], p["step"]) for p in again
+    ]
+    tail = points[len(again) :]
+    assert [p["stage"] for p in tail] == ["mf2"] and tail[0]["step"] == curve[-1]["step"] + 2
+    assert tail[0]["minutes"] >= again[-1]["minutes"]

@@ -337,7 +337,16 @@ def _cmd_train(args: argparse.Namespace) -> None:
     if args.device:
         overrides.append(f"device={args.device}")
     cfg = load_train_config(args.config, overrides)
-    final = train(cfg, resume=args.resume)
+    resume = args.resume
+    if args.fork_from:
+        from pathlib import Path
+
+        from .train import LATEST, fork_run
+
+        if not (Path(cfg.out_dir) / "checkpoints" / LATEST).exists():  # else: resume the fork
+            print(f"forked {fork_run(args.fork_from, cfg.out_dir)} into {cfg.out_dir}")
+        resume = True
+    final = train(cfg, resume=resume)
     print(f"final checkpoint: {final}")
 
 
@@ -354,6 +363,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--resume", action="store_true", help="continue from the run's latest checkpoint"
     )
+    p.add_argument("--fork-from", default=None, metavar="RUN",
+                   help="continue run RUN's latest checkpoint (weights, optimiser, step) in --out "
+                   "under this config, leaving RUN as it is; run again to resume the fork")  # fmt: skip
     p.add_argument("--backbone", choices=["native", "flux2", "flux", "sd3"], default=None,
                    help="model family, e.g. a diffusers backbone (sets model.family)")  # fmt: skip
     p.add_argument("--pretrained", default=None, metavar="DIR",

@@ -602,6 +602,35 @@ def _single_process_dcp(env: D.DistEnv) -> Iterator[None]:
         yield
 
 
+def fork_run(source: str | Path, out_dir: str | Path) -> Path:
+    """Start run `out_dir` from the latest checkpoint of run `source` (weights, optimiser, EMA,
+    step, training time, data position), to continue it under changed settings while `source`
+    stays as it is; `train(cfg, resume=True)` with `cfg.out_dir = out_dir` then continues it.
+    The checkpoint is copied under a temporary name and renamed, then `latest` (with the
+    manifest hash, which the resume verifies) is written last; a run that already has a
+    checkpoint is never overwritten. Returns the copied checkpoint."""
+    src, dst = Path(source) / "checkpoints", Path(out_dir) / "checkpoints"
+    pointer = src / LATEST
+    if not pointer.is_file():
+        raise FileNotFoundError(f"--fork-from: '{source}' has no checkpoint ({pointer} missing)")
+    if (dst / LATEST).exists():
+        raise FileExistsError(f"--fork-from: '{out_dir}' already has a checkpoint; resume it")
+    name = pointer.read_text().split(" ", 1)[0].strip()
+    if not re.fullmatch(r"step_\d+", name) or not (src / name).is_dir():
+        raise ValueError(f"--fork-from: '{pointer}' names no checkpoint of '{source}'")
+    dst.mkdir(parents=True, exist_ok=True)
+    tmp = dst / (name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src / name, tmp)
+    os.replace(tmp, dst / name)
+    if (Path(source) / METRICS).is_file():  # the log so far (a resume trims it to the step)
+        shutil.copyfile(Path(source) / METRICS, Path(out_dir) / METRICS)
+    shutil.copyfile(pointer, dst / (LATEST + ".tmp"))
+    os.replace(dst / (LATEST + ".tmp"), dst / LATEST)
+    fsync_path(dst)
+    return dst / name
+
+
 def train(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None) -> Path:
     """Run training to `cfg.max_steps` (or `max_minutes`); returns the final checkpoint dir."""
     if not math.isfinite(cfg.optim.lr) or cfg.optim.lr <= 0:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,9 +127,10 @@ def progress(scores: dict[str, Any]) -> float:
 
 def score_checkpoints(
     run_dir: Path, scenes: FidelityScenes, stage: str, offset_seconds: float, precision: str,
+    after: int = -1,
 ) -> list[dict[str, Any]]:  # fmt: skip
-    """Fidelity of every kept checkpoint of one stage, with its cumulative training time and
-    samples. Scores are cached in `checkpoints/fidelity/`, never inside a checkpoint directory: its
+    """Fidelity of every kept checkpoint of one stage past step `after`, with its cumulative
+    training time and samples. Scores are cached in `checkpoints/fidelity/`, never inside a checkpoint directory: its
     manifest must list exactly its files for the run to resume."""
     from ..pipeline import ModalityForcingPipeline
 
@@ -139,6 +141,8 @@ def score_checkpoints(
     for ckpt in sorted((run_dir / "checkpoints").glob("step_???????")):
         cache = run_dir / "checkpoints" / "fidelity" / f"{ckpt.name}_{scenes.split}.json"
         info = json.loads((ckpt / "trainer.json").read_text())["train_state"]
+        if info["step"] <= after:
+            continue
         if cache.is_file():
             scores = json.loads(cache.read_text())
         else:
@@ -192,23 +196,38 @@ def run_flagship_benchmark(
     return report
 
 
+def run_stages(run: Path) -> list[str]:
+    """The stages of a flagship run in order: `t2i`, `mf`, then continuations `mf2`, `mf3`, ...
+    (each forked from the last checkpoint of the one before, `scripts/flagship_cpu.sh`)."""
+    more = sorted((int(m.group(1)), p.name) for p in run.glob("mf*")
+                  if (m := re.fullmatch(r"mf(\d+)", p.name)))  # fmt: skip
+    names = ["t2i", "mf", *(name for _, name in more)]
+    return [s for s in names if (run / s / "checkpoints").is_dir()]
+
+
 def score_run(
     run_dir: str | Path, out_dir: str | Path, num_val: int = 64, precision: str = "auto",
     name: str = "flagship",
 ) -> dict[str, Any]:  # fmt: skip
-    """Score every checkpoint of a finished or running two-stage run (`RUN/t2i`, `RUN/mf`, as
-    `scripts/flagship_cpu.sh` writes) on val: the flagship's quality-vs-minutes curve, written
-    as flagship.json, REPORT.md and curves.png into `out_dir`. Scores are cached per checkpoint."""
+    """Score every checkpoint of a finished or running flagship run (`RUN/t2i`, `RUN/mf` and its
+    continuations `RUN/mf2`, ..., as `scripts/flagship_cpu.sh` writes) on val: the flagship's
+    quality-vs-minutes curve, written as flagship.json, REPORT.md and curves.png into `out_dir`.
+    Scores are cached per checkpoint. A continuation carries the training time and steps of the
+    stage it was forked from, so its points follow on; its copy of the fork point is not repeated.
+    """
     run, points, offset = Path(run_dir), [], 0.0
-    stages = [s for s in ("t2i", "mf") if (run / s / "checkpoints").is_dir()]
+    stages = run_stages(run)
     if not stages:
         raise FileNotFoundError(f"'{run}' has no t2i/ or mf/ run with checkpoints")
     cfg = read_yaml_mapping(run / stages[-1] / "config.yaml", "run config")
     size = (cfg["data"]["height"], cfg["data"]["width"])
     scenes = load_fidelity_scenes("val", num_val, size)
     for stage in stages:
-        points += score_checkpoints(run / stage, scenes, stage, offset, precision)
-        offset += training_seconds(run / stage)
+        last = max((p["step"] for p in points if p["stage"] != "t2i"), default=-1)
+        skip = last if stage not in ("t2i", "mf") else -1
+        points += score_checkpoints(run / stage, scenes, stage, offset, precision, after=skip)
+        if stage == "t2i":  # the MF stages count on from the text -> image minutes
+            offset += training_seconds(run / stage)
     note = f"{run}: {', '.join(stages)}; batch {cfg['batch_size']}; model {cfg['model']}"
     report = {"minutes": points[-1]["minutes"] if points else 0.0, "eval_minutes": None,
               "num_val": num_val, "targets": TARGETS, "run": str(run),
