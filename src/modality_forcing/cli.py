@@ -363,9 +363,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--resume", action="store_true", help="continue from the run's latest checkpoint"
     )
-    p.add_argument("--fork-from", default=None, metavar="RUN",
-                   help="continue run RUN's latest checkpoint (weights, optimiser, step) in --out "
-                   "under this config, leaving RUN as it is; run again to resume the fork")  # fmt: skip
+    p.add_argument(
+        "--fork-from",
+        default=None,
+        metavar="RUN",
+        help="continue run RUN's latest checkpoint (weights, optimiser, step) in --out under "
+        "this config, leaving RUN as it is; run the same command again to resume the fork",
+    )
     p.add_argument("--backbone", choices=["native", "flux2", "flux", "sd3"], default=None,
                    help="model family, e.g. a diffusers backbone (sets model.family)")  # fmt: skip
     p.add_argument("--pretrained", default=None, metavar="DIR",

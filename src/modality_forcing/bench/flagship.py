@@ -130,8 +130,8 @@ def score_checkpoints(
     after: int = -1,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """Fidelity of every kept checkpoint of one stage past step `after`, with its cumulative
-    training time and samples. Scores are cached in `checkpoints/fidelity/`, never inside a checkpoint directory: its
-    manifest must list exactly its files for the run to resume."""
+    training time and samples. Scores are cached in `checkpoints/fidelity/`, never inside a
+    checkpoint directory: its manifest must list exactly its files for the run to resume."""
     from ..pipeline import ModalityForcingPipeline
 
     modes = ("marginal",) if stage == "t2i" else ("image_to_depth", "depth_to_image", "joint",
