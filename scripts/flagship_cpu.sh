@@ -1,23 +1,37 @@
 #!/usr/bin/env bash
-# The flagship run on CPU, both stages, resumable: run it again after an interruption and each
+# The flagship run on CPU, every stage, resumable: run it again after an interruption and each
 # stage continues from its latest checkpoint (a finished stage is skipped).
 #   scripts/flagship_cpu.sh RUN_DIR [extra `train --set` overrides...]
-# Budgets are training minutes (configs/flagship-*.yaml, max_minutes), kept over resumes.
+# Stages (docs/flagship.md): t2i (35 training minutes), mf (to 185), then continuations, each
+# forked from the last checkpoint of the one before (optimiser and step kept) with one change of
+# recipe, chosen on val by an A/B of equal wall time; their budgets are steps, so a rerun on any
+# machine takes the same steps.
 set -euo pipefail
 run=${1:?usage: scripts/flagship_cpu.sh RUN_DIR [KEY=VALUE ...]}
 shift
 here=$(cd "$(dirname "$0")/.." && pwd)
-stage() {  # name, config, extra overrides
-  local name=$1 config=$2
-  shift 2
+stage() {  # name, config, fork-from stage ("" for none), overrides...
+  local name=$1 config=$2 parent=$3
+  shift 3
   if [ -f "$run/$name/final/model.safetensors" ]; then
     echo "[flagship] $name: done ($run/$name/final)"
     return
   fi
-  local resume=()
-  [ -f "$run/$name/checkpoints/latest" ] && resume=(--resume)
-  echo "[flagship] $name -> $run/$name ${resume[*]}"
-  modality-forcing train --config "$here/configs/$config" --out "$run/$name" "${resume[@]}" "$@"
+  local how=()
+  if [ -f "$run/$name/checkpoints/latest" ]; then how=(--resume)
+  elif [ -n "$parent" ]; then how=(--fork-from "$run/$parent"); fi
+  echo "[flagship] $name -> $run/$name ${how[*]}"
+  modality-forcing train --config "$here/configs/$config" --out "$run/$name" "${how[@]}" "$@"
 }
-stage t2i flagship-t2i.yaml ${1+--set "$@"}
-stage mf flagship-mf.yaml --set "init_from=$run/t2i/final" "$@"
+stage t2i flagship-t2i.yaml "" ${1+--set "$@"}
+init="init_from=$run/t2i/final"
+stage mf flagship-mf.yaml "" --set "$init" "$@"
+# Continuations (cumulative steps; max_minutes off): object pixels weighed 5x in the image loss;
+# then a larger depth -> image share of the forcing corners (0.35 / 0.35 / 0.3); then object
+# pixels weighed 10x; then ...
+more=(max_minutes=null forcing.p_image_clean=0.35 forcing.p_depth_clean=0.35)
+stage mf2 flagship-mf.yaml mf --set "$init" max_minutes=null loss.object_weight=5 \
+  max_steps=15325 "$@"
+stage mf3 flagship-mf.yaml mf2 --set "$init" "${more[@]}" loss.object_weight=5 max_steps=17017 "$@"
+stage mf4 flagship-mf.yaml mf3 --set "$init" "${more[@]}" loss.object_weight=10 \
+  max_steps=18700 "$@"

@@ -77,3 +77,17 @@ def test_tiny_flagship_bench_scores_every_checkpoint(tmp_path):
     tail = points[len(again) :]
     assert [p["stage"] for p in tail] == ["mf2"] and tail[0]["step"] == curve[-1]["step"] + 2
     assert tail[0]["minutes"] >= again[-1]["minutes"]
+    # Runs side by side (the arms of an A/B): one curve each, named by folder, one chosen.
+    import shutil
+
+    shutil.copytree(tmp_path / "tiny", tmp_path / "arms" / "twin")
+    both = score_run([tmp_path / "tiny", tmp_path / "arms" / "twin"], tmp_path / "ab",
+                     num_val=4, precision="fp32")  # fmt: skip
+    assert set(both["recipes"]) == {"tiny", "twin"} and both["chosen"] in ("tiny", "twin")
+    assert both["recipes"]["twin"]["curve"] == points  # the copied score caches, as they were
+    assert (
+        "| metric (val, last checkpoint) | tiny | twin |"
+        in (tmp_path / "ab" / "REPORT.md").read_text()
+    )
+    with pytest.raises(ValueError, match="distinct folder names"):
+        score_run([tmp_path / "tiny", tmp_path / "tiny"], tmp_path / "ab", num_val=4)

@@ -152,7 +152,8 @@ def _cmd_bench(args: argparse.Namespace) -> None:
 
         out = args.out if args.out != "bench_out/data.json" else "bench_out/flagship"
         if args.run is not None:
-            score_run(args.run, out, args.num_eval or 64, args.precision or "auto")
+            runs = args.run if len(args.run) > 1 else args.run[0]
+            score_run(runs, out, args.num_eval or 64, args.precision or "auto")
         else:
             run_flagship_benchmark(out, args.recipes, args.minutes, args.eval_minutes,
                                    args.num_eval or 64, precision=args.precision,
@@ -233,9 +234,11 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                    help="flagship: training minutes per recipe (T2I share included)")  # fmt: skip
     p.add_argument(
         "--run",
+        nargs="+",
         default=None,
-        help="flagship: score every checkpoint of an existing run folder (t2i/ and "
-        "mf/, as scripts/flagship_cpu.sh writes) instead of training recipes",
+        help="flagship: score every checkpoint of an existing run folder (t2i/, mf/ and "
+        "mf2/..., as scripts/flagship_cpu.sh writes) instead of training recipes; several: "
+        "side by side (e.g. A/B arms), the best last checkpoint on val chosen",
     )
     p.add_argument("--eval-minutes", type=float, default=5.0,
                    help="flagship: a checkpoint scored on val every this many minutes")  # fmt: skip

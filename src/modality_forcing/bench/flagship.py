@@ -205,35 +205,56 @@ def run_stages(run: Path) -> list[str]:
     return [s for s in names if (run / s / "checkpoints").is_dir()]
 
 
-def score_run(
-    run_dir: str | Path, out_dir: str | Path, num_val: int = 64, precision: str = "auto",
-    name: str = "flagship",
-) -> dict[str, Any]:  # fmt: skip
-    """Score every checkpoint of a finished or running flagship run (`RUN/t2i`, `RUN/mf` and its
-    continuations `RUN/mf2`, ..., as `scripts/flagship_cpu.sh` writes) on val: the flagship's
-    quality-vs-minutes curve, written as flagship.json, REPORT.md and curves.png into `out_dir`.
-    Scores are cached per checkpoint. A continuation carries the training time and steps of the
-    stage it was forked from, so its points follow on; its copy of the fork point is not repeated.
-    """
-    run, points, offset = Path(run_dir), [], 0.0
+def _run_curve(run: Path, num_val: int, precision: str) -> tuple[list[dict[str, Any]], str]:
+    """The scored checkpoints of one run, in order, and a one-line note of its settings."""
     stages = run_stages(run)
     if not stages:
         raise FileNotFoundError(f"'{run}' has no t2i/ or mf/ run with checkpoints")
     cfg = read_yaml_mapping(run / stages[-1] / "config.yaml", "run config")
-    size = (cfg["data"]["height"], cfg["data"]["width"])
-    scenes = load_fidelity_scenes("val", num_val, size)
+    scenes = load_fidelity_scenes("val", num_val, (cfg["data"]["height"], cfg["data"]["width"]))
+    points: list[dict[str, Any]] = []
+    offset = 0.0
     for stage in stages:
         last = max((p["step"] for p in points if p["stage"] != "t2i"), default=-1)
         skip = last if stage not in ("t2i", "mf") else -1
         points += score_checkpoints(run / stage, scenes, stage, offset, precision, after=skip)
         if stage == "t2i":  # the MF stages count on from the text -> image minutes
             offset += training_seconds(run / stage)
-    note = f"{run}: {', '.join(stages)}; batch {cfg['batch_size']}; model {cfg['model']}"
-    report = {"minutes": points[-1]["minutes"] if points else 0.0, "eval_minutes": None,
-              "num_val": num_val, "targets": TARGETS, "run": str(run),
-              "recipes": {name: {"recipe": {"note": note}, "curve": points,
-                                 "final": points[-1] if points else None}},
-              "chosen": name}  # fmt: skip
+    changed = {k: v for k, v in cfg.items() if k in ("loss", "forcing", "optim")}
+    note = (f"{run}: {', '.join(stages)}; batch {cfg['batch_size']}; model {cfg['model']}; "
+            f"last stage {changed}")  # fmt: skip
+    return points, note
+
+
+def score_run(
+    run_dir: str | Path | list[str | Path], out_dir: str | Path, num_val: int = 64,
+    precision: str = "auto", name: str = "flagship",
+) -> dict[str, Any]:  # fmt: skip
+    """Score every checkpoint of a finished or running flagship run (`RUN/t2i`, `RUN/mf` and its
+    continuations `RUN/mf2`, ..., as `scripts/flagship_cpu.sh` writes) on val: the flagship's
+    quality-vs-minutes curve, written as flagship.json, REPORT.md and curves.png into `out_dir`.
+    Scores are cached per checkpoint. A continuation carries the training time and steps of the
+    stage it was forked from, so its points follow on; its copy of the fork point is not repeated.
+
+    Several runs (e.g. the arms of an A/B forked from one checkpoint) are scored side by side,
+    each named by its folder, and the one whose last checkpoint has the highest progress is
+    reported as chosen.
+    """
+    runs = [Path(r) for r in (run_dir if isinstance(run_dir, list) else [run_dir])]
+    names = [name] if len(runs) == 1 else [r.name for r in runs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"runs to compare need distinct folder names, got {names}")
+    recipes = {}
+    for label, run in zip(names, runs, strict=True):
+        points, note = _run_curve(run, num_val, precision)
+        recipes[label] = {"recipe": {"note": note}, "curve": points,
+                          "final": points[-1] if points else None}  # fmt: skip
+    finals = {n: r["final"]["progress"] for n, r in recipes.items() if r["final"]}
+    report = {"minutes": max((r["final"] or {}).get("minutes", 0.0) for r in recipes.values()),
+              "eval_minutes": None, "num_val": num_val, "targets": TARGETS,
+              "run": [str(r) for r in runs] if len(runs) > 1 else str(runs[0]),
+              "recipes": recipes,
+              "chosen": max(finals, key=finals.__getitem__) if finals else None}  # fmt: skip
     publish(report, Path(out_dir), "flagship.json", markdown, plot)
     return report
 
