@@ -220,9 +220,11 @@ def _run_curve(run: Path, num_val: int, precision: str) -> tuple[list[dict[str, 
         points += score_checkpoints(run / stage, scenes, stage, offset, precision, after=skip)
         if stage == "t2i":  # the MF stages count on from the text -> image minutes
             offset += training_seconds(run / stage)
-    changed = {k: v for k, v in cfg.items() if k in ("loss", "forcing", "optim")}
-    note = (f"{run}: {', '.join(stages)}; batch {cfg['batch_size']}; model {cfg['model']}; "
-            f"last stage {changed}")  # fmt: skip
+    f, opt = cfg["forcing"], cfg["optim"]
+    note = (f"{run}: {', '.join(stages)}; batch {cfg['batch_size']}; last stage: object weight "
+            f"{cfg['loss'].get('object_weight', 1.0):g}, forcing corners image-clean / "
+            f"depth-clean / both-noised {f['p_image_clean']:g} / {f['p_depth_clean']:g} / "
+            f"{f['p_both_noised']:g}, lr {opt['lr']:g} {opt['schedule']}")  # fmt: skip
     return points, note
 
 
