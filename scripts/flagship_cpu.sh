@@ -28,10 +28,12 @@ init="init_from=$run/t2i/final"
 stage mf flagship-mf.yaml "" --set "$init" "$@"
 # Continuations (cumulative steps; max_minutes off): object pixels weighed 5x in the image loss;
 # then a larger depth -> image share of the forcing corners (0.35 / 0.35 / 0.3); then object
-# pixels weighed 10x; then ...
+# pixels weighed 10x; then a linear cool-down of the learning rate to 0 over 1,100 steps.
 more=(max_minutes=null forcing.p_image_clean=0.35 forcing.p_depth_clean=0.35)
 stage mf2 flagship-mf.yaml mf --set "$init" max_minutes=null loss.object_weight=5 \
   max_steps=15325 "$@"
 stage mf3 flagship-mf.yaml mf2 --set "$init" "${more[@]}" loss.object_weight=5 max_steps=17017 "$@"
 stage mf4 flagship-mf.yaml mf3 --set "$init" "${more[@]}" loss.object_weight=10 \
   max_steps=18700 "$@"
+stage mf5 flagship-mf.yaml mf4 --set "$init" "${more[@]}" loss.object_weight=10 \
+  max_steps=19800 optim.schedule=wsd optim.decay_steps=1100 optim.min_lr_ratio=0 "$@"
