@@ -71,3 +71,26 @@ def test_plot_reads_a_run(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["plot", str(tmp_path / "nope")])
     assert "has no metrics.jsonl" in capsys.readouterr().err
+
+
+def test_train_fork_from_continues_a_run_in_a_new_folder(tmp_path, capsys):
+    import json
+
+    base = ["train", "--precision", "fp32", "--set", "preset=tiny", "batch_size=2",
+            "data.height=16", "data.width=16", "data.shadows=false", "sample_every=0",
+            "log_every=1", "ckpt_every=100"]  # fmt: skip
+    main([*base, "max_steps=2", "--out", str(tmp_path / "a")])
+    fork = [*base, "max_steps=3", "loss.object_weight=3", "--out", str(tmp_path / "b"),
+            "--fork-from", str(tmp_path / "a")]  # fmt: skip
+    main(fork)
+    assert "forked" in capsys.readouterr().out
+    steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "metrics.jsonl").open()]
+    assert steps == [1, 2, 3]  # the parent's log, then the fork's own step
+    assert sorted(p.name for p in (tmp_path / "a" / "checkpoints").glob("step_*")) == [
+        "step_0000002"
+    ]
+    main(fork)  # run again: resumes the fork (already at max_steps), no second copy
+    assert "forked" not in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main([*base, "--out", str(tmp_path / "c"), "--fork-from", str(tmp_path / "none")])
+    assert "has no checkpoint" in capsys.readouterr().err
