@@ -421,13 +421,7 @@ class Trainer:
     def _point_latest_to(self, name: str, manifest_sha256: str) -> None:
         """Atomically point `checkpoints/latest` at `name`, with its manifest's hash: a copy
         outside the checkpoint folder, so swapping or editing that folder alone is detected."""
-        tmp = self.ckpt_dir / (LATEST + ".tmp")
-        with open(tmp, "w") as f:
-            f.write(f"{name} {manifest_sha256}\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.ckpt_dir / LATEST)
-        fsync_path(self.ckpt_dir)
+        write_latest(self.ckpt_dir, name, manifest_sha256)
 
     def _skip_counts(self) -> dict[str, int]:
         """Samples the data source skipped (or repaired), by reason, over every rank and the
@@ -602,6 +596,17 @@ def _single_process_dcp(env: D.DistEnv) -> Iterator[None]:
         yield
 
 
+def write_latest(ckpt_dir: Path, name: str, manifest_sha256: str) -> None:
+    """Atomically write `ckpt_dir/latest` = "<checkpoint name> <manifest SHA-256>", fsynced."""
+    tmp = ckpt_dir / (LATEST + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(f"{name} {manifest_sha256}\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, ckpt_dir / LATEST)
+    fsync_path(ckpt_dir)
+
+
 def fork_run(source: str | Path, out_dir: str | Path) -> Path:
     """Start run `out_dir` from the latest checkpoint of run `source` (weights, optimiser, EMA,
     step, training time, data position), to continue it under changed settings while `source`
@@ -615,7 +620,7 @@ def fork_run(source: str | Path, out_dir: str | Path) -> Path:
         raise FileNotFoundError(f"--fork-from: '{source}' has no checkpoint ({pointer} missing)")
     if (dst / LATEST).exists():
         raise FileExistsError(f"--fork-from: '{out_dir}' already has a checkpoint; resume it")
-    name = pointer.read_text().split(" ", 1)[0].strip()
+    name, _, digest = pointer.read_text().strip().partition(" ")
     if not re.fullmatch(r"step_\d+", name) or not (src / name).is_dir():
         raise ValueError(f"--fork-from: '{pointer}' names no checkpoint of '{source}'")
     dst.mkdir(parents=True, exist_ok=True)
@@ -625,9 +630,7 @@ def fork_run(source: str | Path, out_dir: str | Path) -> Path:
     os.replace(tmp, dst / name)
     if (Path(source) / METRICS).is_file():  # the log so far (a resume trims it to the step)
         shutil.copyfile(Path(source) / METRICS, Path(out_dir) / METRICS)
-    shutil.copyfile(pointer, dst / (LATEST + ".tmp"))
-    os.replace(dst / (LATEST + ".tmp"), dst / LATEST)
-    fsync_path(dst)
+    write_latest(dst, name, digest)
     return dst / name
 
 
