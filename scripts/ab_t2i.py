@@ -22,8 +22,8 @@ import torch
 
 from modality_forcing.bench.fidelity import load_fidelity_scenes, score_fidelity
 from modality_forcing.config import resolve_train_config
-from modality_forcing.pipeline import ModalityForcingPipeline
-from modality_forcing.train import train
+from modality_forcing.inference.pipeline import ModalityForcingPipeline
+from modality_forcing.training.loop import train
 
 BASE = {
     "preset": "cpu-s", "stage": "t2i", "batch_size": 64, "max_steps": 10**9,

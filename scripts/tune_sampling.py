@@ -23,7 +23,7 @@ from typing import Any
 
 from modality_forcing.bench.fidelity import load_fidelity_scenes, score_fidelity
 from modality_forcing.bench.runs import write_json
-from modality_forcing.pipeline import ModalityForcingPipeline
+from modality_forcing.inference.pipeline import ModalityForcingPipeline
 
 COLUMNS = {
     "d->i floor": ("depth_to_image", "floor", "accuracy"),

@@ -19,9 +19,9 @@ from gradio_client.exceptions import AppError  # noqa: E402
 from modality_forcing.app import launch, render_examples  # noqa: E402
 from modality_forcing.cli import build_parser, main  # noqa: E402
 from modality_forcing.config import resolve_train_config  # noqa: E402
-from modality_forcing.export import load_depth_png16  # noqa: E402
-from modality_forcing.pipeline import ModalityForcingPipeline  # noqa: E402
-from modality_forcing.train import train  # noqa: E402
+from modality_forcing.inference.export import load_depth_png16  # noqa: E402
+from modality_forcing.inference.pipeline import ModalityForcingPipeline  # noqa: E402
+from modality_forcing.training.loop import train  # noqa: E402
 
 RES = 16  # the tiny checkpoint's working resolution
 

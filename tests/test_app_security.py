@@ -27,8 +27,8 @@ from gradio_client.utils import Status  # noqa: E402
 from modality_forcing import app as mf_app  # noqa: E402
 from modality_forcing.cli import main  # noqa: E402
 from modality_forcing.config import resolve_train_config  # noqa: E402
-from modality_forcing.pipeline import ModalityForcingPipeline  # noqa: E402
-from modality_forcing.train import train  # noqa: E402
+from modality_forcing.inference.pipeline import ModalityForcingPipeline  # noqa: E402
+from modality_forcing.training.loop import train  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -23,7 +23,6 @@ from modality_forcing.backbones.memory import (  # noqa: E402
     lora_parameters,
     training_gib,
 )
-from modality_forcing.checkpoint import load_model, write_checkpoint  # noqa: E402
 from modality_forcing.config import (  # noqa: E402
     BackboneConfig,
     LossConfig,
@@ -32,10 +31,11 @@ from modality_forcing.config import (  # noqa: E402
 )
 from modality_forcing.flow.loss import flow_loss  # noqa: E402
 from modality_forcing.flow.path import interpolate  # noqa: E402
+from modality_forcing.inference.pipeline import ModalityForcingPipeline  # noqa: E402
 from modality_forcing.modalities import DEPTH, IMAGE  # noqa: E402
 from modality_forcing.model.factory import build_model  # noqa: E402
 from modality_forcing.model.mmdit import count_parameters  # noqa: E402
-from modality_forcing.pipeline import ModalityForcingPipeline  # noqa: E402
+from modality_forcing.training.checkpoint import load_model, write_checkpoint  # noqa: E402
 
 FAMILIES = ["flux2", "flux", "sd3"]
 SIZE = 16  # image pixels; the tiny VAEs downsample 2x (FLUX.2: 4x with its 2x2 patchify)
@@ -312,7 +312,7 @@ def test_pipeline_runs_every_mode(pipelines, family):
 
 
 def test_trainer_with_lora_distillation_checkpointing_and_resume(pipelines, tmp_path):
-    from modality_forcing.train import Trainer
+    from modality_forcing.training.loop import Trainer
 
     data = {
         "model": {"family": "flux", "backbone": {"pretrained": pipelines["flux"], "lora_rank": 2,

@@ -25,10 +25,10 @@ from modality_forcing.config import model_preset
 from modality_forcing.data import decode
 from modality_forcing.data.benchmarks.base import read_rgb
 from modality_forcing.data.inputs import InputError, read_depth, read_image
-from modality_forcing.evaluate import PredictionFolder
+from modality_forcing.inference.evaluate import PredictionFolder
+from modality_forcing.inference.pipeline import ModalityForcingPipeline
 from modality_forcing.modalities import valid_mean
 from modality_forcing.model.denoiser import ModalityForcingModel
-from modality_forcing.pipeline import ModalityForcingPipeline
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 RES = 16

@@ -42,7 +42,7 @@ def test_tiny_depth_bench_end_to_end(tmp_path, capsys, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr("modality_forcing.train.train", no_training)
+    monkeypatch.setattr("modality_forcing.training.loop.train", no_training)
     main(args)  # runs and scores are cached: the same report without training
     assert json.loads((out / "depth.json").read_text())["sweep"] == sweep
 

@@ -49,7 +49,7 @@ def test_tiny_flagship_bench_scores_every_checkpoint(tmp_path):
     import yaml
 
     from modality_forcing.config import resolve_train_config
-    from modality_forcing.train import Trainer
+    from modality_forcing.training.loop import Trainer
 
     run = tmp_path / "tiny" / "mf"
     cfg = resolve_train_config(yaml.safe_load((run / "config.yaml").read_text()), [])
@@ -57,7 +57,8 @@ def test_tiny_flagship_bench_scores_every_checkpoint(tmp_path):
     # A continuation forked from the last checkpoint (scripts/flagship_cpu.sh's `mf2`): the fork
     # resumes at the parent's step and time, trains on under changed settings, leaves the parent
     # untouched, and its points follow the parent's in the scored curve without a repeat.
-    from modality_forcing.train import fork_run, train
+    from modality_forcing.training.loop import train
+    from modality_forcing.training.run_dir import fork_run
 
     parent = sorted(p.name for p in (run / "checkpoints").glob("step_*"))
     fork = tmp_path / "tiny" / "mf2"

@@ -45,7 +45,7 @@ def test_tiny_sparse_bench_end_to_end(tmp_path, capsys, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr("modality_forcing.train.train", no_training)
+    monkeypatch.setattr("modality_forcing.training.loop.train", no_training)
     main(args)  # every run has a result.json with the same config: reused
     assert json.loads((out / "sparse.json").read_text())["rows"] == rows
 

@@ -58,7 +58,7 @@ def test_presets_table_lists_every_preset(capsys):
 
 def test_plot_reads_a_run(tmp_path, capsys):
     from modality_forcing.config import resolve_train_config
-    from modality_forcing.train import train
+    from modality_forcing.training.loop import train
 
     run = tmp_path / "run"
     cfg = resolve_train_config(

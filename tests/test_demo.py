@@ -8,8 +8,8 @@ from PIL import Image
 
 from modality_forcing.cli import main
 from modality_forcing.config import resolve_train_config
-from modality_forcing.demo import DemoConfig, demo_checkpoint, run_demo
-from modality_forcing.train import train
+from modality_forcing.inference.demo import DemoConfig, demo_checkpoint, run_demo
+from modality_forcing.training.loop import train
 
 
 @pytest.fixture(scope="module")

@@ -70,7 +70,7 @@ def test_ranks_with_different_configs_stop_with_a_clear_error(tmp_path):
     script = tmp_path / "check.py"
     script.write_text(
         "import os, pathlib, sys\n"
-        "from modality_forcing import distributed as D\n"
+        "from modality_forcing.training import distributed as D\n"
         "env = D.init_distributed()\n"
         "out = pathlib.Path(sys.argv[1]) / f'rank{env.rank}.txt'\n"
         "try:\n"

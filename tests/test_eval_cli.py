@@ -14,7 +14,7 @@ from PIL import Image
 
 from modality_forcing.cli import build_parser, main
 from modality_forcing.data.benchmarks import BENCHMARKS, get_benchmark
-from modality_forcing.evaluate import score_predictions
+from modality_forcing.inference.evaluate import score_predictions
 from modality_forcing.metrics.alignment import PROTOCOLS
 
 
@@ -151,7 +151,7 @@ def test_eval_procedural_with_prediction_files(tmp_path, capsys) -> None:
 def test_eval_from_a_checkpoint_on_procedural(tmp_path, capsys) -> None:
     """Train a tiny model for a few steps, then score its image -> depth on procedural scenes."""
     from modality_forcing.config import resolve_train_config
-    from modality_forcing.train import train
+    from modality_forcing.training.loop import train
 
     cfg = resolve_train_config(
         {"preset": "tiny", "out_dir": str(tmp_path / "run"), "batch_size": 4, "max_steps": 2,

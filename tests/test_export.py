@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from modality_forcing.export import (
+from modality_forcing.inference.export import (
     colorize_depth,
     colorize_disparity,
     colorize_uncertainty,
@@ -24,7 +24,7 @@ from modality_forcing.export import (
     save_point_cloud,
     save_result,
 )
-from modality_forcing.gallery import write_gallery
+from modality_forcing.inference.gallery import write_gallery
 
 pytest.importorskip("scipy")
 

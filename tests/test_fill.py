@@ -16,7 +16,7 @@ from modality_forcing.flow.fill import FILLS, fill_missing, nearest_fill
 from modality_forcing.flow.loss import flow_loss
 from modality_forcing.flow.path import interpolate
 from modality_forcing.modalities import DEPTH, IMAGE
-from modality_forcing.train import Trainer
+from modality_forcing.training.loop import Trainer
 
 
 def _case(seed=0, b=4, h=6, w=7):

@@ -30,7 +30,7 @@ def test_gpu_script_trains_both_stages_and_exports_small_shards(tmp_path):
     files = sorted((out / "checkpoint").iterdir())
     assert len(files) <= 6 and all(f.stat().st_size <= 16 * 2**20 for f in files)
     assert '"step": 3' in (out / "mf_metrics.jsonl").read_text()  # the last step
-    from modality_forcing.pipeline import ModalityForcingPipeline
+    from modality_forcing.inference.pipeline import ModalityForcingPipeline
 
     pipe = ModalityForcingPipeline.from_pretrained(out / "checkpoint", torch_dtype="fp32")
     assert pipe.model.cfg.image_prediction == "x0" and pipe.model.cfg.text_pooled

@@ -16,7 +16,6 @@ import torch
 from PIL import Image
 from rgbd_samples import make_sample
 
-from modality_forcing.checkpoint import load_model, read_meta, read_model_config, write_checkpoint
 from modality_forcing.config import (
     MixtureEntry,
     load_train_config,
@@ -26,7 +25,13 @@ from modality_forcing.config import (
 from modality_forcing.data.shards import iter_shard_samples, write_shards
 from modality_forcing.data.stream import make_source
 from modality_forcing.model.factory import build_model
-from modality_forcing.train import Trainer
+from modality_forcing.training.checkpoint import (
+    load_model,
+    read_meta,
+    read_model_config,
+    write_checkpoint,
+)
+from modality_forcing.training.loop import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

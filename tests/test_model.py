@@ -137,7 +137,7 @@ def test_a_third_modality_is_a_registry_entry_plus_data(tmp_path):
     from modality_forcing.data.batch import collate
     from modality_forcing.data.procedural import SceneConfig, render_split
     from modality_forcing.modalities import Modality, register_modality
-    from modality_forcing.train import Trainer
+    from modality_forcing.training.loop import Trainer
 
     register_modality(Modality("normals", channels=3, prediction="x0"))
     cfg = resolve_train_config({

@@ -103,7 +103,7 @@ def test_bad_model_options_name_the_key():
 
 
 def test_distillation_needs_velocity_image_predictions(tmp_path):
-    from modality_forcing.train import Trainer
+    from modality_forcing.training.loop import Trainer
 
     cfg = resolve_train_config({"preset": "tiny", "out_dir": str(tmp_path / "r"),
                                 "model": {"image_prediction": "x0"},

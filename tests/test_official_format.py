@@ -27,9 +27,9 @@ from modality_forcing.backbones.official_ae import (
 )
 from modality_forcing.backbones.official_blocks import rope_tables, timestep_embedding
 from modality_forcing.backbones.official_model import OfficialModel, load_official
+from modality_forcing.inference.pipeline import SAMPLING_DEFAULTS, ModalityForcingPipeline
 from modality_forcing.modalities import DEPTH, IMAGE
 from modality_forcing.model.codecs import VAECodec
-from modality_forcing.pipeline import SAMPLING_DEFAULTS, ModalityForcingPipeline
 from modality_forcing.sampling.schedules import scheduling_matrix
 
 diffusers = pytest.importorskip("diffusers")
@@ -313,7 +313,7 @@ def test_pipeline_runs_all_modes(release_dir, qwen_dir) -> None:
 
 
 def test_native_save_round_trip(model: OfficialModel, tmp_path) -> None:
-    from modality_forcing.checkpoint import load_model
+    from modality_forcing.training.checkpoint import load_model
 
     ModalityForcingPipeline(model, format="official").save_pretrained(tmp_path / "ckpt")
     again = load_model(tmp_path / "ckpt")  # config.yaml with family "official"

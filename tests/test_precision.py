@@ -12,8 +12,8 @@ import torch
 from modality_forcing import precision as P
 from modality_forcing.cli import main
 from modality_forcing.config import model_preset
+from modality_forcing.inference.pipeline import ModalityForcingPipeline
 from modality_forcing.model.denoiser import ModalityForcingModel
-from modality_forcing.pipeline import ModalityForcingPipeline
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

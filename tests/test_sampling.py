@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from modality_forcing.config import model_preset
+from modality_forcing.inference.pipeline import ModalityForcingPipeline
 from modality_forcing.modalities import DEPTH, IMAGE
 from modality_forcing.model.denoiser import ModalityForcingModel
-from modality_forcing.pipeline import ModalityForcingPipeline
 from modality_forcing.sampling.ensemble import ensemble_depth
 from modality_forcing.sampling.sampler import SamplerConfig, sample
 from modality_forcing.sampling.schedules import MODES, scheduling_matrix, tilt, time_shift
@@ -153,8 +153,8 @@ def test_save_and_load_pretrained_round_trip(pipe, tmp_path):
 
 
 def test_a_checkpoints_own_guidance_is_the_pipelines_default(pipe, tmp_path, capsys):
-    from modality_forcing.checkpoint import META, export_checkpoint
     from modality_forcing.cli import main
+    from modality_forcing.training.checkpoint import META, export_checkpoint
 
     pipe.save_pretrained(tmp_path / "p")
     own = {"guidance": {"depth_to_image": 1.5}, "steps": {"image_to_depth": 1}}

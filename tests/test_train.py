@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from modality_forcing.checkpoint import load_model, read_meta
 from modality_forcing.config import OptimConfig, resolve_train_config
 from modality_forcing.data.batch import collate
 from modality_forcing.data.procedural import SceneConfig, render_split
 from modality_forcing.modalities import DEPTH, IMAGE
-from modality_forcing.optim import lr_factor
-from modality_forcing.train import Trainer, copy_image_stream_to_depth, train
+from modality_forcing.training.checkpoint import load_model, read_meta
+from modality_forcing.training.loop import Trainer, copy_image_stream_to_depth, train
+from modality_forcing.training.optim import lr_factor
 
 
 def _cfg(tmp_path, name="run", **extra):
@@ -113,7 +113,7 @@ def test_keep_checkpoints_zero_keeps_every_checkpoint(tmp_path):
 
 
 def test_velocity_parametrised_depth_trains_and_samples(tmp_path):
-    from modality_forcing.pipeline import ModalityForcingPipeline
+    from modality_forcing.inference.pipeline import ModalityForcingPipeline
 
     cfg = _cfg(tmp_path, **{"max_steps": 2, "model.depth_prediction": "velocity"})
     trainer = Trainer(cfg)
@@ -128,7 +128,7 @@ def test_velocity_parametrised_depth_trains_and_samples(tmp_path):
 
 def test_optimizer_is_fused_on_plain_tensors_and_matches_the_default_update():
     from modality_forcing.config import OptimConfig
-    from modality_forcing.optim import build_optimizer, can_fuse
+    from modality_forcing.training.optim import build_optimizer, can_fuse
 
     torch.manual_seed(0)
     models = [torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8)) for _ in range(2)]
@@ -177,7 +177,7 @@ def test_checkpoints_by_wall_time_and_training_time_adds_up_over_a_resume(tmp_pa
 
 
 def test_export_in_shards_loads_back_identically(tmp_path):
-    from modality_forcing.checkpoint import export_checkpoint
+    from modality_forcing.training.checkpoint import export_checkpoint
 
     final = train(_cfg(tmp_path, "e", max_steps=2))
     whole = export_checkpoint(final, tmp_path / "whole", dtype="float32")
@@ -234,3 +234,33 @@ def test_object_weight_weighs_the_object_pixels_of_procedural_batches(tmp_path):
     with torch.no_grad():
         a, b = trainer.loss(plain).per_modality, trainer.loss(weighted).per_modality
     assert a[DEPTH].item() == b[DEPTH].item() and a[IMAGE].item() != b[IMAGE].item()
+
+
+def test_forcing_step_functions_put_a_batch_on_the_flow_path(tmp_path):
+    from modality_forcing.flow.path import interpolate
+    from modality_forcing.training.step import forcing_batch, forcing_loss, stage_plan
+
+    cfg = _cfg(tmp_path, **{"data.depth_fill": "noise"})
+    trainer = Trainer(cfg)
+    batch = collate(render_split("train", 0, 8, SceneConfig(height=16, width=16, shadows=False)))
+    batch["valid_mask"][:, :, :4] = False  # a band the sensor missed
+    fb = forcing_batch(trainer.model, batch, 40, cfg)
+    assert set(fb.path) == {IMAGE, DEPTH}
+    for m, p in fb.path.items():
+        plain = interpolate(p.x0, p.noise, p.t)
+        keep = fb.valid.expand_as(plain) if m == DEPTH else torch.ones_like(plain, dtype=bool)
+        assert torch.equal(p.xt[keep], plain[keep])  # the path, where data exists
+        assert torch.equal(fb.active[m] & (p.t == 0), torch.zeros_like(fb.active[m]))
+    noised = (fb.path[DEPTH].t > 0)[:, None, None, None] & ~fb.valid
+    assert noised.any()  # the `noise` fill: x_t is the noise where nothing was measured
+    assert torch.equal(fb.path[DEPTH].xt[noised], fb.path[DEPTH].noise[noised])
+    with torch.no_grad():  # the trainer's loss is this function's, draw for draw
+        a = forcing_loss(trainer.model, batch, cfg, start_index=40)
+        b = trainer.compute_loss(batch, start_index=40)
+    assert a.total.item() == b.total.item()
+    t2i = _cfg(tmp_path, "t2i", stage="t2i")
+    plan = stage_plan(t2i)
+    assert plan.modalities == (IMAGE,) and plan.forcing.policy == "t2i"
+    assert t2i.forcing.policy == "corners"  # the stage's plan leaves the config as it was
+    fb = forcing_batch(Trainer(t2i).model, batch, 0, t2i)
+    assert set(fb.path) == {IMAGE} and fb.active[IMAGE].all()

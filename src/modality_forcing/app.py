@@ -30,9 +30,9 @@ from PIL import Image
 from .data.inputs import DEPTH_KINDS, InputError, read_depth, read_image
 from .data.letterbox import MAX_ASPECT, aspect_excess, tile_windows
 from .data.procedural import SceneConfig, render_split
-from .demo import demo_checkpoint
-from .export import save_result
-from .pipeline import ModalityForcingPipeline
+from .inference.demo import demo_checkpoint
+from .inference.export import save_result
+from .inference.pipeline import ModalityForcingPipeline
 
 try:
     import gradio as gr

@@ -266,11 +266,11 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
-    from .evaluate import evaluate_benchmark
+    from .inference.evaluate import evaluate_benchmark
 
     predictions = args.predictions
     if args.ckpt is not None:
-        from .predict import DepthPredictor, PredictConfig
+        from .inference.predict import DepthPredictor, PredictConfig
 
         cfg = PredictConfig(num_steps=args.steps, ensemble_size=args.ensemble, seed=args.seed,
                             frame=args.frame, precision=args.precision,
@@ -326,7 +326,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_train(args: argparse.Namespace) -> None:
     from .config import load_train_config
-    from .train import train
+    from .training.loop import train
 
     overrides = list(args.set or [])
     if args.out:
@@ -344,7 +344,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
     if args.fork_from:
         from pathlib import Path
 
-        from .train import LATEST, fork_run
+        from .training.run_dir import LATEST, fork_run
 
         if not (Path(cfg.out_dir) / "checkpoints" / LATEST).exists():  # else: resume the fork
             print(f"forked {fork_run(args.fork_from, cfg.out_dir)} into {cfg.out_dir}")
@@ -436,8 +436,8 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_sample(args: argparse.Namespace) -> None:
-    from .jobs import SampleRequest, run_sample_jobs
-    from .pipeline import ModalityForcingPipeline
+    from .inference.jobs import SampleRequest, run_sample_jobs
+    from .inference.pipeline import ModalityForcingPipeline
 
     official = args.format == "official"
     extra = {"text_encoder": args.text_encoder, "vae": args.vae} if official else {}
@@ -494,7 +494,7 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
-    from .demo import DemoConfig, demo_summary, run_demo
+    from .inference.demo import DemoConfig, demo_summary, run_demo
 
     cfg = DemoConfig(num_eval=args.num_eval, num_generate=args.num_generate, steps=args.steps,
                      ensemble=args.ensemble, depth_steps=args.depth_steps,
@@ -526,7 +526,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
-    from .checkpoint import export_checkpoint
+    from .training.checkpoint import export_checkpoint
 
     sampling: dict[str, dict[str, float]] = {}
     for field, items, kind in (("guidance", args.guidance, float), ("steps", args.steps, int)):

@@ -277,7 +277,7 @@ class Scorer:
     @property
     def model(self) -> Any:
         if self._model is None:
-            from ..pipeline import ModalityForcingPipeline
+            from ..inference.pipeline import ModalityForcingPipeline
 
             self._model = ModalityForcingPipeline.from_pretrained(self.ckpt, device="cpu").model
         return self._model

@@ -132,7 +132,7 @@ def score_checkpoints(
     """Fidelity of every kept checkpoint of one stage past step `after`, with its cumulative
     training time and samples. Scores are cached in `checkpoints/fidelity/`, never inside a
     checkpoint directory: its manifest must list exactly its files for the run to resume."""
-    from ..pipeline import ModalityForcingPipeline
+    from ..inference.pipeline import ModalityForcingPipeline
 
     modes = ("marginal",) if stage == "t2i" else ("image_to_depth", "depth_to_image", "joint",
                                                   "marginal")  # fmt: skip

@@ -153,7 +153,7 @@ def _pretrain_then_mf(
 
 
 def _load(ckpt: str | Path) -> Any:
-    from ..pipeline import ModalityForcingPipeline
+    from ..inference.pipeline import ModalityForcingPipeline
 
     return ModalityForcingPipeline.from_pretrained(ckpt, device="cpu").model
 

@@ -22,8 +22,8 @@ def train_cached(config: dict[str, Any]) -> dict[str, Any]:
         {"final": checkpoint dir, "steps": steps trained, "train_seconds": wall time,
         "config": the resolved config as a dict}.
     """
-    from ..checkpoint import read_meta
-    from ..train import train
+    from ..training.checkpoint import read_meta
+    from ..training.loop import train
 
     cfg = resolve_train_config(config)
     resolved = to_dict(cfg)  # before training, which fills in e.g. the model resolution

@@ -165,8 +165,8 @@ def train_and_score(
     setting: str, fill: str, budget: Budget, run_dir: Path, split: str = "test", **options: Any
 ) -> dict[str, Any]:
     """Train one model, score image -> depth on the dense scenes of `split`; the result row."""
-    from ..evaluate import score_predictions
-    from ..predict import DepthPredictor, PredictConfig
+    from ..inference.evaluate import score_predictions
+    from ..inference.predict import DepthPredictor, PredictConfig
 
     config = run_config(setting, fill, budget, run_dir, **options)
     result_path = run_dir / f"result{_suffix(split)}.json"

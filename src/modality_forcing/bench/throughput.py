@@ -30,12 +30,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import CodecConfig, ModelConfig, OptimConfig, model_preset
+from ..config import CodecConfig, ModelConfig, OptimConfig, TrainConfig, model_preset
 from ..modalities import DEPTH, IMAGE
 from ..model.factory import build_model
 from ..model.mmdit import count_parameters, flops_per_token, transformer_blocks
-from ..optim import build_optimizer
 from ..precision import PrecisionChoice, cpu_name, pick_device, resolve_precision
+from ..training.optim import build_optimizer
+from ..training.step import forcing_loss
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -152,14 +153,21 @@ def _sync(device: torch.device) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+def mean_square(out: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
+    """A stand-in loss on a model's prediction(s): their mean square (the peer race's)."""
+    outs = out.values() if isinstance(out, dict) else [out]
+    return sum(o.float().square().mean() for o in outs)  # type: ignore[return-value]
+
+
 @dataclass
 class TrainStep:
-    """A full training step (forward, backward, the trainer's AdamW) of `model`; `forward` returns
-    the prediction(s), the loss is their mean square. Call it to run one step."""
+    """A full training step (forward, loss, backward, the trainer's AdamW) of `model`: `loss` maps
+    what `forward` returns to the scalar to backpropagate. Call it to run one step."""
 
     model: nn.Module
-    forward: Callable[[], torch.Tensor | dict[str, torch.Tensor]]
+    forward: Callable[[], Any]
     autocast: Callable[[], AbstractContextManager]
+    loss: Callable[[Any], torch.Tensor] = mean_square
     optimizer: torch.optim.Optimizer = field(init=False)
 
     def __post_init__(self) -> None:
@@ -167,9 +175,7 @@ class TrainStep:
 
     def __call__(self) -> None:
         with self.autocast():
-            out = self.forward()
-        outs = out.values() if isinstance(out, dict) else [out]
-        loss = sum(o.float().square().mean() for o in outs)
+            loss = self.loss(self.forward())
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -186,13 +192,19 @@ CAPTION = "a red sphere left of a blue striped box on a gray checkered floor"  #
 
 def train_step_fn(model: nn.Module, modalities: tuple[str, ...], batch: int,
                   resolution: tuple[int, int], choice: PrecisionChoice) -> TrainStep:  # fmt: skip
-    """Our model's training step on synthetic grids and a procedural caption."""
+    """The trainer's own forcing step (`training.step.forcing_loss`: draws, flow path, loss) of
+    stage t2i (image only) or mf, on a synthetic batch with a procedural caption."""
     device = next(model.parameters()).device
     h, w = resolution
-    xt = {m: torch.randn(batch, *model.grid_shape(m, h, w), device=device) for m in modalities}
-    t = {m: torch.rand(batch, device=device) for m in modalities}
-    captions = [CAPTION] * batch
-    return TrainStep(model, lambda: model(xt, t, captions), choice.autocast)
+    data = {
+        "image": torch.rand(batch, 3, h, w, device=device) * 2 - 1,
+        "depth": torch.rand(batch, 1, h, w, device=device) + 0.5,
+        "valid_mask": torch.ones(batch, 1, h, w, dtype=torch.bool, device=device),
+        "caption": [CAPTION] * batch,
+    }
+    cfg = TrainConfig(model=model.cfg, stage="mf" if DEPTH in modalities else "t2i")
+    return TrainStep(model, lambda: forcing_loss(model, data, cfg).total, choice.autocast,
+                     loss=lambda total: total)  # fmt: skip
 
 
 def time_train_step(step: Callable[[], None], steps: int, device: torch.device) -> float:

@@ -22,10 +22,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .checkpoint import checked_sampling, load_model, read_sampling, write_checkpoint
-from .data.decode import CorruptFileError, image_to_rgb8
-from .data.inputs import InputError, image_array_to_unit
-from .data.letterbox import (
+from ..data.decode import CorruptFileError, image_to_rgb8
+from ..data.inputs import InputError, image_array_to_unit
+from ..data.letterbox import (
     FRAMES,
     MAX_ASPECT,
     Box,
@@ -34,12 +33,13 @@ from .data.letterbox import (
     tile_windows,
     unletterbox,
 )
-from .data.letterbox import frame as fit_frame
+from ..data.letterbox import frame as fit_frame
+from ..modalities import valid_mean
+from ..precision import pick_device, precision_of, resolve_precision
+from ..sampling.ensemble import ensemble_depth
+from ..sampling.generate import GIVEN_BY_MODE, generate
+from ..training.checkpoint import checked_sampling, load_model, read_sampling, write_checkpoint
 from .export import colorize_depth, colorize_uncertainty
-from .modalities import valid_mean
-from .precision import pick_device, precision_of, resolve_precision
-from .sampling.ensemble import ensemble_depth
-from .sampling.generate import GIVEN_BY_MODE, generate
 
 DEFAULT_GUIDANCE = {"joint": 3.0, "marginal": 3.0, "depth_to_image": 3.0, "image_to_depth": 1.0}
 OUTPUT_TYPES = ("np", "pt", "pil")
@@ -56,7 +56,7 @@ SAMPLING_DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 def _load_official(path: str | Path, device: str | torch.device, **kwargs: Any) -> Any:
-    from .backbones.official_model import load_official
+    from ..backbones.official_model import load_official
 
     return load_official(path, device, **kwargs)
 

@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import TrainConfig
-from .data.batch import collate, tensor_to_image
-from .data.preview import contact_sheet
-from .data.procedural import SceneConfig, render_split
-from .precision import resolve_precision
-from .sampling.generate import generate
+from ..config import TrainConfig
+from ..data.batch import collate, tensor_to_image
+from ..data.preview import contact_sheet
+from ..data.procedural import SceneConfig, render_split
+from ..precision import resolve_precision
+from ..sampling.generate import generate
 
 NUM_PREVIEW = 4
 PREVIEW_STEPS = 20

@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .data.benchmarks import get_benchmark
-from .data.benchmarks.base import read_png16
-from .data.decode import load_array
-from .metrics.alignment import PROTOCOLS, align, protocols_for
-from .metrics.depth import METRIC_LABELS, METRICS, depth_metrics, mean_over_images
+from ..data.benchmarks import get_benchmark
+from ..data.benchmarks.base import read_png16
+from ..data.decode import load_array
+from ..metrics.alignment import PROTOCOLS, align, protocols_for
+from ..metrics.depth import METRIC_LABELS, METRICS, depth_metrics, mean_over_images
 
 # A predictor maps a sample dict to a depth (or disparity) map [H, W] at the sample's resolution.
 PredictFn = Callable[[dict[str, Any]], np.ndarray]

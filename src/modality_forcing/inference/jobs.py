@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .data.decode import SkipCounter
-from .data.inputs import IMAGE_SUFFIXES, InputError, read_depth, read_image
+from ..data.decode import SkipCounter
+from ..data.inputs import IMAGE_SUFFIXES, InputError, read_depth, read_image
 from .export import save_result
 from .gallery import write_gallery
 from .pipeline import ModalityForcingOutput, ModalityForcingPipeline

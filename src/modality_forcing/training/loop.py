@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import shutil
 import time
@@ -28,13 +27,20 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from ..config import TrainConfig, save_yaml, to_dict, validate
+from ..data.stream import make_source, sample_start
+from ..flow.loss import LossOutput
+from ..flow.noise_levels import CORNER_NAMES
+from ..modalities import DEPTH, IMAGE, get_modality
+from ..model.factory import build_model
+from ..model.mmdit import count_parameters, transformer_blocks
+from ..precision import PrecisionChoice, resolve_precision
 from . import distributed as D
 from .checkpoint import (
     check_files,
     checkpoint_dir,
     checkpoint_files,
     commit_dir,
-    fsync_path,
     hash_files,
     load_model,
     read_manifest,
@@ -44,20 +50,10 @@ from .checkpoint import (
     write_inference_files,
     write_manifest,
 )
-from .config import TrainConfig, save_yaml, to_dict, validate
-from .data.stream import make_source, sample_start
-from .flow.fill import fill_missing
-from .flow.loss import LossOutput, flow_loss, object_weights
-from .flow.noise_levels import CORNER_NAMES
-from .flow.path import interpolate
-from .modalities import DEPTH, IMAGE, get_modality
-from .model.factory import build_model
-from .model.mmdit import count_parameters, transformer_blocks
 from .optim import EMA, build_optimizer, lr_factor
-from .precision import PrecisionChoice, resolve_precision
-from .train_step import SampleDraws, draw_for_samples
+from .run_dir import LATEST, METRICS, trim_metrics, write_latest
+from .step import ForcingBatch, batch_loss, forcing_batch, stage_plan
 
-LATEST, METRICS = "latest", "metrics.jsonl"
 TRAIN_STATE, TRAINER_JSON = "train_state", "trainer.json"
 
 
@@ -91,21 +87,6 @@ class TrainState:
     seconds: float = 0.0  # training wall time of every session of this run so far
 
 
-@dataclass
-class Prepared:
-    """One micro-batch ready for the forward pass."""
-
-    x0: dict[str, torch.Tensor]
-    xt: dict[str, torch.Tensor]
-    noise: dict[str, torch.Tensor]
-    t: dict[str, torch.Tensor]
-    active: dict[str, torch.Tensor]
-    valid: torch.Tensor
-    captions: list[str]
-    draws: SampleDraws
-    weight: dict[str, torch.Tensor]  # modality -> per-pixel loss weights [B, 1, h, w]
-
-
 class Trainer:
     """Holds the model, optimiser, EMA and data source of one run; `run()` is the loop."""
 
@@ -115,7 +96,8 @@ class Trainer:
         self.env = D.init_distributed(cfg.device)
         self.device = self.env.device
         self.precision = self._resolve_precision()
-        self.modalities = self._stage_modalities()
+        self.plan = stage_plan(cfg)
+        self.modalities = self.plan.modalities
         cfg.model.resolution = (cfg.data.height, cfg.data.width)
         D.check_same_config(to_dict(cfg), self.env)
         per_step = self.env.world_size * cfg.grad_accum
@@ -170,14 +152,6 @@ class Trainer:
         ):
             choice = PrecisionChoice("fp32", str(self.device), "auto: ranks disagreed on bf16")
         return choice
-
-    def _stage_modalities(self) -> tuple[str, ...]:
-        if self.cfg.stage not in ("t2i", "mf"):
-            raise ValueError(f"unknown stage '{self.cfg.stage}'; choose from ['mf', 't2i']")
-        if self.cfg.stage == "t2i":
-            self.cfg.forcing.policy = "t2i"
-            return (IMAGE,)
-        return tuple(self.cfg.model.modalities)
 
     def _blocks(self) -> list[torch.nn.Module]:
         return transformer_blocks(self.model.dit)
@@ -272,48 +246,16 @@ class Trainer:
         self.log(f"resumed from {path} at step {self.state.step}")
 
     # ----------------------------------------------------------------------------- one step
-    def prepare(self, batch: dict[str, Any], start_index: int) -> Prepared:
-        """Encode a micro-batch and draw its per-sample noise (seeded by global sample index)."""
-        batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-        x0_all, valid = self.model.encode_batch(batch)
-        x0 = {m: x0_all[m] for m in self.modalities}
-        shapes = {m: tuple(x.shape) for m, x in x0.items()}
-        draws = draw_for_samples(self.cfg.seed, start_index, shapes, self.cfg.forcing,
-                                 self.cfg.caption_dropout)  # fmt: skip
-        t = {m: draws.levels.t[m].to(self.device) for m in self.modalities}
-        noise = {m: draws.noise[m].to(self.device) for m in self.modalities}
-        active = {m: t[m] > 0 for m in self.modalities}
-        if DEPTH in active:
-            present = draws.levels.depth_present.to(self.device)
-            active[DEPTH] &= present & valid.flatten(1).any(1)
-        captions = ["" if d else c for c, d in zip(batch["caption"], draws.drop_caption.tolist(),
-                                                     strict=True)]  # fmt: skip
-        xt = {m: interpolate(x0[m], noise[m], t[m]) for m in self.modalities}
-        if DEPTH in xt:  # what the noisy input holds where the sensor has no depth
-            x0[DEPTH], xt[DEPTH] = fill_missing(x0[DEPTH], noise[DEPTH], t[DEPTH], valid,
-                                                self.cfg.data.depth_fill)  # fmt: skip
-        weight = {}
-        if self.cfg.loss.object_weight != 1.0 and "object_mask" in batch and IMAGE in x0:
-            weight[IMAGE] = object_weights(batch["object_mask"], self.cfg.loss.object_weight,
-                                           x0[IMAGE].shape[-2:])  # fmt: skip
-        return Prepared(x0, xt, noise, t, active, valid, captions, draws, weight)
+    def prepare(self, batch: dict[str, Any], start_index: int) -> ForcingBatch:
+        """A micro-batch on the flow path, on this rank's device (`step.forcing_batch`)."""
+        return forcing_batch(self.model, batch, start_index, self.cfg, self.plan, self.device)
 
-    def loss(self, p: Prepared, normalizer: dict[str, torch.Tensor] | None = None) -> LossOutput:
-        """Forward pass + loss of a prepared micro-batch."""
+    def loss(
+        self, p: ForcingBatch, normalizer: dict[str, torch.Tensor] | None = None
+    ) -> LossOutput:
+        """Forward pass + loss of a prepared micro-batch, under the run's precision."""
         with self.precision.autocast():
-            pred = self.engine(p.xt, p.t, p.captions)
-            teacher_v = None
-            if self.teacher is not None:
-                with torch.no_grad():
-                    teacher_v = self.teacher({IMAGE: p.xt[IMAGE]}, {IMAGE: p.t[IMAGE]},
-                                             p.captions)[IMAGE]  # fmt: skip
-        return flow_loss(
-            pred, p.x0, p.noise, p.t, p.active, self.cfg.loss, valid_mask={DEPTH: p.valid},
-            teacher_v=teacher_v, distill_weight_t=p.t.get(DEPTH), normalizer=normalizer,
-            prediction={DEPTH: self.cfg.model.depth_prediction,
-                        IMAGE: self.cfg.model.image_prediction},
-            pixel_weight=p.weight,
-        )  # fmt: skip
+            return batch_loss(self.engine, p, self.cfg, self.teacher, normalizer)
 
     def compute_loss(self, batch: dict[str, Any], start_index: int = 0) -> LossOutput:
         """Loss of one batch on its own (tests, diagnostics)."""
@@ -542,7 +484,7 @@ class Trainer:
 
     def preview(self) -> Path | None:
         """Sample grid from the EMA weights (or raw), written as PNG."""
-        from .train_preview import write_preview_grid
+        from .preview import write_preview_grid
 
         save = self.env.is_main
         if self.env.enabled and hasattr(self.model, "unshard"):  # FSDP2: gather the root unit
@@ -562,31 +504,6 @@ class Trainer:
             self.model.load_state_dict(raw)
 
 
-def trim_metrics(file: Path, step: int) -> None:
-    """Drop the records past `step` (and a line torn by a crash) from a JSONL metrics log,
-    atomically, so a resumed run does not log those steps twice."""
-    if not file.is_file():
-        return
-    lines = file.read_text().splitlines()
-    keep = []
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        done = record.get("step") if isinstance(record, dict) else None
-        if not isinstance(done, int) or done <= step:
-            keep.append(line)
-    if len(keep) == len(lines):
-        return
-    tmp = file.with_name(file.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write("".join(line + "\n" for line in keep))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, file)
-
-
 @contextmanager
 def _single_process_dcp(env: D.DistEnv) -> Iterator[None]:
     """DCP warns on every call without a process group; that is the intended use there."""
@@ -594,44 +511,6 @@ def _single_process_dcp(env: D.DistEnv) -> Iterator[None]:
         if not env.enabled:
             warnings.filterwarnings("ignore", message="torch.distributed is disabled")
         yield
-
-
-def write_latest(ckpt_dir: Path, name: str, manifest_sha256: str) -> None:
-    """Atomically write `ckpt_dir/latest` = "<checkpoint name> <manifest SHA-256>", fsynced."""
-    tmp = ckpt_dir / (LATEST + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(f"{name} {manifest_sha256}\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, ckpt_dir / LATEST)
-    fsync_path(ckpt_dir)
-
-
-def fork_run(source: str | Path, out_dir: str | Path) -> Path:
-    """Start run `out_dir` from the latest checkpoint of run `source` (weights, optimiser, EMA,
-    step, training time, data position), to continue it under changed settings while `source`
-    stays as it is; `train(cfg, resume=True)` with `cfg.out_dir = out_dir` then continues it.
-    The checkpoint is copied under a temporary name and renamed, then `latest` (with the
-    manifest hash, which the resume verifies) is written last; a run that already has a
-    checkpoint is never overwritten. Returns the copied checkpoint."""
-    src, dst = Path(source) / "checkpoints", Path(out_dir) / "checkpoints"
-    pointer = src / LATEST
-    if not pointer.is_file():
-        raise FileNotFoundError(f"--fork-from: '{source}' has no checkpoint ({pointer} missing)")
-    if (dst / LATEST).exists():
-        raise FileExistsError(f"--fork-from: '{out_dir}' already has a checkpoint; resume it")
-    name, _, digest = pointer.read_text().strip().partition(" ")
-    if not re.fullmatch(r"step_\d+", name) or not (src / name).is_dir():
-        raise ValueError(f"--fork-from: '{pointer}' names no checkpoint of '{source}'")
-    dst.mkdir(parents=True, exist_ok=True)
-    tmp = dst / (name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src / name, tmp)
-    os.replace(tmp, dst / name)
-    if (Path(source) / METRICS).is_file():  # the log so far (a resume trims it to the step)
-        shutil.copyfile(Path(source) / METRICS, Path(out_dir) / METRICS)
-    write_latest(dst, name, digest)
-    return dst / name
 
 
 def train(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None) -> Path:

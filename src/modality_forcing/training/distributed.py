@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .precision import pick_device
+from ..precision import pick_device
 
 STRATEGIES = ("none", "ddp", "fsdp2")
 

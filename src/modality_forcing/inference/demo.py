@@ -21,13 +21,13 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .bench.fidelity import load_fidelity_scenes, score_fidelity
-from .checkpoint import has_weights
-from .data.procedural import SceneConfig, render_split
+from ..bench.fidelity import load_fidelity_scenes, score_fidelity
+from ..data.procedural import SceneConfig, render_split
+from ..precision import cpu_name
+from ..training.checkpoint import has_weights
 from .gallery import write_gallery
 from .jobs import write_job
 from .pipeline import ModalityForcingPipeline
-from .precision import cpu_name
 
 DEMO_CHECKPOINT = Path(__file__).parent / "assets" / "demo"
 TRAIN_HINT = (
