@@ -15,6 +15,7 @@ diffusers = pytest.importorskip("diffusers")
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
+from modality_forcing.backbones import build_model  # noqa: E402
 from modality_forcing.backbones.base import lora_target_names  # noqa: E402
 from modality_forcing.backbones.memory import (  # noqa: E402
     REAL_BACKBONES,
@@ -33,7 +34,6 @@ from modality_forcing.flow.loss import flow_loss  # noqa: E402
 from modality_forcing.flow.path import interpolate  # noqa: E402
 from modality_forcing.inference.pipeline import ModalityForcingPipeline  # noqa: E402
 from modality_forcing.modalities import DEPTH, IMAGE  # noqa: E402
-from modality_forcing.model.factory import build_model  # noqa: E402
 from modality_forcing.model.mmdit import count_parameters  # noqa: E402
 from modality_forcing.training.checkpoint import load_model, write_checkpoint  # noqa: E402
 

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 from rgbd_samples import make_sample
 
+from modality_forcing.backbones import build_model
 from modality_forcing.config import (
     MixtureEntry,
     load_train_config,
@@ -24,7 +25,6 @@ from modality_forcing.config import (
 )
 from modality_forcing.data.shards import iter_shard_samples, write_shards
 from modality_forcing.data.stream import make_source
-from modality_forcing.model.factory import build_model
 from modality_forcing.training.checkpoint import (
     load_model,
     read_meta,

@@ -289,7 +289,7 @@ def _scaling_row(name: str, models: dict[str, Any], own: dict[str, Estimator], s
 
 def _untrained_like(model: Any) -> Any:
     """A freshly initialised model of the same config (seed 0)."""
-    from ..model.factory import build_model
+    from ..backbones import build_model
 
     torch.manual_seed(0)
     return build_model(model.cfg).eval()

@@ -25,10 +25,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..backbones import build_model
 from ..config import ModelConfig
 from ..data.scene_graph import CAPTION_VOCAB
 from ..modalities import DEPTH, IMAGE
-from ..model.factory import build_model
 from ..model.mmdit import count_parameters, transformer_blocks
 from ..model.text import TextTokens
 from ..precision import PrecisionChoice

@@ -30,9 +30,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..backbones import build_model
 from ..config import CodecConfig, ModelConfig, OptimConfig, TrainConfig, model_preset
 from ..modalities import DEPTH, IMAGE
-from ..model.factory import build_model
 from ..model.mmdit import count_parameters, flops_per_token, transformer_blocks
 from ..precision import PrecisionChoice, cpu_name, pick_device, resolve_precision
 from ..training.optim import build_optimizer

@@ -15,6 +15,7 @@ from ..config import ModelConfig
 from ..modalities import IMAGE, get_modality
 from .base import DenoiserBase
 from .codecs import ImageCodec, build_codec
+from .factory import register_family
 from .layers import grid_positions, patchify, rope_2d, unpatchify
 from .mmdit import MMDiT
 from .text import TextTokens, build_text_encoder
@@ -137,3 +138,6 @@ class ModalityForcingModel(DenoiserBase):
             cos, sin = rope_2d(grid_positions(h, w), head_dim, self.cfg.rope_theta)
             self._ropes[key] = (cos.to(device), sin.to(device))
         return self._ropes[key]
+
+
+register_family("native", ModalityForcingModel)

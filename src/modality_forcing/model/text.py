@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from ..config import TextConfig
-from ..data.scene_graph import CAPTION_VOCAB
 
 
 @dataclass
@@ -78,8 +77,15 @@ _BASE_TEXT = """
     far close distant foreground background center middle top bottom side
     indoor outdoor street road car tree trees house building person grass water
     """
-# The procedural world's caption words come first so each has its own id (never a hash bucket).
-BASE_WORDS: tuple[str, ...] = tuple(dict.fromkeys([*CAPTION_VOCAB, *_BASE_TEXT.split()]))
+# The procedural world's caption words (`data.scene_graph.CAPTION_VOCAB` when the tokenizer was
+# made) come first so each has its own id, never a hash bucket. Written out, not imported: token
+# ids are part of every trained checkpoint, so they must not move when the world gains a word
+# (tests/test_text.py checks that every caption word still has its own id).
+_WORLD_TEXT = """
+    a an and behind black blue box brown checkered cyan cylinder floor front gray green in left
+    of on orange pink purple red right speckled sphere striped the wall white with yellow
+    """
+BASE_WORDS: tuple[str, ...] = tuple(dict.fromkeys([*_WORLD_TEXT.split(), *_BASE_TEXT.split()]))
 PAD_ID, BOS_ID = 0, 1
 NUM_SPECIAL = 2
 _WORD_RE = re.compile(r"[^\W\d_]+")  # runs of letters (any script)

@@ -35,9 +35,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..backbones import build_model
 from ..config import ModelConfig, from_dict, read_yaml_mapping, save_yaml
 from ..model.denoiser import ModalityForcingModel
-from ..model.factory import build_model
 
 WEIGHTS, CONFIG, META, MANIFEST = "model.safetensors", "config.yaml", "meta.json", "manifest.json"
 WEIGHTS_INDEX = "model.safetensors.index.json"  # sharded weights (`write_inference_files`)

@@ -27,12 +27,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from ..backbones import build_model
 from ..config import TrainConfig, save_yaml, to_dict, validate
 from ..data.stream import make_source, sample_start
 from ..flow.loss import LossOutput
 from ..flow.noise_levels import CORNER_NAMES
 from ..modalities import DEPTH, IMAGE, get_modality
-from ..model.factory import build_model
 from ..model.mmdit import count_parameters, transformer_blocks
 from ..precision import PrecisionChoice, resolve_precision
 from . import distributed as D
