@@ -22,6 +22,44 @@ def test_every_subcommand_has_help(capsys):
         assert "usage: modality-forcing " + name in capsys.readouterr().out
 
 
+def _choices(parser, *path):
+    """Choices of option path[-1] of subcommand path[:-1] (e.g. "bench", "paper", "--budget")."""
+    for name in path[:-1]:
+        parser = next(a for a in parser._actions if hasattr(a, "choices") and a.choices
+                      and name in a.choices).choices[name]  # fmt: skip
+    return set(next(a for a in parser._actions if path[-1] in a.option_strings).choices)
+
+
+def test_cli_choices_match_the_registries():
+    from modality_forcing.backbones import BACKBONES
+    from modality_forcing.bench import depth, paper, peer, sparse
+    from modality_forcing.data.letterbox import FRAMES
+    from modality_forcing.inference.pipeline import FORMAT_LOADERS
+    from modality_forcing.model.factory import MODEL_FAMILIES
+    from modality_forcing.training.checkpoint import SAMPLED_MODES
+
+    parser = build_parser()
+    trainable = set(MODEL_FAMILIES) - {"official"}  # a release is loaded, not trained
+    assert _choices(parser, "train", "--backbone") == trainable == {"native", *BACKBONES} - {
+        "official"}  # fmt: skip
+    assert _choices(parser, "sample", "--mode") == set(SAMPLED_MODES)
+    assert _choices(parser, "sample", "--format") == set(FORMAT_LOADERS)
+    assert _choices(parser, "eval", "--frame") == set(FRAMES)
+    for suite, module in (("sparse", sparse), ("depth", depth), ("paper", paper)):
+        assert _choices(parser, "bench", suite, "--budget") == set(module.BUDGETS)
+    assert _choices(parser, "bench", "throughput", "--vs") == set(peer.PEERS)
+
+
+def test_bench_suites_take_only_their_own_flags(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "paper", "--presets", "cpu-s"])  # a throughput flag
+    assert exit_info.value.code == 2 and "--presets" in capsys.readouterr().err
+    args = build_parser().parse_args(["bench", "flagship", "--run", "r"])
+    assert (args.out, args.num_eval) == ("bench_out/flagship", 64)
+    args = build_parser().parse_args(["bench", "throughput", "--debug"])
+    assert args.out == "bench_out/throughput.json" and args.debug
+
+
 def test_python_dash_m_entry_point():
     out = subprocess.run(
         [sys.executable, "-m", "modality_forcing", "--help"], capture_output=True, text=True
