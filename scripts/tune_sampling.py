@@ -24,6 +24,7 @@ from typing import Any
 from modality_forcing.bench.fidelity import load_fidelity_scenes, score_fidelity
 from modality_forcing.bench.runs import write_json
 from modality_forcing.inference.pipeline import ModalityForcingPipeline
+from modality_forcing.sampling.config import SamplingConfig
 
 COLUMNS = {
     "d->i floor": ("depth_to_image", "floor", "accuracy"),
@@ -79,7 +80,8 @@ def main() -> None:
     scenes = load_fidelity_scenes("val", args.num_val, pipe.resolution)
     rows = []
     for scale in args.guidance:
-        runs = [score_fidelity(pipe, scenes, steps=args.steps, seed=seed, guidance=scale,
+        generation = SamplingConfig(steps=args.steps, guidance=scale)
+        runs = [score_fidelity(pipe, scenes, generation=generation, seed=seed,
                                modes=("depth_to_image", "joint", "marginal"))
                 for seed in args.seeds]  # fmt: skip
         row = {"guidance": scale,
@@ -89,7 +91,7 @@ def main() -> None:
         print("  ".join(f"{k} {v:.3f}" for k, v in row.items() if k != "by_seed"), flush=True)
     depth_rows = []
     for steps in args.depth_steps:
-        runs = [score_fidelity(pipe, scenes, depth_steps=steps, seed=seed,
+        runs = [score_fidelity(pipe, scenes, depth=SamplingConfig(steps=steps), seed=seed,
                                modes=("image_to_depth",))["image_to_depth"]
                 for seed in args.seeds]  # fmt: skip
         depth_rows.append({"steps": steps,

@@ -297,12 +297,12 @@ def test_out_of_range_settings_are_clamped(client):
     )
     assert "100 steps" in info and "seed 0" in info and "moved into the sliders' range" in info
     meta = _result(downloads)
-    assert meta["num_inference_steps"] == 100 and meta["guidance_scale"] == 10.0
-    assert meta["log2_alpha"] == 0.0 and meta["ensemble_size"] == 1 and meta["seed"] == 0
+    assert meta["steps"] == 100 and meta["guidance"] == 10.0
+    assert meta["log2_alpha"] == 0.0 and meta["ensemble"] == 1 and meta["seed"] == 0
 
 
 def test_junk_numbers_fall_back_to_defaults(client, tiny_ckpt):
-    steps = ModalityForcingPipeline.from_pretrained(tiny_ckpt).default_steps("joint")
+    steps = ModalityForcingPipeline.from_pretrained(tiny_ckpt).defaults["joint"].steps
     event, data = _call(client, "text_to_rgbd", ["a box", "NaN", None, "seven", 60, [], 1])
     assert event == "complete"
     assert f"{steps} steps" in data and "seed 0" in data

@@ -36,15 +36,16 @@ def test_cli_choices_match_the_registries():
     from modality_forcing.data.letterbox import FRAMES
     from modality_forcing.inference.pipeline import FORMAT_LOADERS
     from modality_forcing.model.factory import MODEL_FAMILIES
-    from modality_forcing.training.checkpoint import SAMPLED_MODES
+    from modality_forcing.sampling.config import FRAMES as SAMPLING_FRAMES
+    from modality_forcing.sampling.config import MODES
 
     parser = build_parser()
     trainable = set(MODEL_FAMILIES) - {"official"}  # a release is loaded, not trained
     assert _choices(parser, "train", "--backbone") == trainable == {"native", *BACKBONES} - {
         "official"}  # fmt: skip
-    assert _choices(parser, "sample", "--mode") == set(SAMPLED_MODES)
+    assert _choices(parser, "sample", "--mode") == set(MODES)
     assert _choices(parser, "sample", "--format") == set(FORMAT_LOADERS)
-    assert _choices(parser, "eval", "--frame") == set(FRAMES)
+    assert _choices(parser, "eval", "--frame") == set(FRAMES) == set(SAMPLING_FRAMES)
     for suite, module in (("sparse", sparse), ("depth", depth), ("paper", paper)):
         assert _choices(parser, "bench", suite, "--budget") == set(module.BUDGETS)
     assert _choices(parser, "bench", "throughput", "--vs") == set(peer.PEERS)

@@ -8,7 +8,8 @@ from PIL import Image
 
 from modality_forcing.cli import main
 from modality_forcing.config import resolve_train_config
-from modality_forcing.inference.demo import DemoConfig, demo_checkpoint, run_demo
+from modality_forcing.demo import DemoConfig, demo_checkpoint, run_demo
+from modality_forcing.sampling.config import SamplingConfig
 from modality_forcing.training.loop import train
 
 
@@ -25,8 +26,9 @@ def tiny_ckpt(tmp_path_factory):
 
 
 def test_demo_runs_every_mode_and_scores(tiny_ckpt, tmp_path, monkeypatch):
-    cfg = DemoConfig(num_prompts=2, num_images=2, num_eval=3, num_generate=2, steps=2,
-                     ensemble=2)  # fmt: skip
+    cfg = DemoConfig(num_prompts=2, num_images=2, num_eval=3, num_generate=2,
+                     generation=SamplingConfig(steps=2),
+                     gallery_depth=SamplingConfig(steps=2, ensemble=2))  # fmt: skip
     monkeypatch.chdir(tmp_path)  # a relative output folder, as users type it
     result = run_demo(tiny_ckpt, "demo", cfg)
     i2d = result["image_to_depth"]

@@ -27,9 +27,10 @@ from modality_forcing.backbones.official_ae import (
 )
 from modality_forcing.backbones.official_blocks import rope_tables, timestep_embedding
 from modality_forcing.backbones.official_model import OfficialModel, load_official
-from modality_forcing.inference.pipeline import SAMPLING_DEFAULTS, ModalityForcingPipeline
+from modality_forcing.inference.pipeline import ModalityForcingPipeline
 from modality_forcing.modalities import DEPTH, IMAGE
 from modality_forcing.model.codecs import VAECodec
+from modality_forcing.sampling.config import FORMAT_DEFAULTS
 from modality_forcing.sampling.schedules import scheduling_matrix
 
 diffusers = pytest.importorskip("diffusers")
@@ -329,7 +330,7 @@ def test_cli_sample_official(release_dir, qwen_dir, tmp_path) -> None:
           str(qwen_dir), "--prompt", "a blue box", "--steps", "2", "--size", "16",
           "--out", str(tmp_path)])  # fmt: skip
     meta = json.loads(next(tmp_path.glob("*/metadata.json")).read_text())
-    assert meta["num_steps"] == 2 and meta["log2_alpha"] == 5.0  # official default tilt
+    assert meta["steps"] == 2 and meta["log2_alpha"] == 5.0  # official default tilt
 
 
 def test_release_schedule_numbers() -> None:
@@ -346,8 +347,8 @@ def test_release_schedule_numbers() -> None:
     assert i2d[:, 0].eq(0).all() and torch.equal(i2d[:, 1], rgb)
     d2i = scheduling_matrix("depth_to_image", 50, shift_mu=1.1).float()
     assert d2i[:, 1].eq(0).all() and torch.equal(d2i[:, 0], rgb)
-    official = SAMPLING_DEFAULTS["official"]
-    assert (official["num_inference_steps"], official["shift_mu"], official["log2_alpha"]) == (
-        50, 1.1, 5.0)  # fmt: skip
-    assert official["guidance"]["joint"] == official["guidance"]["depth_to_image"] == 4.0
-    assert official["guidance"]["image_to_depth"] == 1.0
+    official = FORMAT_DEFAULTS["official"]
+    joint = official["joint"]
+    assert (joint.steps, joint.shift_mu, joint.log2_alpha) == (50, 1.1, 5.0)
+    assert joint.guidance == official["depth_to_image"].guidance == 4.0
+    assert official["image_to_depth"].guidance == 1.0

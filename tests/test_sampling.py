@@ -160,9 +160,9 @@ def test_a_checkpoints_own_guidance_is_the_pipelines_default(pipe, tmp_path, cap
     own = {"guidance": {"depth_to_image": 1.5}, "steps": {"image_to_depth": 1}}
     export_checkpoint(tmp_path / "p", tmp_path / "e", "float32", sampling=own)
     again = ModalityForcingPipeline.from_pretrained(tmp_path / "e", device="cpu")
-    assert again.defaults["guidance"]["depth_to_image"] == 1.5
-    assert again.default_steps("image_to_depth") == 1 and again.default_steps("joint") == 25
-    assert again.defaults["guidance"]["joint"] == pipe.defaults["guidance"]["joint"] == 3.0
+    assert again.defaults["depth_to_image"].guidance == 1.5
+    assert again.defaults["image_to_depth"].steps == 1 and again.defaults["joint"].steps == 25
+    assert again.defaults["joint"].guidance == pipe.defaults["joint"].guidance == 3.0
     depth = np.random.default_rng(1).uniform(1, 5, (16, 16)).astype(np.float32)
     run = lambda p, **kw: p(prompt="a red box", depth=depth, mode="depth_to_image",  # noqa: E731
                             num_inference_steps=2, generator=torch.Generator().manual_seed(0),
@@ -171,8 +171,7 @@ def test_a_checkpoints_own_guidance_is_the_pipelines_default(pipe, tmp_path, cap
     assert not np.array_equal(run(again), run(pipe))  # the format default, 3.0
     again.save_pretrained(tmp_path / "s")  # kept by a round trip
     kept = ModalityForcingPipeline.from_pretrained(tmp_path / "s", device="cpu")
-    assert kept.defaults["guidance"] == again.defaults["guidance"]
-    assert kept.default_steps("image_to_depth") == 1
+    assert kept.defaults == again.defaults
     meta = json.loads((tmp_path / "e" / META).read_text())
     meta["sampling"]["guidance"]["depth_to_image"] = "high"
     (tmp_path / "e" / META).write_text(json.dumps(meta))

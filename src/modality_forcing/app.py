@@ -24,15 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 from .data.inputs import DEPTH_KINDS, InputError, read_depth, read_image
 from .data.letterbox import MAX_ASPECT, aspect_excess, tile_windows
 from .data.procedural import SceneConfig, render_split
-from .inference.demo import demo_checkpoint
+from .demo import demo_checkpoint
 from .inference.export import save_result
 from .inference.pipeline import ModalityForcingPipeline
+from .sampling.config import SamplingConfig, sampling_record
 
 try:
     import gradio as gr
@@ -107,10 +107,9 @@ MAX_SAMPLER_RUNS = BOUNDS["steps"].hi * BOUNDS["ensemble"].hi
 
 def control_defaults(pipe: ModalityForcingPipeline, mode: str) -> dict[str, float]:
     """Each control's starting value (the sliders' and the one NaN or junk is replaced by)."""
-    d = pipe.defaults
-    return {"steps": pipe.default_steps(mode), "guidance": d["guidance"][mode],
-            "log2_alpha": d["log2_alpha"], "ensemble": 3 if mode == "image_to_depth" else 1,
-            "fov": 60, "seed": 0}  # fmt: skip
+    d = pipe.defaults[mode]
+    return {"steps": d.steps, "guidance": d.guidance, "log2_alpha": d.log2_alpha,
+            "ensemble": 3 if mode == "image_to_depth" else 1, "fov": 60, "seed": 0}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -126,16 +125,14 @@ class Settings:
     seed: int
     adjusted: tuple[str, ...] = ()
 
-    def pipeline_kwargs(self, mode: str) -> dict[str, Any]:
-        """The `ModalityForcingPipeline.__call__` settings of `mode` (inputs excluded)."""
-        call: dict[str, Any] = {"num_inference_steps": self.steps, "guidance_scale": self.guidance}
-        if mode != "image_to_depth":
-            call["prompt"] = self.prompt
+    def sampling(self, mode: str) -> SamplingConfig:
+        """The sampling settings of `mode` from the controls it shows."""
+        fields: dict[str, Any] = {"steps": self.steps, "guidance": self.guidance, "seed": self.seed}
         if mode == "joint":
-            call |= {"log2_alpha": self.log2_alpha, "refine_depth": self.ensemble > 1}
+            fields |= {"log2_alpha": self.log2_alpha, "refine_depth": self.ensemble > 1}
         if mode != "depth_to_image":
-            call["ensemble_size"] = self.ensemble
-        return call
+            fields["ensemble"] = self.ensemble
+        return SamplingConfig(**fields)
 
 
 def request_settings(pipe: ModalityForcingPipeline, mode: str, raw: dict[str, Any]) -> Settings:
@@ -302,7 +299,8 @@ def _run(app: _Served, mode: str, progress: Any, upload: Any = None, **raw: Any)
     """Clamp the settings, read the upload, sample one mode, save its files, return the values
     of `_output_components`."""
     s = request_settings(app.pipe, mode, raw)
-    call = s.pipeline_kwargs(mode)
+    sampling = app.pipe.sampling_for(mode, s.sampling(mode))
+    call: dict[str, Any] = {} if mode == "image_to_depth" else {"prompt": s.prompt}
     if mode == "image_to_depth":
         call["image"] = read_image_upload(upload, (app.examples,))
         _check_windows(app.pipe, call["image"], s)
@@ -315,13 +313,12 @@ def _run(app: _Served, mode: str, progress: Any, upload: Any = None, **raw: Any)
 
     progress(0, desc="starting")
     try:
-        out = app.pipe(mode=mode, generator=torch.Generator().manual_seed(s.seed), callback=step,
-                       **call)  # fmt: skip
-        settings = {k: v for k, v in call.items() if k not in ("image", "depth")}
+        out = app.pipe(mode=mode, sampling=sampling, callback=step, **call)
         files = save_result(
             _new_result_dir(app.results), image=out.image[0], depth=out.depth[0],
             uncertainty=None if out.uncertainty is None else out.uncertainty[0],
-            fov_deg=s.fov, metadata={"mode": mode, "seed": s.seed, **settings},
+            fov_deg=s.fov, metadata={"mode": mode, "prompt": s.prompt,
+                                     **sampling_record(sampling)},
         )  # fmt: skip
     except ValueError as err:  # e.g. a depth map with no valid pixel after letterboxing
         raise _user_error(str(err)) from None

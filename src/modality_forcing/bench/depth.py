@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ..precision import resolve_precision
+from ..sampling.config import SamplingConfig
 from .runs import publish, train_cached, write_json
 
 # Targets (issue #11): MF's best setting within 1.1x the regressor's AbsRel; 4 steps within 5% of
@@ -100,38 +101,13 @@ DEFAULT_RECIPES = ("regressor", "mf-naive", "mf")
 MAIN = "mf"  # the recipe whose final weights get the full inference sweep
 
 
-@dataclass(frozen=True)
-class Setting:
-    """One way of running image -> depth at test time."""
-
-    steps: int = 1
-    solver: str = "euler"
-    shift_mu: float = 0.0
-    ensemble: int = 1
-    reduction: str = "median"
-    frame: str = "letterbox"  # non-square inputs: `letterbox` | `stretch`
-    t_min: float | None = None  # x0 -> velocity clamp (None: the model's `depth_t_min`)
-    precision: str = "auto"  # `auto` | `bf16` | `fp32` (`precision.resolve_precision`)
-
-    @property
-    def name(self) -> str:
-        parts = [f"{self.solver}-{self.steps}"]
-        if self.shift_mu:
-            parts.append(f"shift{self.shift_mu:+g}")
-        if self.t_min is not None:
-            parts.append(f"tmin{self.t_min:g}")
-        if self.ensemble > 1:
-            parts.append(f"ens{self.ensemble}-{self.reduction}")
-        return " ".join(parts)
-
-    @property
-    def evaluations(self) -> int:
-        """Network evaluations per image (Heun: 2 per step but the last)."""
-        per_sample = self.steps if self.solver == "euler" else 2 * self.steps - 1
-        return per_sample * self.ensemble
+def Setting(steps: int = 1, solver: str = "euler", **fields: Any) -> SamplingConfig:
+    """An image -> depth setting of these benches: `SamplingConfig` with the time shift at 0
+    unless given (the benches' protocol since issue #11)."""
+    return SamplingConfig(steps=steps, solver=solver, **{"shift_mu": 0.0, **fields})
 
 
-def sweep_settings(budget: Budget) -> list[Setting]:
+def sweep_settings(budget: Budget) -> list[SamplingConfig]:
     """Inference settings of the sweep (square test scenes)."""
     n = budget.ensemble
     if not budget.full_sweep:
@@ -144,7 +120,7 @@ def sweep_settings(budget: Budget) -> list[Setting]:
             *(Setting(10, t_min=t) for t in (0.01, 0.2)),
             *(Setting(s, ensemble=n, reduction=r) for s in (1, 4, 10) for r in ("median", "mean")),
         ]
-    return [replace(s, precision=budget.precision) for s in settings]
+    return settings
 
 
 # ---------------------------------------------------------------------------------- scenes
@@ -182,8 +158,8 @@ def load_scenes(split: str, num: int, height: int, width: int) -> Scenes:
 
 @torch.no_grad()
 def sample_depths(
-    model: Any, images: torch.Tensor, setting: Setting, size: tuple[int, int], seed: int = 0,
-    chunk: int = 100, mode: str = "image_to_depth",
+    model: Any, images: torch.Tensor, setting: SamplingConfig, size: tuple[int, int],
+    seed: int = 0, chunk: int = 100, mode: str = "image_to_depth", precision: str = "auto",
 ) -> torch.Tensor:  # fmt: skip
     """`setting.ensemble` image -> depth samples per image: [N, E, H, W] at the input size.
 
@@ -200,7 +176,7 @@ def sample_depths(
     if (h, w) != tuple(size):
         images, box = frame(images, size, setting.frame, pad_value=-1.0)
     generator = torch.Generator().manual_seed(seed)
-    dtype = resolve_precision(setting.precision, next(model.parameters()).device).autocast_dtype
+    dtype = resolve_precision(precision, next(model.parameters()).device).autocast_dtype
     repeated = images.repeat_interleave(e, dim=0)
     depths = []
     for part in repeated.split(chunk):
@@ -265,14 +241,15 @@ class Scorer:
     (an ensemble's mean and median come from the same draws), with results cached on disk."""
 
     def __init__(self, ckpt: str | Path, scenes: Scenes, size: tuple[int, int],
-                 cache: Path) -> None:  # fmt: skip
+                 cache: Path, precision: str = "auto") -> None:  # fmt: skip
         self.ckpt, self.scenes, self.size, self.cache_path = Path(ckpt), scenes, size, cache
+        self.precision = precision
         weights = (self.ckpt / "model.safetensors").stat()
         self.weights = f"{weights.st_size}:{weights.st_mtime_ns}"  # retrained: scores are stale
         old = json.loads(cache.read_text()) if cache.is_file() else {}
         self.cache = old if old.get("weights") == self.weights else {"weights": self.weights}
         self._model: Any = None
-        self._samples: dict[Setting, torch.Tensor] = {}
+        self._samples: dict[SamplingConfig, torch.Tensor] = {}
 
     @property
     def model(self) -> Any:
@@ -282,14 +259,15 @@ class Scorer:
             self._model = ModalityForcingPipeline.from_pretrained(self.ckpt, device="cpu").model
         return self._model
 
-    def __call__(self, setting: Setting) -> dict[str, float]:
-        precision = resolve_precision(setting.precision, "cpu").precision
+    def __call__(self, setting: SamplingConfig) -> dict[str, float]:
+        precision = resolve_precision(self.precision, "cpu").precision
         key = f"{setting.name} {setting.frame} {precision} n={self.scenes.images.shape[0]}"
         if key not in self.cache:
             draws = replace(setting, reduction="median")
             if draws not in self._samples:
-                self._samples[draws] = sample_depths(self.model, self.scenes.images, setting,
-                                                     self.size)  # fmt: skip
+                self._samples[draws] = sample_depths(
+                    self.model, self.scenes.images, setting, self.size, precision=self.precision
+                )
             self.cache[key] = score(self._samples[draws], self.scenes, setting.reduction)
             write_json(self.cache_path, self.cache)
         return self.cache[key]
@@ -348,11 +326,11 @@ def curve(run: dict[str, Any], run_dir: Path, scenes: Scenes, budget: Budget,
     points = []
     for ckpt in sorted((run_dir / "checkpoints").glob("step_???????")):
         step = int(ckpt.name.split("_")[1])
-        scorer = Scorer(ckpt, scenes, budget.size, ckpt / "bench_scores.json")
+        scorer = Scorer(ckpt, scenes, budget.size, ckpt / "bench_scores.json", budget.precision)
         seconds = _elapsed_at(records, step, run["train_seconds"], run["steps"])
         row = {"step": step, "seconds": seconds}
         for steps in (1,) if regressor else (1, 4):
-            row[f"abs_rel@{steps}"] = scorer(Setting(steps, precision=budget.precision))["abs_rel"]
+            row[f"abs_rel@{steps}"] = scorer(Setting(steps))["abs_rel"]
         points.append(row)
     return points
 
@@ -394,14 +372,16 @@ def run_depth_benchmark(
         run = train_cached(configs[name])
         run_dir = out / name
         is_reg = RECIPES[name].get("forcing", {}).get("policy") == "regression"
-        val_scorer = Scorer(run["final"], val, spec.size, run_dir / "scores_val.json")
-        test_scorer = Scorer(run["final"], test, spec.size, run_dir / "scores_test.json")
+        val_scorer = Scorer(run["final"], val, spec.size, run_dir / "scores_val.json",
+                            spec.precision)  # fmt: skip
+        test_scorer = Scorer(run["final"], test, spec.size, run_dir / "scores_test.json",
+                             spec.precision)  # fmt: skip
         readouts = (1,) if is_reg else (1, 4, 10)
         report["recipes"][name] = {
             "overrides": RECIPES[name], "steps": run["steps"],
             "train_seconds": run["train_seconds"], "regressor": is_reg,
-            "val": {s: val_scorer(Setting(s, precision=spec.precision)) for s in readouts},
-            "test": {s: test_scorer(Setting(s, precision=spec.precision)) for s in readouts},
+            "val": {s: val_scorer(Setting(s)) for s in readouts},
+            "test": {s: test_scorer(Setting(s)) for s in readouts},
             "curve": curve(run, run_dir, val, spec, is_reg),
         }  # fmt: skip
         if name == MAIN:
@@ -415,21 +395,21 @@ def sweep(ckpt: str, spec: Budget, val: Scenes, test: Scenes, wide: Scenes,
           run_dir: Path) -> list[dict[str, Any]]:  # fmt: skip
     """Every inference setting on val and test; then the best val setting on the non-square
     scenes, letterboxed and stretched."""
-    val_scorer = Scorer(ckpt, val, spec.size, run_dir / "scores_val.json")
-    test_scorer = Scorer(ckpt, test, spec.size, run_dir / "scores_test.json")
-    rows = []
+    val_scorer = Scorer(ckpt, val, spec.size, run_dir / "scores_val.json", spec.precision)
+    test_scorer = Scorer(ckpt, test, spec.size, run_dir / "scores_test.json", spec.precision)
+    rows, chosen = [], {}
     for s in sweep_settings(spec):
         scores = {"val": val_scorer(s), "test": test_scorer(s)}
-        rows.append({**asdict(s), "setting": s.name, "frame": "square",
-                     "evaluations": s.evaluations, **scores})  # fmt: skip
-    best = min(rows, key=lambda r: r["val"]["abs_rel"])
-    wide_scorer = Scorer(ckpt, wide, spec.size, run_dir / "scores_wide.json")
-    names = ("steps", "solver", "shift_mu", "ensemble", "reduction", "t_min", "precision")
-    fields = {k: best[k] for k in names}
+        rows.append({**asdict(s), "precision": spec.precision, "setting": s.name,
+                     "frame": "square", "evaluations": s.evaluations, **scores})  # fmt: skip
+        chosen[s.name] = s
+    best = chosen[min(rows, key=lambda r: r["val"]["abs_rel"])["setting"]]
+    wide_scorer = Scorer(ckpt, wide, spec.size, run_dir / "scores_wide.json", spec.precision)
     for frame in ("letterbox", "stretch"):
-        s = Setting(**fields, frame=frame)
-        rows.append({**asdict(s), "setting": s.name, "evaluations": s.evaluations,
-                     "val": None, "test": wide_scorer(s)})  # fmt: skip
+        s = replace(best, frame=frame)
+        rows.append({**asdict(s), "precision": spec.precision, "setting": s.name,
+                     "evaluations": s.evaluations, "val": None,
+                     "test": wide_scorer(s)})  # fmt: skip
     return rows
 
 

@@ -31,6 +31,7 @@ from ..metrics.fidelity import (
     summarise_regions,
 )
 from ..metrics.probe import AttributeProbe, load_probe, read_attributes
+from ..sampling.config import SamplingConfig
 from .depth import aligned_metrics
 
 DEPTH_RANGE = (1e-3, 30.0)  # the procedural benchmark's scored range (metres)
@@ -139,12 +140,15 @@ def _chunks(n: int, size: int) -> list[slice]:
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
 
+GENERATION = SamplingConfig(steps=10)  # depth -> image, joint, marginal when scoring
+
+
 @torch.no_grad()
 def score_fidelity(
-    pipe: Any, scenes: FidelityScenes, probe: AttributeProbe | None = None, steps: int = 10,
-    depth_steps: int = 1, seed: int = 0, batch: int = 32,
+    pipe: Any, scenes: FidelityScenes, probe: AttributeProbe | None = None,
+    generation: SamplingConfig = GENERATION, depth: SamplingConfig | None = None,
+    seed: int = 0, batch: int = 32,
     modes: tuple[str, ...] = ("image_to_depth", "depth_to_image", "joint", "marginal"),
-    guidance: float | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Every metric of `modes` for a `ModalityForcingPipeline` on prepared scenes.
 
@@ -152,10 +156,13 @@ def score_fidelity(
         pipe: the pipeline (its precision and device are used as they are).
         scenes: from `load_fidelity_scenes` (val to choose, test to report).
         probe: the attribute probe (default: the shipped one).
-        steps: sampler steps of depth -> image, joint and marginal; depth_steps: image -> depth.
+        generation: sampling of depth -> image, joint and marginal (10 steps; None fields, e.g.
+            guidance: the checkpoint's per mode); depth: of image -> depth (default: the
+            checkpoint's).
         seed: seeds every sampling call (chunk k uses seed + k).
-        guidance: CFG scale of depth -> image, joint and marginal (None: the pipeline's).
     """
+    depth = pipe.sampling_for("image_to_depth", depth)
+    steps, depth_steps, guidance = generation.steps, depth.steps, generation.guidance
     n = len(scenes.captions)
     g = lambda k: torch.Generator().manual_seed(seed + k)  # noqa: E731
     real: dict[str, Any] = {}
@@ -173,18 +180,18 @@ def score_fidelity(
                            "depth_steps": depth_steps, "guidance": guidance}  # fmt: skip
 
     def estimate(images: torch.Tensor) -> torch.Tensor:  # [N, 3, H, W] in [-1, 1] -> [N, H, W]
-        parts = [pipe(image=images[s], mode="image_to_depth", num_inference_steps=depth_steps,
-                      generator=g(k), output_type="pt").depth[:, 0]
+        parts = [pipe(image=images[s], mode="image_to_depth", sampling=depth, generator=g(k),
+                      output_type="pt").depth[:, 0]
                  for k, s in enumerate(_chunks(len(images), batch))]  # fmt: skip
         return torch.cat(parts).double()
 
     if "image_to_depth" in modes:
         out["image_to_depth"] = depth_scores(estimate(scenes.images), scenes)
     if "depth_to_image" in modes:
-        depth = torch.where(scenes.mask, scenes.depth, 0).float()[:, None]
+        given = torch.where(scenes.mask, scenes.depth, 0).float()[:, None]
         images = np.concatenate([
-            pipe(prompt=scenes.captions[s], depth=depth[s], mode="depth_to_image",
-                 num_inference_steps=steps, guidance_scale=guidance, generator=g(k)).image
+            pipe(prompt=scenes.captions[s], depth=given[s], mode="depth_to_image",
+                 sampling=generation, generator=g(k)).image
             for k, s in enumerate(_chunks(n, batch))
         ])  # fmt: skip
         out["depth_to_image"] = region_scores(images, scenes)
@@ -195,8 +202,7 @@ def score_fidelity(
             pipe(
                 prompt=scenes.captions[s],
                 mode=mode,
-                num_inference_steps=steps,
-                guidance_scale=guidance,
+                sampling=generation,
                 generator=g(k),
                 output_type="pt",
             )

@@ -176,15 +176,16 @@ def run_paper_benchmark(
         raise ValueError(f"unknown budget '{budget}'; choose from {list(BUDGETS)}")
     b = BUDGETS[budget] if isinstance(budget, str) else budget
     b = replace(b, precision=precision or b.precision, device=device or b.device)
-    setting = partial(Setting, precision=b.precision)  # image -> depth at the run's precision
+    # image -> depth at the run's precision, k steps
+    estimator = partial(Estimator, size=b.size, precision=b.precision)
     out = Path(out_dir)
     configs = run_configs(b, out, seed)
     trained = {name: train_cached(cfg) for name, cfg in configs.items()}
     models = {name: _load(run["final"]) for name, run in trained.items()}
     scenes = load_scenes("test", b.num_eval, *b.size)
     n, k = b.sample_steps, b.depth_steps
-    own = {name: Estimator(m, setting(k), b.size) for name, m in models.items()}
-    reg = Estimator(models["regressor"], setting(1), b.size)
+    own = {name: estimator(m, Setting(k)) for name, m in models.items()}
+    reg = estimator(models["regressor"], Setting(1))
     report: dict[str, Any] = {
         "budget": asdict(b), "seed": seed,
         "runs": {k: {"steps": r["steps"], "train_seconds": r["train_seconds"],
@@ -198,7 +199,7 @@ def run_paper_benchmark(
         "image_to_depth": {
             "mf": image_to_depth(own["mf"], scenes),
             "regressor (dedicated)": image_to_depth(reg, scenes),
-            "untrained": image_to_depth(Estimator(untrained, setting(k), b.size), scenes,
+            "untrained": image_to_depth(estimator(untrained, Setting(k)), scenes,
                                         ("least_squares",)),
             "mean training depth": _mean_depth_baseline(b, scenes),
         },
@@ -216,7 +217,7 @@ def run_paper_benchmark(
     report["permutations"] = s1
 
     # 2. Separate noise levels vs one shared t (image -> depth by replacement).
-    shared = Estimator(models["shared-t"], setting(n), b.size, mode="image_to_depth_replacement")
+    shared = estimator(models["shared-t"], Setting(n), mode="image_to_depth_replacement")
     report["shared_t"] = {"mf": s1["image_to_depth"]["mf"],
                           "shared-t (replacement)": image_to_depth(shared, scenes)}  # fmt: skip
 
@@ -243,7 +244,7 @@ def run_paper_benchmark(
         "joint": {a: joint(models["mf"], scenes.captions, b.size, n, {"regressor": reg},
                            log2_alpha=a, seed=seed, precision=b.precision) for a in b.alphas},
         "image_to_depth_steps": {
-            k: image_to_depth(Estimator(models["mf"], setting(k), b.size), scenes,
+            k: image_to_depth(estimator(models["mf"], Setting(k)), scenes,
                               ("least_squares",))["least_squares"] for k in b.i2d_steps},
     }  # fmt: skip
     report["intervals"] = _intervals(b, own, reg, shared, scenes, seed)

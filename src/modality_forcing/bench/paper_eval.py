@@ -17,7 +17,8 @@ from typing import Any
 import torch
 
 from ..precision import resolve_precision
-from .depth import Scenes, Setting, aligned_metrics, aligned_scores, sample_depths
+from ..sampling.config import SamplingConfig
+from .depth import Scenes, aligned_metrics, aligned_scores, sample_depths
 
 PROTOCOLS = ("least_squares", "least_squares_disparity", "median", "robust")
 GENERATED_RANGE = (1e-3, 1e3)  # relative depths (unit mean): the clip range when they are the GT
@@ -39,9 +40,10 @@ def _dtype(model: Any, precision: str) -> torch.dtype | None:
 class Estimator:
     """Image -> depth with a fixed setting (the yardstick of cycles and consistency)."""
 
-    def __init__(self, model: Any, setting: Setting, size: tuple[int, int],
-                 mode: str = "image_to_depth") -> None:  # fmt: skip
+    def __init__(self, model: Any, setting: SamplingConfig, size: tuple[int, int],
+                 mode: str = "image_to_depth", precision: str = "auto") -> None:  # fmt: skip
         self.model, self.setting, self.size, self.mode = model, setting, size, mode
+        self.precision = precision
         self._last: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
@@ -49,7 +51,8 @@ class Estimator:
         prediction for the same images tensor is kept and reused (the test scenes are scored
         by several measurements)."""
         if self._last is None or self._last[0] is not images:
-            depth = sample_depths(self.model, images, self.setting, self.size, mode=self.mode)
+            depth = sample_depths(self.model, images, self.setting, self.size, mode=self.mode,
+                                  precision=self.precision)  # fmt: skip
             self._last = (images, depth[:, 0])
         return self._last[1]
 

@@ -166,7 +166,8 @@ def train_and_score(
 ) -> dict[str, Any]:
     """Train one model, score image -> depth on the dense scenes of `split`; the result row."""
     from ..inference.evaluate import score_predictions
-    from ..inference.predict import DepthPredictor, PredictConfig
+    from ..inference.predict import DepthPredictor
+    from ..sampling.config import SamplingConfig
 
     config = run_config(setting, fill, budget, run_dir, **options)
     result_path = run_dir / f"result{_suffix(split)}.json"
@@ -177,8 +178,8 @@ def train_and_score(
         if same_config(old.get("config"), resolved):
             return old
     run = train_cached(config)
-    settings = PredictConfig(num_steps=budget.sample_steps, precision=budget.precision)
-    predictor = DepthPredictor(run["final"], settings)
+    settings = SamplingConfig(steps=budget.sample_steps, seed=0)
+    predictor = DepthPredictor(run["final"], settings, precision=budget.precision)
     scenes = held_out_scenes(budget, split)
     scores = {}
     for part, samples in (("", scenes), ("_in_band", in_band(scenes))):

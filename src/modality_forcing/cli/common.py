@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
+
+from ..sampling.config import FRAMES, REDUCTIONS, SOLVERS, SamplingConfig
 
 
 def size(text: str) -> tuple[int, int]:
@@ -35,3 +38,41 @@ def add_hardware(p: argparse.ArgumentParser, default: str | None = "auto") -> No
     p.add_argument(
         "--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda > mps > cpu)"
     )
+
+
+# Flags of `SamplingConfig` fields, shared by the commands that sample; every default is None:
+# the checkpoint's own per-mode default, else its format's (`sampling/config.py`).
+SAMPLING_FLAGS: dict[str, dict] = {
+    "steps": {"type": int, "help": "sampler steps"},
+    "guidance": {"type": float, "help": "classifier-free guidance scale (1: off)"},
+    "solver": {"choices": list(SOLVERS), "help": "ODE solver (default euler)"},
+    "shift_mu": {"type": float, "help": "time shift of the schedule"},
+    "log2_alpha": {"type": float, "help": "joint: depth lags the image if > 0 (the tilt)"},
+    "ensemble": {"type": int, "help": "image -> depth samples per input (default 1)"},
+    "reduction": {"choices": list(REDUCTIONS), "help": "of an ensemble (default median)"},
+    "frame": {
+        "choices": list(FRAMES),
+        "help": "how inputs of another size reach the model's working size (default "
+        "letterbox; stretch did better for square-trained models: docs/depth_quality.md)",
+    },
+}
+
+
+def add_sampling(p: argparse.ArgumentParser, *names: str, prefix: str = "") -> None:
+    """Flags for the named `SamplingConfig` fields (`--steps`, `--log2-alpha`, ...); defaults
+    None, i.e. the checkpoint's own per-mode default, else its format's."""
+    group = p.add_argument_group(
+        "sampling", "default: the checkpoint's own per-mode setting, else its format's"
+    )
+    for name in names:
+        flag = "--" + prefix + name.replace("_", "-")
+        group.add_argument(flag, dest=prefix.replace("-", "_") + name, default=None,
+                           **SAMPLING_FLAGS[name])  # fmt: skip
+
+
+def sampling_from(
+    args: argparse.Namespace, prefix: str = "", base: SamplingConfig | None = None, **fixed: Any
+) -> SamplingConfig:
+    """`base` (default: all defaults) with the flags given (`add_sampling`) and `fixed` fields."""
+    given = {n: getattr(args, prefix + n) for n in SAMPLING_FLAGS if hasattr(args, prefix + n)}
+    return (base or SamplingConfig()).with_overrides(**given, **fixed)

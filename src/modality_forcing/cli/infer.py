@@ -5,7 +5,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_hardware, size
+from .common import add_hardware, add_sampling, sampling_from, size
+
+SAMPLE_FLAGS = (
+    "steps",
+    "guidance",
+    "solver",
+    "shift_mu",
+    "log2_alpha",
+    "ensemble",
+    "reduction",
+    "frame",
+)
 
 
 def _cmd_sample(args: argparse.Namespace) -> None:
@@ -20,20 +31,14 @@ def _cmd_sample(args: argparse.Namespace) -> None:
     print(
         f"precision {pipe.precision.precision} on {pipe.precision.device}: {pipe.precision.reason}"
     )
-    steps = pipe.default_steps(args.mode) if args.steps is None else args.steps
-    log2_alpha = pipe.defaults["log2_alpha"] if args.log2_alpha is None else args.log2_alpha
     req = SampleRequest(
         mode=args.mode,
         prompts=args.prompt or [],
         image=args.image,
         depth=args.depth,
-        steps=steps,
-        guidance=args.guidance,
         seeds=args.seeds,
-        ensemble=args.ensemble,
+        sampling=sampling_from(args, refine_depth=args.refine),
         fov_deg=args.fov,
-        log2_alpha=log2_alpha,
-        refine=args.refine,
         size=args.size,
     )
     entries = run_sample_jobs(pipe, req, args.out)
@@ -68,37 +73,25 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--vae", default=None, help="official: diffusers FLUX.2 VAE dir (default: release AE)"
     )
-    p.add_argument(
-        "--steps",
-        type=int,
-        default=None,
-        help="sampling steps (default per format: 25 native, 50 official)",
-    )
-    p.add_argument("--guidance", type=float, default=None, help="CFG scale (default per mode)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="one result per seed")
-    p.add_argument("--ensemble", type=int, default=1, help="depth samples to ensemble")
     p.add_argument("--fov", type=float, default=60.0, help="vertical FOV for point clouds (deg)")
-    p.add_argument(
-        "--log2-alpha",
-        type=float,
-        default=None,
-        help="joint: depth lags image if > 0 (0 native, 5 official)",
-    )
     p.add_argument("--refine", action="store_true", help="joint: re-estimate depth from image")
     p.add_argument("--size", type=size, default=None, help="output HxW for text modes")
+    add_sampling(p, *SAMPLE_FLAGS)
     add_hardware(p)
     p.set_defaults(func=_cmd_sample)
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
-    from ..inference.demo import DemoConfig, demo_summary, run_demo
+    from ..demo import DemoConfig, demo_summary, run_demo
 
+    base = DemoConfig()
     cfg = DemoConfig(
         num_eval=args.num_eval,
         num_generate=args.num_generate,
-        steps=args.steps,
-        ensemble=args.ensemble,
-        depth_steps=args.depth_steps,
+        generation=sampling_from(args, base=base.generation),
+        depth=sampling_from(args, "depth_", base=base.depth),
+        gallery_depth=base.gallery_depth.with_overrides(ensemble=args.ensemble),
         precision=args.precision,
         device=args.device,
     )
@@ -125,13 +118,8 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
         default=32,
         help="test scenes to score depth -> image and text -> image on",
     )
-    p.add_argument("--steps", type=int, default=10, help="joint / depth->image sampling steps")
-    p.add_argument(
-        "--depth-steps",
-        type=int,
-        default=1,
-        help="image->depth steps of the scored prediction (1: best on val)",
-    )
+    add_sampling(p, "steps", "guidance")  # joint and depth -> image (default: 10 steps)
+    add_sampling(p, "steps", prefix="depth-")  # the scored image -> depth
     p.add_argument("--ensemble", type=int, default=3, help="image->depth ensemble size (gallery)")
     add_hardware(p)
     p.set_defaults(func=_cmd_demo)
@@ -226,17 +214,11 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
     predictions = args.predictions
     if args.ckpt is not None:
-        from ..inference.predict import DepthPredictor, PredictConfig
+        from ..inference.predict import DepthPredictor
 
-        cfg = PredictConfig(
-            num_steps=args.steps,
-            ensemble_size=args.ensemble,
-            seed=args.seed,
-            frame=args.frame,
-            precision=args.precision,
-            device=args.device,
+        predictions = DepthPredictor(
+            args.ckpt, sampling_from(args, seed=args.seed), args.precision, args.device
         )
-        predictions = DepthPredictor(args.ckpt, cfg)
     summary = evaluate_benchmark(
         args.dataset,
         args.data_root,
@@ -284,16 +266,7 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=size, default=(64, 64), help="procedural scene size")
     p.add_argument("--prediction-space", choices=["depth", "disparity"], default="depth")
     p.add_argument("--resize-predictions", action="store_true", help="resize bilinearly to GT")
-    p.add_argument("--steps", type=int, default=10, help="sampling steps (with --ckpt)")
-    p.add_argument("--ensemble", type=int, default=1, help="ensemble size (with --ckpt)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (with --ckpt)")
-    p.add_argument(
-        "--frame",
-        choices=["letterbox", "stretch"],
-        default="letterbox",
-        help="with --ckpt: how images of another size reach the model's working "
-        "size (stretch did better for square-trained models: "
-        "docs/depth_quality.md)",
-    )
+    add_sampling(p, "steps", "solver", "shift_mu", "ensemble", "reduction", "frame")
     add_hardware(p)
     p.set_defaults(func=_cmd_eval)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ..inference.export import colorize_depth
+from .colormap import colorize_depth
 
 CAPTION_WIDTH = 260  # pixels of caption column at scale 1
 PAD = 4

@@ -7,16 +7,17 @@ cloud, metadata.json); all jobs together get an HTML gallery and a contact sheet
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm.auto import tqdm
 
 from ..data.decode import SkipCounter
 from ..data.inputs import IMAGE_SUFFIXES, InputError, read_depth, read_image
+from ..sampling.config import SamplingConfig, sampling_record
 from .export import save_result
 from .gallery import write_gallery
 from .pipeline import ModalityForcingOutput, ModalityForcingPipeline
@@ -24,17 +25,15 @@ from .pipeline import ModalityForcingOutput, ModalityForcingPipeline
 
 @dataclass
 class SampleRequest:
+    """What to sample (inputs, seeds, output size) and how (`sampling`, one record)."""
+
     mode: str = "joint"
     prompts: list[str] = field(default_factory=list)
     image: str | None = None  # a file or a directory of images (image_to_depth)
     depth: str | None = None  # a depth file (.npy metres / 16-bit .png millimetres)
-    steps: int = 25
-    guidance: float | None = None
     seeds: list[int] = field(default_factory=lambda: [0])
-    ensemble: int = 1
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
     fov_deg: float = 60.0
-    log2_alpha: float = 0.0
-    refine: bool = False
     size: tuple[int, int] | None = None
 
 
@@ -92,6 +91,7 @@ def run_sample_jobs(
 ) -> list[dict[str, Any]]:
     """Run every (input, seed) job, write its files, then the gallery. Returns gallery entries."""
     out_dir = Path(out_dir)
+    settings = pipe.sampling_for(req.mode, req.sampling)  # resolved once: recorded as run
     jobs = [(item, seed) for item in _inputs(req) for seed in req.seeds]
     entries, skipped = [], SkipCounter()
     for i, (item, seed) in enumerate(tqdm(jobs, desc=f"sample[{req.mode}]", dynamic_ncols=True)):
@@ -105,17 +105,10 @@ def run_sample_jobs(
                     raise
                 skipped.record("unreadable_image", str(item["image"]), str(err))
                 continue
-        out = pipe(
-            prompt=item["prompt"], image=image, depth=item.get("depth"),
-            mode=req.mode, num_inference_steps=req.steps, guidance_scale=req.guidance,
-            ensemble_size=req.ensemble, generator=torch.Generator().manual_seed(seed),
-            log2_alpha=req.log2_alpha, refine_depth=req.refine, height=height, width=width,
-        )  # fmt: skip
-        meta = {
-            "prompt": item["prompt"], "mode": req.mode, "seed": seed, "num_steps": req.steps,
-            "guidance_scale": req.guidance, "ensemble_size": req.ensemble,
-            "log2_alpha": req.log2_alpha, "refine_depth": req.refine,
-        }  # fmt: skip
+        run = dataclasses.replace(settings, seed=seed)
+        out = pipe(prompt=item["prompt"], image=image, depth=item.get("depth"), mode=req.mode,
+                   sampling=run, height=height, width=width)  # fmt: skip
+        meta = {"prompt": item["prompt"], "mode": req.mode, **sampling_record(run)}
         name = f"{i:03d}_{item['name']}_s{seed}"
         entries.append(write_job(out_dir / name, f"{item['name']} (seed {seed})", out, meta,
                                  req.fov_deg))  # fmt: skip

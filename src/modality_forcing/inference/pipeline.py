@@ -25,7 +25,6 @@ from PIL import Image
 from ..data.decode import CorruptFileError, image_to_rgb8
 from ..data.inputs import InputError, image_array_to_unit
 from ..data.letterbox import (
-    FRAMES,
     MAX_ASPECT,
     Box,
     aspect_excess,
@@ -36,23 +35,13 @@ from ..data.letterbox import (
 from ..data.letterbox import frame as fit_frame
 from ..modalities import valid_mean
 from ..precision import pick_device, precision_of, resolve_precision
+from ..sampling.config import ModeDefaults, SamplingConfig, mode_defaults, own_sampling
 from ..sampling.ensemble import ensemble_depth
 from ..sampling.generate import GIVEN_BY_MODE, generate
-from ..training.checkpoint import checked_sampling, load_model, read_sampling, write_checkpoint
+from ..training.checkpoint import load_model, read_sampling, write_checkpoint
 from .export import colorize_depth, colorize_uncertainty
 
-DEFAULT_GUIDANCE = {"joint": 3.0, "marginal": 3.0, "depth_to_image": 3.0, "image_to_depth": 1.0}
 OUTPUT_TYPES = ("np", "pt", "pil")
-# Sampling defaults per checkpoint format. `official` follows the release's joint script and app
-# (docs/official_format.md): 50 Euler steps, shift mu 1.1, depth tilt log2_alpha 5 in joint mode,
-# CFG 4 with the empty prompt as the unconditional, no CFG for image -> depth.
-SAMPLING_DEFAULTS: dict[str, dict[str, Any]] = {
-    "native": {"num_inference_steps": 25, "shift_mu": 1.1, "log2_alpha": 0.0,
-               "guidance": DEFAULT_GUIDANCE},
-    "official": {"num_inference_steps": 50, "shift_mu": 1.1, "log2_alpha": 5.0,
-                 "guidance": {"joint": 4.0, "marginal": 4.0, "depth_to_image": 4.0,
-                              "image_to_depth": 1.0}},
-}  # fmt: skip
 
 
 def _load_official(path: str | Path, device: str | torch.device, **kwargs: Any) -> Any:
@@ -133,15 +122,9 @@ class ModalityForcingPipeline:
     ) -> None:  # fmt: skip
         """`sampling`: per-mode defaults over the format's, {"guidance": {mode: scale},
         "steps": {mode: n}} (a checkpoint's own, from its meta.json, in `from_pretrained`)."""
-        if format not in SAMPLING_DEFAULTS:
-            raise ValueError(f"unknown format '{format}'; choose from {sorted(SAMPLING_DEFAULTS)}")
         self.format = format
-        base, own = SAMPLING_DEFAULTS[format], checked_sampling(sampling or {}, "sampling")
-        self.defaults = {
-            **base,
-            "guidance": {**base["guidance"], **own.get("guidance", {})},
-            "steps": {**own.get("steps", {})},  # per mode, over `num_inference_steps`
-        }
+        # mode -> what a call samples with for settings it leaves at None
+        self.defaults: dict[str, ModeDefaults] = mode_defaults(format, sampling)
         self.model = model.eval()
         res = model.cfg.resolution or (32, 32)
         self.resolution = (int(res[0]), int(res[1]))
@@ -192,13 +175,16 @@ class ModalityForcingPipeline:
 
     def save_pretrained(self, path: str | Path) -> Path:
         """Write safetensors weights + YAML config (atomically), with the per-mode guidance."""
-        own = {"guidance": self.defaults["guidance"], "steps": self.defaults["steps"]}
+        own = own_sampling(self.defaults, self.format)
         meta = {"weights": "pipeline", "format": "modality-forcing", "sampling": own}
         return write_checkpoint(path, self.model.cfg, self.model.state_dict(), meta)
 
-    def default_steps(self, mode: str) -> int:
-        """Sampler steps of `mode` when none are given: the checkpoint's own, else the format's."""
-        return int(self.defaults["steps"].get(mode, self.defaults["num_inference_steps"]))
+    def sampling_for(self, mode: str, sampling: SamplingConfig | None = None) -> SamplingConfig:
+        """`sampling` (default: all defaults) with its None settings filled from `mode`'s
+        defaults: exactly what a call of that mode runs with."""
+        if mode not in self.defaults:
+            raise ValueError(f"unknown mode '{mode}'; choose from {sorted(self.defaults)}")
+        return (sampling or SamplingConfig()).resolved(self.defaults[mode])
 
     @property
     def device(self) -> torch.device:
@@ -211,46 +197,48 @@ class ModalityForcingPipeline:
         image: Any = None,
         depth: Any = None,
         mode: str = "joint",
+        sampling: SamplingConfig | None = None,
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
-        ensemble_size: int = 1,
+        ensemble_size: int | None = None,
         generator: torch.Generator | None = None,
         output_type: str = "np",
         log2_alpha: float | None = None,
         shift_mu: float | None = None,
-        solver: str = "euler",
-        refine_depth: bool = False,
+        solver: str | None = None,
+        refine_depth: bool | None = None,
         height: int | None = None,
         width: int | None = None,
         callback: Callable[[int, int], None] | None = None,
-        frame: str = "letterbox",
+        frame: str | None = None,
     ) -> ModalityForcingOutput:
-        """Run one mode. See the module docstring; None settings take `self.defaults`
-        (per format; `guidance_scale` also per mode). `callback(step, num_steps)` is called
-        after every sampler step (once per sampling run: an ensemble is one run per image).
-        `frame`: how given inputs of another size reach the working size, `letterbox` (keeps
-        the aspect ratio) or `stretch`; outputs come back at the input size either way."""
-        if mode not in GIVEN_BY_MODE:
-            raise ValueError(f"unknown mode '{mode}'; choose from {sorted(GIVEN_BY_MODE)}")
+        """Run one mode. `sampling` holds every sampler setting (`SamplingConfig`); the
+        diffusers-style keywords (`num_inference_steps`, `guidance_scale`, `ensemble_size`, ...)
+        override single settings of it. Settings left at None take `self.defaults[mode]` (the
+        format's, overlaid with the checkpoint's own). `generator` wins over `sampling.seed`.
+        `callback(step, num_steps)` is called after every sampler step (once per sampling run:
+        an ensemble is one run per image). `frame`: how given inputs of another size reach the
+        working size, `letterbox` (keeps the aspect ratio) or `stretch`; outputs come back at the
+        input size either way."""
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"unknown output_type '{output_type}'; choose from {OUTPUT_TYPES}")
-        if frame not in FRAMES:
-            raise ValueError(f"unknown frame '{frame}'; choose from {sorted(FRAMES)}")
-        if ensemble_size < 1:
-            raise ValueError(f"ensemble_size must be >= 1, got {ensemble_size}")
-        d = self.defaults
-        steps = self.default_steps(mode) if num_inference_steps is None else num_inference_steps
-        shift_mu = d["shift_mu"] if shift_mu is None else shift_mu
-        log2_alpha = d["log2_alpha"] if log2_alpha is None else log2_alpha
+        cfg = (sampling or SamplingConfig()).with_overrides(
+            steps=num_inference_steps, guidance=guidance_scale, ensemble=ensemble_size,
+            log2_alpha=log2_alpha, shift_mu=shift_mu, solver=solver, refine_depth=refine_depth,
+            frame=frame,
+        )  # fmt: skip
+        cfg = self.sampling_for(mode, cfg)
+        if generator is None and cfg.seed is not None:
+            generator = torch.Generator().manual_seed(cfg.seed)
         given = self._givens(mode, image, depth)
         batch = next((x.shape[0] for x in given.values()), None)
         prompts = self._prompts(prompt, batch)
         opts = {
-            "num_steps": steps, "shift_mu": shift_mu, "solver": solver,
-            "generator": generator, "autocast_dtype": self.precision.autocast_dtype,
-            "progress": callback,
+            "num_steps": cfg.steps, "shift_mu": cfg.shift_mu, "solver": cfg.solver,
+            "t_min": cfg.t_min, "generator": generator,
+            "autocast_dtype": self.precision.autocast_dtype, "progress": callback,
         }  # fmt: skip
-        scale = d["guidance"][mode] if guidance_scale is None else guidance_scale
+        ensemble_size, frame = cfg.ensemble, cfg.frame
         size = self.resolution
         if not given:  # generation from text: any size the patch grid allows
             size = (height or size[0], width or size[1])
@@ -266,22 +254,24 @@ class ModalityForcingPipeline:
         box = None
         if mode == "image_to_depth" and elongated > MAX_ASPECT:
             img = given["image"]
-            dep, unc = self._tiled_depth(prompts, img, ensemble_size, opts, frame)
+            dep, unc = self._tiled_depth(prompts, img, ensemble_size, opts, frame, cfg.reduction)
         elif mode == "image_to_depth":
             img = given["image"]
             framed, box = self._frame(given, size, frame)
-            dep, unc = self._depth_ensemble(prompts, framed["image"], ensemble_size, opts)
+            dep, unc = self._depth_ensemble(prompts, framed["image"], ensemble_size, opts,
+                                            cfg.reduction)  # fmt: skip
         else:
             framed, box = self._frame(given, size, frame)
             out = generate(
                 self.model, mode, prompts, *size, image=None,
-                depth=framed.get("depth"), guidance_scale=scale, log2_alpha=log2_alpha, **opts,
+                depth=framed.get("depth"), guidance_scale=cfg.guidance, log2_alpha=cfg.log2_alpha,
+                **opts,
             )  # fmt: skip
             img, dep = out.image, out.depth
             if mode == "depth_to_image":
                 dep = None
-            if refine_depth and img is not None:
-                dep, unc = self._depth_ensemble(prompts, img, ensemble_size, opts)
+            if cfg.refine_depth and img is not None:
+                dep, unc = self._depth_ensemble(prompts, img, ensemble_size, opts, cfg.reduction)
         if box is not None:
             img = unletterbox(img, box) if mode != "image_to_depth" else img
             dep = unletterbox(dep, box) if dep is not None else None
@@ -337,8 +327,9 @@ class ModalityForcingPipeline:
         return framed, box
 
     def _depth_ensemble(
-        self, prompts: list[str], image: torch.Tensor, n: int, opts: dict[str, Any]
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        self, prompts: list[str], image: torch.Tensor, n: int, opts: dict[str, Any],
+        reduction: str = "median",
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
         """Image -> depth for each image, n samples each, ensembled. [B, 1, H, W] x 2."""
         h, w = image.shape[-2:]
         depths, uncs = [], []
@@ -347,14 +338,15 @@ class ModalityForcingPipeline:
                 self.model, "image_to_depth", [prompt] * n, h, w,
                 image=image[i : i + 1].expand(n, -1, -1, -1), **opts,
             )  # fmt: skip
-            d, u = ensemble_depth(out.depth)
+            d, u = ensemble_depth(out.depth, reduction)
             depths.append(d)
             uncs.append(u)
         return torch.cat(depths), (torch.cat(uncs) if n > 1 else None)
 
     def _tiled_depth(
-        self, prompts: list[str], image: torch.Tensor, n: int, opts: dict[str, Any], how: str
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        self, prompts: list[str], image: torch.Tensor, n: int, opts: dict[str, Any], how: str,
+        reduction: str = "median",
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
         """Image -> depth of an input far more elongated than the frame, window by window.
 
         Each window (the frame's aspect ratio, overlapping its neighbours by a quarter) is
@@ -375,7 +367,7 @@ class ModalityForcingPipeline:
         for top, left, h, w in windows:
             framed, box = self._frame({"image": image[..., top : top + h, left : left + w]},
                                       self.resolution, how)  # fmt: skip
-            d, u = self._depth_ensemble(prompts, framed["image"], n, opts)
+            d, u = self._depth_ensemble(prompts, framed["image"], n, opts, reduction)
             d = unletterbox(d, box).float()
             u = unletterbox(u, box).float() if u is not None else torch.zeros_like(d)
             region = (..., slice(top, top + h), slice(left, left + w))

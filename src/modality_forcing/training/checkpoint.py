@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
 from pathlib import Path
@@ -38,6 +37,7 @@ from safetensors.torch import load_file, save_file
 from ..backbones import build_model
 from ..config import ModelConfig, from_dict, read_yaml_mapping, save_yaml
 from ..model.denoiser import ModalityForcingModel
+from ..sampling.config import checked_sampling
 
 WEIGHTS, CONFIG, META, MANIFEST = "model.safetensors", "config.yaml", "meta.json", "manifest.json"
 WEIGHTS_INDEX = "model.safetensors.index.json"  # sharded weights (`write_inference_files`)
@@ -313,39 +313,6 @@ def load_model(
 def read_meta(path: str | Path) -> dict[str, Any]:
     file = checkpoint_dir(path) / META
     return json.loads(file.read_text()) if file.is_file() else {}
-
-
-SAMPLED_MODES = ("joint", "marginal", "depth_to_image", "image_to_depth")
-# A checkpoint's own sampling defaults (meta.json `sampling`), per mode: what was measured best
-# for that model on val (scripts/tune_sampling.py). {field: (type, minimum)}.
-SAMPLING_FIELDS = {"guidance": (float, 0.0), "steps": (int, 1)}
-
-
-def checked_sampling(sampling: Any, where: str) -> dict[str, dict[str, Any]]:
-    """{"guidance": {mode: scale >= 0}, "steps": {mode: int >= 1}} (either part optional),
-    checked: a ValueError names `where`, the field and the mode otherwise."""
-    if not isinstance(sampling, dict):
-        raise ValueError(f"{where}: expected a mapping, got {sampling!r}")
-    out: dict[str, dict[str, Any]] = {}
-    for field, per_mode in sampling.items():
-        if field not in SAMPLING_FIELDS:
-            known = list(SAMPLING_FIELDS)
-            raise ValueError(f"{where}: unknown field '{field}'; choose from {known}")
-        kind, low = SAMPLING_FIELDS[field]
-        if not isinstance(per_mode, dict):
-            raise ValueError(f"{where}.{field}: expected a mapping of mode to value, "
-                             f"got {per_mode!r}")  # fmt: skip
-        out[field] = {}
-        for mode, value in per_mode.items():
-            if mode not in SAMPLED_MODES:
-                raise ValueError(f"{where}.{field}: unknown mode '{mode}'; choose from "
-                                 f"{list(SAMPLED_MODES)}")  # fmt: skip
-            number = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if not number or not math.isfinite(value) or value < low or kind(value) != value:
-                raise ValueError(f"{where}.{field}: '{mode}' must be {kind.__name__} >= {low:g}, "
-                                 f"got {value!r}")  # fmt: skip
-            out[field][mode] = kind(value)
-    return out
 
 
 def read_sampling(path: str | Path) -> dict[str, dict[str, Any]]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -21,13 +21,14 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..bench.fidelity import load_fidelity_scenes, score_fidelity
-from ..data.procedural import SceneConfig, render_split
-from ..precision import cpu_name
-from ..training.checkpoint import has_weights
-from .gallery import write_gallery
-from .jobs import write_job
-from .pipeline import ModalityForcingPipeline
+from .bench.fidelity import load_fidelity_scenes, score_fidelity
+from .data.procedural import SceneConfig, render_split
+from .inference.gallery import write_gallery
+from .inference.jobs import write_job
+from .inference.pipeline import ModalityForcingPipeline
+from .precision import cpu_name
+from .sampling.config import SamplingConfig, sampling_record
+from .training.checkpoint import has_weights
 
 DEMO_CHECKPOINT = Path(__file__).parent / "assets" / "demo"
 TRAIN_HINT = (
@@ -46,13 +47,16 @@ class DemoConfig:
     num_images: int = 4
     num_eval: int = 100  # test scenes scored for image -> depth
     num_generate: int = 32  # test scenes scored for depth -> image and text -> image
-    steps: int = 10  # joint and depth -> image
-    # Image -> depth: the scored prediction and the joint-consistency estimate use `depth_steps`
-    # (1 was best on the validation split for the shipped checkpoint: docs/flagship.md);
-    # the gallery's ensembles use `ensemble_steps`, where samples differ enough to show spread.
-    depth_steps: int = 1
-    ensemble_steps: int = 4
-    ensemble: int = 3
+    # Joint and depth -> image (guidance: the checkpoint's per mode).
+    generation: SamplingConfig = field(default_factory=lambda: SamplingConfig(steps=10))
+    # Image -> depth: the scored prediction and the joint-consistency estimate use `depth`, the
+    # checkpoint's own setting by default (1 step for the shipped one, best on val:
+    # docs/flagship.md); the gallery's ensembles use `gallery_depth`, where samples differ
+    # enough to show spread.
+    depth: SamplingConfig = field(default_factory=SamplingConfig)
+    gallery_depth: SamplingConfig = field(
+        default_factory=lambda: SamplingConfig(steps=4, ensemble=3)
+    )
     seed: int = 0
     fov_deg: float = 60.0
     precision: str = "auto"  # `auto` | `bf16` | `fp32` (`precision.resolve_precision`)
@@ -89,23 +93,27 @@ def run_demo(
     prompts = [s["caption"] for s in render_split("val", 0, cfg.num_prompts, scene)]
     tests = render_split("test", 0, cfg.num_images, scene)
     g = lambda i: torch.Generator().manual_seed(cfg.seed + i)  # noqa: E731
-    common = {"num_inference_steps": cfg.steps}
+    joint = pipe.sampling_for("joint", cfg.generation)
+    d2i = pipe.sampling_for("depth_to_image", cfg.generation)
+    i2d = pipe.sampling_for("image_to_depth", cfg.depth)
+    gallery_depth = pipe.sampling_for("image_to_depth", cfg.gallery_depth)
     entries = []
     for i, prompt in enumerate(bar(prompts, desc="[1/3] text -> image + depth")):
-        out = pipe(prompt=prompt, mode="joint", generator=g(i), **common)
-        meta = {"prompt": prompt, "mode": "joint", "seed": cfg.seed + i, "num_steps": cfg.steps}
+        out = pipe(prompt=prompt, mode="joint", generator=g(i), sampling=joint)
+        meta = {"prompt": prompt, "mode": "joint", **sampling_record(joint), "seed": cfg.seed + i}
         entries.append(write_job(out_dir / f"joint_{i}", f"text -> image + depth #{i}", out,
                                  meta, cfg.fov_deg))  # fmt: skip
     for i, sample in enumerate(bar(tests, desc="[2/3] image -> depth, depth -> image")):
         out = pipe(image=sample["image"], mode="image_to_depth", generator=g(i),
-                   ensemble_size=cfg.ensemble, num_inference_steps=cfg.ensemble_steps)  # fmt: skip
+                   sampling=gallery_depth)  # fmt: skip
         meta = {"prompt": "", "mode": "image_to_depth", "key": sample["key"],
-                "ensemble_size": cfg.ensemble, "num_steps": cfg.ensemble_steps}  # fmt: skip
+                **sampling_record(gallery_depth), "seed": cfg.seed + i}  # fmt: skip
         entries.append(write_job(out_dir / f"i2d_{i}", f"image -> depth {sample['key']}", out,
                                  meta, cfg.fov_deg))  # fmt: skip
         out = pipe(prompt=sample["caption"], depth=sample["depth"], mode="depth_to_image",
-                   generator=g(i), **common)  # fmt: skip
-        meta = {"prompt": sample["caption"], "mode": "depth_to_image", "key": sample["key"]}
+                   generator=g(i), sampling=d2i)  # fmt: skip
+        meta = {"prompt": sample["caption"], "mode": "depth_to_image", "key": sample["key"],
+                **sampling_record(d2i), "seed": cfg.seed + i}  # fmt: skip
         entries.append(write_job(out_dir / f"d2i_{i}", f"depth -> image {sample['key']}", out,
                                  meta, cfg.fov_deg))  # fmt: skip
     gallery = write_gallery(out_dir, entries)
@@ -116,20 +124,22 @@ def run_demo(
     for modes, num in ((("image_to_depth",), cfg.num_eval),
                        (("depth_to_image", "joint"), cfg.num_generate)):  # fmt: skip
         scenes = load_fidelity_scenes("test", num, (h, w))
-        scored.update(score_fidelity(pipe, scenes, steps=cfg.steps, depth_steps=cfg.depth_steps,
+        scored.update(score_fidelity(pipe, scenes, generation=cfg.generation, depth=cfg.depth,
                                      seed=cfg.seed, modes=modes))  # fmt: skip
-    i2d, d2i, joint = scored["image_to_depth"], scored["depth_to_image"], scored["joint"]
     result = {
         "checkpoint": str(demo_checkpoint(ckpt)),
         "resolution": [h, w],
         "image_to_depth": {"num_scenes": cfg.num_eval, "protocol": "least_squares",
-                           "steps": cfg.depth_steps, **i2d},
-        "depth_to_image": {"num_scenes": cfg.num_generate, "steps": cfg.steps,
-                           "guidance": pipe.defaults["guidance"]["depth_to_image"], **d2i},
-        "text_to_image": {"num_scenes": cfg.num_generate, "steps": cfg.steps, "mode": "joint",
-                          "guidance": pipe.defaults["guidance"]["joint"],
-                          **{k: v for k, v in joint.items() if k != "consistency_abs_rel"}},
-        "joint_consistency_abs_rel": joint["consistency_abs_rel"],
+                           "steps": i2d.steps, "sampling": sampling_record(i2d),
+                           **scored["image_to_depth"]},
+        "depth_to_image": {"num_scenes": cfg.num_generate, "steps": d2i.steps,
+                           "guidance": d2i.guidance, "sampling": sampling_record(d2i),
+                           **scored["depth_to_image"]},
+        "text_to_image": {"num_scenes": cfg.num_generate, "steps": joint.steps, "mode": "joint",
+                          "guidance": joint.guidance, "sampling": sampling_record(joint),
+                          **{k: v for k, v in scored["joint"].items()
+                             if k != "consistency_abs_rel"}},
+        "joint_consistency_abs_rel": scored["joint"]["consistency_abs_rel"],
         "gallery": str(gallery),
         "wall_seconds": time.time() - start,
         "precision": pipe.precision.as_dict(),
