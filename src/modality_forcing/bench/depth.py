@@ -25,6 +25,7 @@ import torch
 
 from ..precision import resolve_precision
 from ..sampling.config import SamplingConfig
+from .common import Budget
 from .runs import publish, train_cached, write_json
 
 # Targets (issue #11): MF's best setting within 1.1x the regressor's AbsRel; 4 steps within 5% of
@@ -33,31 +34,23 @@ REGRESSOR_RATIO_TARGET = 1.10
 FOUR_STEP_TARGET = 0.05
 
 
-@dataclass(frozen=True)
-class Budget:
-    """Compute per recipe: every run trains exactly `steps` x `batch` samples."""
+@dataclass(frozen=True, kw_only=True)
+class DepthBudget(Budget):
+    """A training budget (`Budget`) and what `bench depth` scores per run."""
 
-    preset: str
-    size: tuple[int, int]
-    steps: int
-    batch: int
     num_val: int  # validation scenes: curves and the choice of the best setting
     num_test: int  # held-out test scenes: the reported numbers
     curve_points: int  # checkpoints per run scored for the accuracy-vs-time curve
     ensemble: int = 5
-    precision: str = "auto"  # training and inference (`precision.resolve_precision`)
-    device: str | None = None  # training runs (None: cuda > mps > cpu); scoring runs on the CPU
-    lr: float = 4e-4
-    warmup: int = 50
     full_sweep: bool = True  # False: a handful of settings (smoke tests)
 
 
-BUDGETS: dict[str, Budget] = {
+BUDGETS: dict[str, DepthBudget] = {
     # Smoke test (CI): seconds; the numbers mean nothing.
-    "tiny": Budget("tiny", (16, 16), steps=6, batch=4, num_val=3, num_test=3, curve_points=2,
+    "tiny": DepthBudget("tiny", (16, 16), steps=6, batch=4, num_val=3, num_test=3, curve_points=2,
                    ensemble=3, precision="fp32", lr=1e-3, warmup=1, full_sweep=False),
     # ~8 min per run on 2 CPU cores (cpu-s, 32x32); default recipes + sweep in about an hour.
-    "small": Budget("cpu-s", (32, 32), steps=600, batch=32, num_val=100, num_test=200,
+    "small": DepthBudget("cpu-s", (32, 32), steps=600, batch=32, num_val=100, num_test=200,
                     curve_points=4),
 }  # fmt: skip
 
@@ -107,7 +100,7 @@ def Setting(steps: int = 1, solver: str = "euler", **fields: Any) -> SamplingCon
     return SamplingConfig(steps=steps, solver=solver, **{"shift_mu": 0.0, **fields})
 
 
-def sweep_settings(budget: Budget) -> list[SamplingConfig]:
+def sweep_settings(budget: DepthBudget) -> list[SamplingConfig]:
     """Inference settings of the sweep (square test scenes)."""
     n = budget.ensemble
     if not budget.full_sweep:
@@ -276,23 +269,17 @@ class Scorer:
 # ---------------------------------------------------------------------------------- training
 
 
-def recipe_config(recipe: str, budget: Budget, run_dir: Path, seed: int = 0,
+def recipe_config(recipe: str, budget: DepthBudget, run_dir: Path, seed: int = 0,
                   init_from: str | None = None) -> dict[str, Any]:  # fmt: skip
     """Training config (a dict for `resolve_train_config`) of one recipe under a budget."""
     from ..config import apply_overrides
 
     if recipe not in RECIPES:
         raise ValueError(f"unknown recipe '{recipe}'; choose from {list(RECIPES)}")
-    height, width = budget.size
-    base = {
-        "preset": budget.preset, "stage": "mf", "init_from": init_from, "out_dir": str(run_dir),
-        "batch_size": budget.batch, "max_steps": budget.steps, "precision": budget.precision,
-        "device": budget.device,
-        "seed": seed, "sample_every": 0, "log_every": max(1, budget.steps // 30),
-        "ckpt_every": max(1, budget.steps // budget.curve_points), "keep_checkpoints": 0,
-        "data": {"height": height, "width": width},
-        "optim": {"lr": budget.lr, "warmup_steps": min(budget.warmup, budget.steps)},
-    }  # fmt: skip
+    base = budget.train_config(
+        run_dir, seed, log_points=30, init_from=init_from, keep_checkpoints=0,
+        ckpt_every=max(1, budget.steps // budget.curve_points),
+    )  # fmt: skip
     overrides = [f"{k}={json.dumps(v)}" for k, v in _flatten(RECIPES[recipe]).items()]
     return apply_overrides(base, overrides)
 
@@ -317,7 +304,7 @@ def _elapsed_at(records: list[dict[str, Any]], step: int, train_seconds: float,
     return train_seconds * step / max(1, total_steps)
 
 
-def curve(run: dict[str, Any], run_dir: Path, scenes: Scenes, budget: Budget,
+def curve(run: dict[str, Any], run_dir: Path, scenes: Scenes, budget: DepthBudget,
           regressor: bool) -> list[dict[str, Any]]:  # fmt: skip
     """Validation AbsRel of every kept checkpoint: 1-step readout (and 4 steps for MF)."""
     from .plots import read_metrics
@@ -340,7 +327,7 @@ def curve(run: dict[str, Any], run_dir: Path, scenes: Scenes, budget: Budget,
 
 def run_depth_benchmark(
     out_dir: str | Path = "bench_out/depth",
-    budget: str | Budget = "small",
+    budget: str | DepthBudget = "small",
     recipes: list[str] | tuple[str, ...] | None = None,
     init_from: str | None = None,
     seed: int = 0,
@@ -391,7 +378,7 @@ def run_depth_benchmark(
     return report
 
 
-def sweep(ckpt: str, spec: Budget, val: Scenes, test: Scenes, wide: Scenes,
+def sweep(ckpt: str, spec: DepthBudget, val: Scenes, test: Scenes, wide: Scenes,
           run_dir: Path) -> list[dict[str, Any]]:  # fmt: skip
     """Every inference setting on val and test; then the best val setting on the non-square
     scenes, letterboxed and stretched."""

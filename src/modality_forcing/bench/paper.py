@@ -30,8 +30,8 @@ from typing import Any
 
 import torch
 
-from .depth import Budget as DepthBudget
-from .depth import Setting, load_scenes, recipe_config
+from .common import Budget
+from .depth import DepthBudget, Setting, load_scenes, recipe_config
 from .paper_eval import (
     Estimator,
     abs_rel_per_image,
@@ -45,12 +45,11 @@ from .runs import publish, train_cached
 CONSISTENCY = "consistency_abs_rel[regressor]"
 
 
-@dataclass(frozen=True)
-class Budget:
-    preset: str
-    size: tuple[int, int]
-    steps: int  # per run (MF post-training and every baseline)
-    batch: int
+@dataclass(frozen=True, kw_only=True)
+class PaperBudget(Budget):
+    """A training budget (`Budget`: `steps` per MF run and every baseline) and what `bench
+    paper` trains and scores beyond it."""
+
     num_eval: int  # test scenes per measurement
     sample_steps: int  # depth -> image, joint and replacement (shared-t) sampling steps
     t2i_steps: int  # T2I pre-training per scaling run
@@ -59,10 +58,6 @@ class Budget:
     data_amounts: tuple[int, ...] = ()  # distinct T2I scenes at the main size (0: unlimited)
     sparse: str = "lidar:32"
     sensor_scale: int = 4
-    precision: str = "auto"  # training and inference (`precision.resolve_precision`)
-    device: str | None = None  # training runs (None: cuda > mps > cpu); scoring runs on the CPU
-    lr: float = 4e-4
-    warmup: int = 50
     alphas: tuple[float, ...] = (-3.0, 0.0, 3.0, 5.0)
     i2d_steps: tuple[int, ...] = (1, 4, 10, 50)
     depth_steps: int = 1  # MF image -> depth steps (best on val for the L1 default, `bench depth`)
@@ -78,26 +73,24 @@ _CPU_SIZES = (
     ("s", "cpu-s", {}),
     ("m", "cpu-m", {}),
 )
-BUDGETS: dict[str, Budget] = {
+BUDGETS: dict[str, PaperBudget] = {
     # CI smoke test: every section in well under 3 minutes on 2 cores; numbers mean little.
-    "tiny": Budget("tiny", (16, 16), steps=24, batch=8, num_eval=8, sample_steps=4,
+    "tiny": PaperBudget("tiny", (16, 16), steps=24, batch=8, num_eval=8, sample_steps=4,
                    t2i_steps=12, sizes=_TINY_SIZES, data_amounts=(16, 0), sensor_scale=2,
                    precision="fp32", lr=2e-3, warmup=5, i2d_steps=(1, 4)),
     # About 80 minutes on a 2-core CPU.
-    "small": Budget("cpu-s", (32, 32), steps=300, batch=32, num_eval=100, sample_steps=10,
+    "small": PaperBudget("cpu-s", (32, 32), steps=300, batch=32, num_eval=100, sample_steps=10,
                     t2i_steps=300, sizes=_CPU_SIZES, data_amounts=(256, 0)),
 }  # fmt: skip
 
 
-def _depth_budget(b: Budget) -> DepthBudget:
-    return DepthBudget(b.preset, b.size, b.steps, b.batch, num_val=0, num_test=b.num_eval,
-                       curve_points=1, precision=b.precision, device=b.device, lr=b.lr,
-                       warmup=b.warmup)  # fmt: skip
+def _depth_budget(b: PaperBudget) -> DepthBudget:
+    return DepthBudget(**asdict(b.compute()), num_val=0, num_test=b.num_eval, curve_points=1)
 
 
-def run_configs(b: Budget, out: Path, seed: int = 0) -> dict[str, dict[str, Any]]:
+def run_configs(b: PaperBudget, out: Path, seed: int = 0) -> dict[str, dict[str, Any]]:
     """Every run's training config (dicts for `resolve_train_config`), in training order."""
-    from .sparse import Budget as SparseBudget
+    from .sparse import SparseBudget
     from .sparse import run_config as sparse_config
 
     db = _depth_budget(b)
@@ -119,9 +112,8 @@ def run_configs(b: Budget, out: Path, seed: int = 0) -> dict[str, dict[str, Any]
     for n in b.data_amounts:
         if n:  # 0 (unlimited) at the main size is the size sweep's main entry
             _pretrain_then_mf(runs, b, out, seed, f"data{n}", b.preset, {}, num_scenes=n)
-    sb = SparseBudget(b.preset, b.size, b.steps, b.batch, b.num_eval, b.sample_steps,
-                      sensor_scale=b.sensor_scale, precision=b.precision, lr=b.lr,
-                      warmup=b.warmup)  # fmt: skip
+    sb = SparseBudget(**asdict(b.compute()), num_eval=b.num_eval, sample_steps=b.sample_steps,
+                      sensor_scale=b.sensor_scale)  # fmt: skip
     for name, setting in (("dense", "dense"), (b.sparse, b.sparse), ("mixed", f"mixed:{b.sparse}")):
         key = f"sparse-{name.replace(':', '_')}"
         runs[key] = sparse_config(setting, "neutral", sb, out / key, seed)
@@ -129,27 +121,19 @@ def run_configs(b: Budget, out: Path, seed: int = 0) -> dict[str, dict[str, Any]
 
 
 def _pretrain_then_mf(
-    runs: dict[str, Any], b: Budget, out: Path, seed: int, name: str, preset: str,
+    runs: dict[str, Any], b: PaperBudget, out: Path, seed: int, name: str, preset: str,
     model: dict[str, Any], num_scenes: int | None,
 ) -> None:  # fmt: skip
     height, width = b.size
-    common = {
-        "preset": preset, "model": model, "batch_size": b.batch, "precision": b.precision,
-        "device": b.device,
-        "seed": seed, "sample_every": 0, "log_every": max(1, b.steps // 20),
-        "optim": {"lr": b.lr, "warmup_steps": min(b.warmup, b.steps)},
-    }  # fmt: skip
     t2i_dir = out / f"t2i-{name}"
-    runs[f"t2i-{name}"] = {
-        **common, "stage": "t2i", "out_dir": str(t2i_dir), "max_steps": b.t2i_steps,
-        "ckpt_every": b.t2i_steps,
-        "data": {"height": height, "width": width, "num_scenes": num_scenes},
-    }  # fmt: skip
-    runs[f"mf-{name}"] = {
-        **common, "stage": "mf", "out_dir": str(out / f"mf-{name}"), "max_steps": b.steps,
-        "ckpt_every": b.steps, "init_from": str(t2i_dir / "final"),
-        "data": {"height": height, "width": width},
-    }  # fmt: skip
+    runs[f"t2i-{name}"] = b.train_config(
+        t2i_dir, seed, preset=preset, model=model, stage="t2i", max_steps=b.t2i_steps,
+        ckpt_every=b.t2i_steps, data={"height": height, "width": width, "num_scenes": num_scenes},
+    )  # fmt: skip
+    runs[f"mf-{name}"] = b.train_config(
+        out / f"mf-{name}", seed, preset=preset, model=model, ckpt_every=b.steps,
+        init_from=str(t2i_dir / "final"),
+    )  # fmt: skip
 
 
 def _load(ckpt: str | Path) -> Any:
@@ -165,7 +149,7 @@ def _params(model: Any) -> int:
 
 
 def run_paper_benchmark(
-    out_dir: str | Path = "bench_out/paper", budget: str | Budget = "small", seed: int = 0,
+    out_dir: str | Path = "bench_out/paper", budget: str | PaperBudget = "small", seed: int = 0,
     precision: str | None = None, device: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Train every run, measure the six claims, write paper.json, REPORT.md and plots.
@@ -254,7 +238,7 @@ def run_paper_benchmark(
 
 
 def _intervals(
-    b: Budget, own: dict[str, Estimator], reg: Estimator, shared: Estimator, scenes: Any,
+    b: PaperBudget, own: dict[str, Estimator], reg: Estimator, shared: Estimator, scenes: Any,
     seed: int,
 ) -> dict[str, dict[str, float]]:  # fmt: skip
     """AbsRel ratios of the compared models with paired bootstrap intervals over the test
@@ -276,7 +260,7 @@ def _intervals(
             for claim, a, c in pairs}  # fmt: skip
 
 
-def _main_size(b: Budget) -> str:
+def _main_size(b: PaperBudget) -> str:
     """The size-sweep entry trained on the main preset without model overrides."""
     return next(name for name, preset, model in b.sizes if preset == b.preset and not model)
 
@@ -296,7 +280,7 @@ def _untrained_like(model: Any) -> Any:
     return build_model(model.cfg).eval()
 
 
-def _mean_depth_baseline(b: Budget, scenes: Any, num: int = 512) -> dict[str, float]:
+def _mean_depth_baseline(b: PaperBudget, scenes: Any, num: int = 512) -> dict[str, float]:
     """The per-pixel mean depth map of `num` training scenes, predicted for every test image."""
     from ..data.procedural import SceneConfig, render_split
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from ..config import resolve_train_config, to_dict
 from ..flow.fill import FILLS, check_fill
+from .common import Budget
 from .runs import same_config, train_cached, write_json
 
 SETTINGS = ("dense", "lidar:32", "lidar:64", "random:0.01", "random:0.05", "mixed")
@@ -31,14 +32,10 @@ MIXED_SPARSE = "lidar:32"  # the sparse half of `mixed` (`mixed:SPEC` picks anot
 SPARSE_TARGET = 0.15  # relative AbsRel gap to dense allowed for sparse training
 
 
-@dataclass(frozen=True)
-class Budget:
-    """Compute per run: every (setting, fill) trains exactly `steps` x `batch` samples."""
+@dataclass(frozen=True, kw_only=True)
+class SparseBudget(Budget):
+    """A training budget (`Budget`) and how `bench sparse` renders and scores its runs."""
 
-    preset: str
-    size: tuple[int, int]
-    steps: int
-    batch: int
     num_eval: int  # dense held-out test scenes scored
     sample_steps: int  # Euler steps of image -> depth (1: best on val in `bench depth`)
     sensor_scale: int = 1  # scenes rendered and sparsified at this multiple of `size`
@@ -46,22 +43,18 @@ class Budget:
     # `SceneConfig` overrides for the dense members only: a world unlike the sparse members' and
     # the test scenes', the synthetic-dense + real-sparse situation that mixing is for.
     dense_scene: dict[str, Any] = field(default_factory=dict)
-    precision: str = "auto"  # training and inference (`precision.resolve_precision`)
-    device: str | None = None  # training runs (None: cuda > mps > cpu); scoring runs on the CPU
-    lr: float = 4e-4
-    warmup: int = 50
 
 
-BUDGETS: dict[str, Budget] = {
+BUDGETS: dict[str, SparseBudget] = {
     # Smoke test: seconds in total; the numbers mean nothing.
-    "tiny": Budget("tiny", (16, 16), steps=4, batch=4, num_eval=4, sample_steps=2,
+    "tiny": SparseBudget("tiny", (16, 16), steps=4, batch=4, num_eval=4, sample_steps=2,
                    precision="fp32", lr=1e-3, warmup=1),
     # ~6 min per run on 2 CPU cores (cpu-s, 32x32, rendered at 128x128): the 6 x 3 grid in ~2 h.
-    "small": Budget("cpu-s", (32, 32), steps=300, batch=32, num_eval=100, sample_steps=1,
+    "small": SparseBudget("cpu-s", (32, 32), steps=300, batch=32, num_eval=100, sample_steps=1,
                     sensor_scale=4),
     # The shipped checkpoint's stage-2 budget (1200 x 64) per run, rendered at 256x256: LiDAR
     # densities close to KITTI's (lidar:32 ~11%, lidar:64 ~22%). For a GPU or a long night.
-    "full": Budget("cpu-s", (32, 32), steps=1200, batch=64, num_eval=100, sample_steps=1,
+    "full": SparseBudget("cpu-s", (32, 32), steps=1200, batch=64, num_eval=100, sample_steps=1,
                    sensor_scale=8),
 }  # fmt: skip
 
@@ -95,7 +88,7 @@ def setting_data(
 
 
 def run_config(
-    setting: str, fill: str, budget: Budget, run_dir: Path, seed: int = 0,
+    setting: str, fill: str, budget: SparseBudget, run_dir: Path, seed: int = 0,
     init_from: str | None = None, minutes: float | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """The training config (a dict for `resolve_train_config`) of one (setting, fill) run."""
@@ -107,16 +100,11 @@ def run_config(
         "width": width,
         "depth_fill": fill,
     }
-    return {
-        "preset": budget.preset, "stage": "mf", "init_from": init_from, "out_dir": str(run_dir),
-        "batch_size": budget.batch, "max_steps": budget.steps, "max_minutes": minutes,
-        "precision": budget.precision, "device": budget.device, "seed": seed, "sample_every": 0,
-        "log_every": max(1, budget.steps // 20), "ckpt_every": budget.steps, "data": data,
-        "optim": {"lr": budget.lr, "warmup_steps": min(budget.warmup, budget.steps)},
-    }  # fmt: skip
+    return budget.train_config(run_dir, seed, init_from=init_from, max_minutes=minutes,
+                               ckpt_every=budget.steps, data=data)  # fmt: skip
 
 
-def held_out_scenes(budget: Budget, split: str = "test") -> Any:
+def held_out_scenes(budget: SparseBudget, split: str = "test") -> Any:
     """The dense held-out procedural scenes of `split` (`val` to choose settings, `test` to
     report) at the training size, rendered like training scenes (at `sensor_scale` x, then
     resized), with the benchmark's depth range (0.001, 30) m."""
@@ -162,7 +150,12 @@ def depth_density(cfg: Any, num: int = 32) -> float:
 
 
 def train_and_score(
-    setting: str, fill: str, budget: Budget, run_dir: Path, split: str = "test", **options: Any
+    setting: str,
+    fill: str,
+    budget: SparseBudget,
+    run_dir: Path,
+    split: str = "test",
+    **options: Any,
 ) -> dict[str, Any]:
     """Train one model, score image -> depth on the dense scenes of `split`; the result row."""
     from ..inference.evaluate import score_predictions
@@ -233,7 +226,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run_sparse_benchmark(
     out_dir: str | Path = "bench_out/sparse",
-    budget: str | Budget = "small",
+    budget: str | SparseBudget = "small",
     fills: list[str] | tuple[str, ...] | None = None,
     settings: list[str] | tuple[str, ...] | None = None,
     steps: int | None = None,
@@ -253,7 +246,7 @@ def run_sparse_benchmark(
     Args:
         out_dir: one sub-folder per run (checkpoints, eval reports, result.json) + the report.
             Runs whose result.json holds the same config are reused, so a stopped bench resumes.
-        budget: a key of `BUDGETS` or a `Budget`.
+        budget: a key of `BUDGETS` or a `SparseBudget`.
         fills: fill strategies (default: all of `FILLS`).
         settings: default `SETTINGS`.
         steps, num_eval, sensor_scale, crop, dense_scene, precision, device: override the

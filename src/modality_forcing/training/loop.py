@@ -11,6 +11,7 @@ also on another world size, once every file matches the SHA-256 manifest saved w
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -110,7 +111,9 @@ class Trainer:
         self.run_dir, self.ckpt_dir = Path(cfg.out_dir), Path(cfg.out_dir) / "checkpoints"
         if self.env.is_main:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-            save_yaml(cfg, self.run_dir / "config.yaml")
+            # as trained: with the stage's forcing (t2i: image only), cfg itself untouched
+            save_yaml(dataclasses.replace(cfg, forcing=self.plan.forcing),
+                      self.run_dir / "config.yaml")  # fmt: skip
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         self.model = build_model(cfg.model).to(self.device)
         if cfg.activation_checkpointing:
