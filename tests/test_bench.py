@@ -87,7 +87,7 @@ def test_gemm_peak_honours_its_time_budget():
 
 
 def test_throughput_profile_splits_the_step_time(tmp_path, capsys):
-    from modality_forcing.bench.throughput import OP_GROUPS, op_group
+    from modality_forcing.bench.step_timing import OP_GROUPS, op_group
 
     assert op_group("aten::mm") == "gemm" and op_group("aten::addmm") == "gemm"
     assert op_group("aten::_scaled_dot_product_flash_attention_for_cpu") == "attention kernel"
@@ -134,7 +134,7 @@ def test_vs_diffusers_prints_one_ratio_line_per_matchup(tmp_path, capsys):
 def test_vs_diffusers_profile_covers_both_models():
     pytest.importorskip("diffusers")
     from modality_forcing.bench.peer import race, race_table
-    from modality_forcing.bench.throughput import OP_GROUPS
+    from modality_forcing.bench.step_timing import OP_GROUPS
     from modality_forcing.precision import resolve_precision
 
     cfg = _tiny(vs="diffusers", vs_compile=(False,), profile=True)

@@ -21,12 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from ..precision import resolve_precision
 from ..sampling.config import SamplingConfig
-from .common import Budget
-from .runs import publish, train_cached, write_json
+from .common import Budget, Scenes, Scorer, load_scenes
+from .runs import publish, train_cached
 
 # Targets (issue #11): MF's best setting within 1.1x the regressor's AbsRel; 4 steps within 5% of
 # MF's best; an ensemble of 5 better than one sample; uncertainty that correlates with the error.
@@ -114,156 +112,6 @@ def sweep_settings(budget: DepthBudget) -> list[SamplingConfig]:
             *(Setting(s, ensemble=n, reduction=r) for s in (1, 4, 10) for r in ("median", "mean")),
         ]
     return settings
-
-
-# ---------------------------------------------------------------------------------- scenes
-
-
-@dataclass
-class Scenes:
-    """A batch of procedural scenes as tensors."""
-
-    images: torch.Tensor  # [N, 3, H, W] in [-1, 1]
-    depth: torch.Tensor  # [N, H, W] metres, float64
-    mask: torch.Tensor  # [N, H, W] bool
-    depth_range: tuple[float, float]
-    captions: list[str]
-
-
-def load_scenes(split: str, num: int, height: int, width: int) -> Scenes:
-    """The first `num` scenes of a procedural split, rendered at (height, width)."""
-    from ..data.benchmarks import get_benchmark
-
-    bench = get_benchmark("procedural", None, split=split, num=num, height=height, width=width)
-    samples = [bench[i] for i in range(len(bench))]
-    images = np.stack([np.asarray(s["image"]) for s in samples])
-    return Scenes(
-        images=torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1,
-        depth=torch.from_numpy(np.stack([np.asarray(s["depth"]) for s in samples])).double(),
-        mask=torch.from_numpy(np.stack([np.asarray(s["valid_mask"]) for s in samples])).bool(),
-        depth_range=tuple(bench.depth_range),
-        captions=[str(s.get("caption", "")) for s in samples],
-    )
-
-
-# ------------------------------------------------------------------------------- inference
-
-
-@torch.no_grad()
-def sample_depths(
-    model: Any, images: torch.Tensor, setting: SamplingConfig, size: tuple[int, int],
-    seed: int = 0, chunk: int = 100, mode: str = "image_to_depth", precision: str = "auto",
-) -> torch.Tensor:  # fmt: skip
-    """`setting.ensemble` image -> depth samples per image: [N, E, H, W] at the input size.
-
-    Inputs of another shape than the model's `size` are letterboxed (or stretched) to it and
-    the predictions mapped back. `mode="image_to_depth_replacement"` conditions a shared-t
-    model by replacement instead.
-    """
-    from ..data.letterbox import frame, unletterbox
-    from ..sampling.generate import generate
-
-    n, e = images.shape[0], setting.ensemble
-    h, w = images.shape[-2:]
-    box = None
-    if (h, w) != tuple(size):
-        images, box = frame(images, size, setting.frame, pad_value=-1.0)
-    generator = torch.Generator().manual_seed(seed)
-    dtype = resolve_precision(precision, next(model.parameters()).device).autocast_dtype
-    repeated = images.repeat_interleave(e, dim=0)
-    depths = []
-    for part in repeated.split(chunk):
-        out = generate(
-            model, mode, [""] * part.shape[0], *size, image=part,
-            num_steps=setting.steps, solver=setting.solver, shift_mu=setting.shift_mu,
-            t_min=setting.t_min, generator=generator, autocast_dtype=dtype,
-        )  # fmt: skip
-        depths.append(out.depth.float())
-    depth = torch.cat(depths)
-    if box is not None:
-        depth = unletterbox(depth, box)
-    return depth.view(n, e, h, w)
-
-
-def aligned_metrics(
-    pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, depth_range: tuple[float, float],
-    protocol: str = "least_squares",
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
-    """Align predictions [N, H, W] per image with `protocol`; (aligned depth, per-image
-    metrics {name: [N]})."""
-    from ..metrics.alignment import align
-    from ..metrics.depth import depth_metrics
-
-    aligned = align(pred.double(), gt.double(), mask, protocol, depth_range).aligned
-    return aligned, depth_metrics(aligned, gt.double(), mask)
-
-
-def aligned_scores(
-    pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, depth_range: tuple[float, float],
-    protocol: str = "least_squares",
-) -> tuple[torch.Tensor, dict[str, float]]:  # fmt: skip
-    """`aligned_metrics`, averaged: (aligned depth, mean AbsRel and delta1 over images)."""
-    from ..metrics.depth import mean_over_images
-
-    aligned, metrics = aligned_metrics(pred, gt, mask, depth_range, protocol)
-    return aligned, {m: mean_over_images(metrics[m])[0] for m in ("abs_rel", "delta1")}
-
-
-def score(samples: torch.Tensor, scenes: Scenes, reduction: str = "median") -> dict[str, float]:
-    """Ensemble (if E > 1), align per image (least squares) and score: AbsRel, delta1, and the
-    Spearman correlation of the ensemble's spread with the absolute relative error."""
-    from ..metrics.depth import mean_over_images
-    from ..metrics.uncertainty import spearman_per_image
-    from ..sampling.ensemble import ensemble_depth
-
-    if samples.shape[1] > 1:
-        pairs = [ensemble_depth(s[:, None], reduction) for s in samples]
-        pred = torch.cat([p for p, _ in pairs])[:, 0]
-        spread = torch.cat([u for _, u in pairs])[:, 0]
-    else:
-        pred, spread = samples[:, 0], None
-    aligned, out = aligned_scores(pred, scenes.depth, scenes.mask, scenes.depth_range)
-    if spread is not None:
-        error = (aligned - scenes.depth).abs() / scenes.depth.clamp_min(1e-6)
-        out["spearman"] = mean_over_images(spearman_per_image(spread, error, scenes.mask))[0]
-    return out
-
-
-class Scorer:
-    """Scores settings of one checkpoint on one split, reusing samples shared by settings
-    (an ensemble's mean and median come from the same draws), with results cached on disk."""
-
-    def __init__(self, ckpt: str | Path, scenes: Scenes, size: tuple[int, int],
-                 cache: Path, precision: str = "auto") -> None:  # fmt: skip
-        self.ckpt, self.scenes, self.size, self.cache_path = Path(ckpt), scenes, size, cache
-        self.precision = precision
-        weights = (self.ckpt / "model.safetensors").stat()
-        self.weights = f"{weights.st_size}:{weights.st_mtime_ns}"  # retrained: scores are stale
-        old = json.loads(cache.read_text()) if cache.is_file() else {}
-        self.cache = old if old.get("weights") == self.weights else {"weights": self.weights}
-        self._model: Any = None
-        self._samples: dict[SamplingConfig, torch.Tensor] = {}
-
-    @property
-    def model(self) -> Any:
-        if self._model is None:
-            from ..inference.pipeline import ModalityForcingPipeline
-
-            self._model = ModalityForcingPipeline.from_pretrained(self.ckpt, device="cpu").model
-        return self._model
-
-    def __call__(self, setting: SamplingConfig) -> dict[str, float]:
-        precision = resolve_precision(self.precision, "cpu").precision
-        key = f"{setting.name} {setting.frame} {precision} n={self.scenes.images.shape[0]}"
-        if key not in self.cache:
-            draws = replace(setting, reduction="median")
-            if draws not in self._samples:
-                self._samples[draws] = sample_depths(
-                    self.model, self.scenes.images, setting, self.size, precision=self.precision
-                )
-            self.cache[key] = score(self._samples[draws], self.scenes, setting.reduction)
-            write_json(self.cache_path, self.cache)
-        return self.cache[key]
 
 
 # ---------------------------------------------------------------------------------- training

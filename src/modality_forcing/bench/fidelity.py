@@ -32,7 +32,7 @@ from ..metrics.fidelity import (
 )
 from ..metrics.probe import AttributeProbe, load_probe, read_attributes
 from ..sampling.config import SamplingConfig
-from .depth import aligned_metrics
+from .common import aligned_metrics
 
 DEPTH_RANGE = (1e-3, 30.0)  # the procedural benchmark's scored range (metres)
 OBJECT_MIN = 5  # instance ids >= 5 are objects (`data/scene_graph.py`)

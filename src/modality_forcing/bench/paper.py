@@ -30,8 +30,8 @@ from typing import Any
 
 import torch
 
-from .common import Budget
-from .depth import DepthBudget, Setting, load_scenes, recipe_config
+from .common import Budget, load_scenes
+from .depth import DepthBudget, Setting, recipe_config
 from .paper_eval import (
     Estimator,
     abs_rel_per_image,

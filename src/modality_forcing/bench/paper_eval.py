@@ -18,7 +18,7 @@ import torch
 
 from ..precision import resolve_precision
 from ..sampling.config import SamplingConfig
-from .depth import Scenes, aligned_metrics, aligned_scores, sample_depths
+from .common import Scenes, aligned_metrics, aligned_scores, sample_depths
 
 PROTOCOLS = ("least_squares", "least_squares_disparity", "median", "robust")
 GENERATED_RANGE = (1e-3, 1e3)  # relative depths (unit mean): the clip range when they are the GT

@@ -32,16 +32,8 @@ from ..modalities import DEPTH, IMAGE
 from ..model.mmdit import count_parameters, transformer_blocks
 from ..model.text import TextTokens
 from ..precision import PrecisionChoice
-from .throughput import (
-    ThroughputConfig,
-    TrainStep,
-    _sync,
-    bench_model_config,
-    compile_blocks,
-    profile_step,
-    profile_table,
-    step_peak_memory_mb,
-)
+from .step_timing import TrainStep, profile_step, step_peak_memory_mb, sync
+from .throughput import ThroughputConfig, bench_model_config, compile_blocks, profile_table
 
 PEERS = ("diffusers",)
 
@@ -147,10 +139,10 @@ def interleaved_times(steps: dict[str, TrainStep], rounds: int, device: torch.de
     names, times = list(steps), {k: [] for k in steps}
     for r in range(rounds + 2):
         for name in names[r % len(names) :] + names[: r % len(names)]:
-            _sync(device)
+            sync(device)
             start = time.perf_counter()
             steps[name]()
-            _sync(device)
+            sync(device)
             if r >= 2:
                 times[name].append(time.perf_counter() - start)
     return times
