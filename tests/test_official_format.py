@@ -12,21 +12,21 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from modality_forcing.backbones.official import (
+from modality_forcing.backbones.official.ae import (
+    AE_DECODER,
+    AE_ENCODER,
+    ReleaseAECodec,
+    diffusers_to_release_files,
+)
+from modality_forcing.backbones.official.blocks import rope_tables, timestep_embedding
+from modality_forcing.backbones.official.dit import (
     VARIANTS,
     FluxRGBDConfig,
     FluxRGBDDiT,
     position_ids,
     tiny_config,
 )
-from modality_forcing.backbones.official_ae import (
-    AE_DECODER,
-    AE_ENCODER,
-    ReleaseAECodec,
-    diffusers_to_release_files,
-)
-from modality_forcing.backbones.official_blocks import rope_tables, timestep_embedding
-from modality_forcing.backbones.official_model import OfficialModel, load_official
+from modality_forcing.backbones.official.model import OfficialModel, load_official
 from modality_forcing.inference.pipeline import ModalityForcingPipeline
 from modality_forcing.modalities import DEPTH, IMAGE
 from modality_forcing.model.codecs import VAECodec

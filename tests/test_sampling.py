@@ -199,16 +199,18 @@ def test_replacement_imposes_the_noised_given_at_every_step():
         seen.append((x[IMAGE].clone(), t[IMAGE].clone()))
         return {IMAGE: torch.zeros_like(x[IMAGE]), DEPTH: torch.full_like(x[DEPTH], 0.5)}
 
-    schedule = scheduling_matrix("image_to_depth_replacement", 4)
+    from modality_forcing.bench.common import imposed_by_replacement
+
+    schedule = scheduling_matrix("shared", 4)
     assert torch.equal(schedule[:, 0], schedule[:, 1])  # one shared t
     out = sample(fn, schedule, (IMAGE, DEPTH), shapes, None,
-                 generator=torch.Generator().manual_seed(0), replace={IMAGE: image})  # fmt: skip
+                 generator=torch.Generator().manual_seed(0),
+                 before_call=imposed_by_replacement({IMAGE: image}))  # fmt: skip
     noise = torch.randn(shapes[IMAGE], generator=torch.Generator().manual_seed(0))  # first draw
     assert len(seen) == 4
     for x, t in seen:
         tt = t[0].item()
         torch.testing.assert_close(x, (1 - tt) * image + tt * noise)
-    assert torch.equal(out[IMAGE], image)
     torch.testing.assert_close(out[DEPTH], torch.full_like(out[DEPTH], 0.5))  # x0 readout
 
 

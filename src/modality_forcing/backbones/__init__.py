@@ -20,7 +20,7 @@ BACKBONES: dict[str, tuple[str, str]] = {
     "flux2": ("flux2", "Flux2Model"),  # FLUX.2 [klein] / [dev]
     "flux": ("flux", "FluxModel"),  # FLUX.1 [dev] / [schnell]
     "sd3": ("sd3", "SD3Model"),  # SD3 / SD3.5
-    "official": ("official_model", "OfficialModel"),  # the released flux_rgbd checkpoints
+    "official": ("official.model", "OfficialModel"),  # the released flux_rgbd checkpoints
 }
 
 

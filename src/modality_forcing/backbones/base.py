@@ -121,26 +121,12 @@ class BackboneModel(DenoiserBase):
                                     "(or null to use model.codec)")  # fmt: skip
         return VAECodec(root, subfolder=sub, dtype=dtype)
 
-    def forward(
-        self,
-        xt: dict[str, torch.Tensor],
-        t: dict[str, torch.Tensor],
-        text: TextTokens | list[str],
+    def predict(
+        self, xt: dict[str, torch.Tensor], t: dict[str, torch.Tensor], text: TextTokens
     ) -> dict[str, torch.Tensor]:
-        """Predict for every modality in `xt` (image always; image only = the original T2I model).
-
-        Args:
-            xt: modality -> [B, C, h, w] noisy grid (a held-clean modality is passed as is).
-            t: modality -> [B] noise levels (t = 0 clean, 1 noise).
-            text: captions, or precomputed `TextTokens` from `encode_text`.
-
-        Returns:
-            image: velocity (noise - x0) [B, C, h, w]; depth: x0 [B, 1, H, W] in fp32.
-        """
+        """Image velocity (noise - x0) and depth x0 in fp32; image only = the original T2I."""
         if IMAGE not in xt:
             raise ValueError("backbone models need the image grid in every call")
-        if not isinstance(text, TextTokens):
-            text = self.encode_text(list(text))
         return self.dit(xt, t, text)
 
     # ------------------------------------------------------------------ self-distillation teacher
@@ -157,8 +143,7 @@ class BackboneModel(DenoiserBase):
         second copy of the weights exists; under full fine-tuning a frozen copy of the pretrained
         transformer is loaded once (in `backbone.dtype`) and run through its own diffusers forward.
         """
-        if not isinstance(text, TextTokens):
-            text = self.encode_text(list(text))
+        text = self.text_tokens(text)
         image = ({IMAGE: xt[IMAGE]}, {IMAGE: t[IMAGE]})
         if self.cfg.backbone.lora_rank > 0:
             with adapters_disabled(self.dit.transformer):

@@ -14,8 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..flow.path import interpolate
+from ..modalities import IMAGE
 from ..precision import resolve_precision
 from ..sampling.config import SamplingConfig
+from ..sampling.sampler import StateHook
 from .runs import write_json
 
 
@@ -86,6 +89,25 @@ def load_scenes(split: str, num: int, height: int, width: int) -> Scenes:
 # ------------------------------------------------------------------------------- inference
 
 
+# Image -> depth of a model trained with one shared t: the baseline of `bench paper`.
+REPLACEMENT = "image_to_depth_replacement"
+
+
+def imposed_by_replacement(clean: dict[str, torch.Tensor]) -> StateHook:
+    """A sampler hook (`sample(before_call=...)`) that conditions a shared-t model the way joint
+    models with one noise level are: before every step the given modalities' states are set to
+    the clean tensors noised to the current t, with one noise draw (the sampler's initial one)
+    for the whole trajectory; the other modalities move as usual."""
+    noise: dict[str, torch.Tensor] = {}
+
+    def hook(state: dict[str, torch.Tensor], t: dict[str, torch.Tensor]) -> None:
+        for m, x in clean.items():
+            noise.setdefault(m, state[m])  # the first call sees the initial draw
+            state[m] = interpolate(x.to(state[m]), noise[m], t[m])
+
+    return hook
+
+
 @torch.no_grad()
 def sample_depths(
     model: Any, images: torch.Tensor, setting: SamplingConfig, size: tuple[int, int],
@@ -94,8 +116,8 @@ def sample_depths(
     """`setting.ensemble` image -> depth samples per image: [N, E, H, W] at the input size.
 
     Inputs of another shape than the model's `size` are letterboxed (or stretched) to it and
-    the predictions mapped back. `mode="image_to_depth_replacement"` conditions a shared-t
-    model by replacement instead.
+    the predictions mapped back. `mode=REPLACEMENT` conditions a shared-t model by replacement
+    instead (`imposed_by_replacement`).
     """
     from ..data.letterbox import frame, unletterbox
     from ..sampling.generate import generate
@@ -110,10 +132,14 @@ def sample_depths(
     repeated = images.repeat_interleave(e, dim=0)
     depths = []
     for part in repeated.split(chunk):
+        given: dict[str, Any] = {"image": part}
+        if mode == REPLACEMENT:
+            latent = model.codec.encode(part.to(next(model.parameters()).device).float())
+            given = {"before_call": imposed_by_replacement({IMAGE: latent})}
         out = generate(
-            model, mode, [""] * part.shape[0], *size, image=part,
+            model, "shared" if mode == REPLACEMENT else mode, [""] * part.shape[0], *size,
             num_steps=setting.steps, solver=setting.solver, shift_mu=setting.shift_mu,
-            t_min=setting.t_min, generator=generator, autocast_dtype=dtype,
+            t_min=setting.t_min, generator=generator, autocast_dtype=dtype, **given,
         )  # fmt: skip
         depths.append(out.depth.float())
     depth = torch.cat(depths)

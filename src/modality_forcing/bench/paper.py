@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from .common import Budget, load_scenes
+from .common import REPLACEMENT, Budget, load_scenes
 from .depth import DepthBudget, Setting, recipe_config
 from .paper_eval import (
     Estimator,
@@ -201,7 +201,7 @@ def run_paper_benchmark(
     report["permutations"] = s1
 
     # 2. Separate noise levels vs one shared t (image -> depth by replacement).
-    shared = estimator(models["shared-t"], Setting(n), mode="image_to_depth_replacement")
+    shared = estimator(models["shared-t"], Setting(n), mode=REPLACEMENT)
     report["shared_t"] = {"mf": s1["image_to_depth"]["mf"],
                           "shared-t (replacement)": image_to_depth(shared, scenes)}  # fmt: skip
 

@@ -45,7 +45,7 @@ OUTPUT_TYPES = ("np", "pt", "pil")
 
 
 def _load_official(path: str | Path, device: str | torch.device, **kwargs: Any) -> Any:
-    from ..backbones.official_model import load_official
+    from ..backbones.official.model import load_official
 
     return load_official(path, device, **kwargs)
 
@@ -151,7 +151,7 @@ class ModalityForcingPipeline:
                 float32 either way, and the depth head always computes in float32.
             device: where to run; None picks cuda > mps > cpu.
             format: `native` or `official`.
-            kwargs: for `official`, passed to `backbones.official_model.load_official`
+            kwargs: for `official`, passed to `backbones.official.model.load_official`
                 (`text_encoder=` a local Qwen3-8B directory, optional `vae=`).
         """
         if format not in FORMAT_LOADERS:

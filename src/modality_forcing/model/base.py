@@ -20,7 +20,7 @@ from .text import TextTokens
 
 class DenoiserBase(nn.Module):
     """Base of the denoiser families. Subclasses set `self.cfg`, `self._codec = [codec]` and a
-    `text_encoder`, and implement `forward(xt, t, text)`."""
+    `text_encoder`, and implement `predict(xt, t, text)` on encoded text; `forward` is shared."""
 
     cfg: ModelConfig
     _codec: list[ImageCodec]
@@ -73,3 +73,29 @@ class DenoiserBase(nn.Module):
 
     def encode_text(self, captions: list[str]) -> TextTokens:
         return self.text_encoder(captions)
+
+    def text_tokens(self, text: TextTokens | list[str]) -> TextTokens:
+        """Captions encoded for a forward pass (precomputed `TextTokens` pass through)."""
+        return text if isinstance(text, TextTokens) else self.encode_text(list(text))
+
+    def forward(
+        self, xt: dict[str, torch.Tensor], t: dict[str, torch.Tensor], text: TextTokens | list[str]
+    ) -> dict[str, torch.Tensor]:
+        """Predict for every modality in `xt`.
+
+        Args:
+            xt: modality -> [B, C, h, w] noisy grid (a held-clean modality is passed as is).
+            t: modality -> [B] noise levels (t = 0 clean, 1 noise).
+            text: captions, or precomputed `TextTokens` (e.g. the empty-prompt unconditional).
+
+        Returns:
+            modality -> [B, C, h, w] prediction: velocity or x0 per the modality registry and
+            the model's config.
+        """
+        return self.predict(xt, t, self.text_tokens(text))
+
+    def predict(
+        self, xt: dict[str, torch.Tensor], t: dict[str, torch.Tensor], text: TextTokens
+    ) -> dict[str, torch.Tensor]:
+        """The family's network on encoded text (see `forward`)."""
+        raise NotImplementedError

@@ -63,24 +63,15 @@ class ModalityForcingModel(DenoiserBase):
             })  # fmt: skip
         self._ropes: dict[tuple[int, int, str], tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def forward(
-        self,
-        xt: dict[str, torch.Tensor],
-        t: dict[str, torch.Tensor],
-        text: TextTokens | list[str],
+    def text_tokens(self, text: TextTokens | list[str]) -> TextTokens:
+        """Captions are encoded only up to the longest one (precomputed tokens pass through)."""
+        return text if isinstance(text, TextTokens) else self.text_encoder(list(text), trim=True)
+
+    def predict(
+        self, xt: dict[str, torch.Tensor], t: dict[str, torch.Tensor], text: TextTokens
     ) -> dict[str, torch.Tensor]:
-        """Predict for every modality in `xt` (a subset of cfg.modalities; image only = T2I).
-
-        Args:
-            xt: modality -> [B, C, h, w] noisy grid (a held-clean modality is passed as is).
-            t: modality -> [B] noise levels.
-            text: captions, or precomputed `TextTokens` (e.g. the empty-prompt unconditional).
-
-        Returns:
-            modality -> [B, C, h, w]: velocity for image, x0 for depth (see modalities registry).
-        """
-        if not isinstance(text, TextTokens):  # encode only up to the longest caption
-            text = self.text_encoder(list(text), trim=True)
+        """Image (velocity or x0, `image_prediction`) and depth (x0) on their grids; image only
+        is plain T2I."""
         if text.mask is not None:
             # Trailing padding that no caption in the batch uses is masked out as keys anyway:
             # dropping it is exact and saves attention/MLP work on short captions.

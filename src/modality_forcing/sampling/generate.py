@@ -13,7 +13,8 @@ from typing import Any
 import torch
 
 from ..modalities import DEPTH, IMAGE, denormalize_depth, normalize_depth
-from .sampler import SamplerConfig, sample
+from .sampler import SamplerConfig, StateHook, sample
+from .schedules import MODES as SCHEDULES
 from .schedules import scheduling_matrix
 
 GIVEN_BY_MODE = {
@@ -22,9 +23,6 @@ GIVEN_BY_MODE = {
     "image_to_depth": (IMAGE,),
     "depth_to_image": (DEPTH,),
 }
-# Baselines, not pipeline modes: the given image is imposed by replacement on a shared-t schedule
-# (how joint models trained with one noise level for all modalities are conditioned).
-REPLACEMENT_MODES = {"image_to_depth_replacement": (IMAGE,)}
 
 
 @dataclass
@@ -52,13 +50,14 @@ def generate(
     generator: torch.Generator | None = None,
     autocast_dtype: torch.dtype | None = None,
     progress: Callable[[int, int], None] | None = None,
+    before_call: StateHook | None = None,
 ) -> Generation:
     """Sample one mode for a batch of captions (B = len(captions)).
 
     Args:
         model: the denoiser.
-        mode: `joint`, `image_to_depth`, `depth_to_image` or `marginal` (or the baseline
-            `image_to_depth_replacement`, see `REPLACEMENT_MODES`).
+        mode: `joint`, `image_to_depth`, `depth_to_image` or `marginal`, or another
+            scheduling matrix of `sampling/schedules.py` (with no given modality).
         captions: B prompts ("" for unconditional).
         height, width: output size in pixels.
         image: [B, 3, H, W] in [-1, 1], required for `image_to_depth`.
@@ -70,10 +69,11 @@ def generate(
         autocast_dtype: autocast dtype for the network, e.g. bf16 (None = fp32); callers pass
             the precision policy's choice (`precision.resolve_precision`).
         progress: optional callback(step, num_steps) after every sampler step.
+        before_call: passed to `sample` (a hook on the state before each step).
     """
-    needs = {**GIVEN_BY_MODE, **REPLACEMENT_MODES}
-    if mode not in needs:
-        raise ValueError(f"unknown mode '{mode}'; choose from {sorted(needs)}")
+    if mode not in SCHEDULES:
+        raise ValueError(f"unknown mode '{mode}'; choose from {sorted(SCHEDULES)}")
+    needs = {mode: (), **GIVEN_BY_MODE}
     device = next(model.parameters()).device
     b = len(captions)
     given: dict[str, torch.Tensor] = {}
@@ -102,11 +102,8 @@ def generate(
     kinds = {m: getattr(model.cfg, f"{m}_prediction", None) for m in (DEPTH, IMAGE)}
     cfg = SamplerConfig(solver=solver, guidance_scale=guidance_scale, t_min=t_min,
                         prediction={m: k for m, k in kinds.items() if k} or None)  # fmt: skip
-    replace = given if mode in REPLACEMENT_MODES else None
-    out = sample(
-        fn, schedule, modalities, shapes, cond, uncond, {} if replace else given, cfg, generator,
-        device, progress, replace,
-    )  # fmt: skip
+    out = sample(fn, schedule, modalities, shapes, cond, uncond, given, cfg, generator, device,
+                 progress, before_call)  # fmt: skip
     img = model.codec.decode(out[IMAGE]).clamp(-1, 1) if IMAGE in out else None
     dep = denormalize_depth(out[DEPTH]) if DEPTH in out else None
     return Generation(image=img, depth=dep)

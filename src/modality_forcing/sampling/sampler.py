@@ -13,12 +13,13 @@ from typing import Any
 
 import torch
 
-from ..flow.path import interpolate, x0_to_velocity
+from ..flow.path import x0_to_velocity
 from ..modalities import get_modality
 
 DenoiseFn = Callable[
     [dict[str, torch.Tensor], dict[str, torch.Tensor], Any], dict[str, torch.Tensor]
 ]
+StateHook = Callable[[dict[str, torch.Tensor], dict[str, torch.Tensor]], None]  # (state, t)
 
 
 @dataclass
@@ -63,7 +64,7 @@ def sample(
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
     progress: Callable[[int, int], None] | None = None,
-    replace: dict[str, torch.Tensor] | None = None,
+    before_call: StateHook | None = None,
 ) -> dict[str, torch.Tensor]:
     """Integrate the flow from schedule row 0 to the last row.
 
@@ -77,9 +78,9 @@ def sample(
         cfg: solver and guidance settings.
         generator: seeds the initial noise (drawn in `modalities` order, float32).
         progress: optional callback(step, num_steps).
-        replace: modality -> clean tensor imposed by *replacement* (the conditioning of joint
-            models with one shared t): before every network call its state is set to the clean
-            tensor noised to the schedule's t, with one noise draw for the whole trajectory.
+        before_call: optional `hook(state, t)` run before every step's first network call; it
+            may overwrite entries of `state` (e.g. a baseline that imposes a given modality by
+            replacement, `bench/common.py`).
 
     Returns:
         modality -> final state (given modalities returned unchanged, absent ones omitted).
@@ -87,7 +88,7 @@ def sample(
     cfg = cfg or SamplerConfig()
     if cfg.solver not in ("euler", "heun"):
         raise ValueError(f"unknown solver '{cfg.solver}'; choose from ['euler', 'heun']")
-    given, replace = given or {}, replace or {}
+    given = given or {}
     cols = {m: schedule[:, j] for j, m in enumerate(modalities)}
     absent = {m for m, c in cols.items() if bool((c == 1).all())}
     state: dict[str, torch.Tensor] = {}
@@ -103,15 +104,13 @@ def sample(
             state[m] = noise.to(device)
     batch = next(iter(state.values())).shape[0]
     num_steps = schedule.shape[0] - 1
-    clean = {m: x.to(device=device, dtype=torch.float32) for m, x in replace.items()}
-    replace_noise = {m: state[m] for m in clean}  # the initial draw, reused at every step
     for k in range(num_steps):
         t_now = {m: cols[m][k].float().expand(batch).to(device) for m in state}
         t_next = {m: cols[m][k + 1].float().expand(batch).to(device) for m in state}
-        for m, x in clean.items():
-            state[m] = interpolate(x, replace_noise[m], t_now[m])
+        if before_call is not None:
+            before_call(state, t_now)
         v = _velocity(fn, state, t_now, cond, uncond, cfg)
-        moving = [m for m in state if bool(cols[m][k + 1] != cols[m][k]) and m not in clean]
+        moving = [m for m in state if bool(cols[m][k + 1] != cols[m][k])]
         proposal = {
             m: state[m] + (t_next[m] - t_now[m])[:, None, None, None] * v[m] for m in moving
         }
@@ -125,4 +124,4 @@ def sample(
         state.update(proposal)
         if progress is not None:
             progress(k + 1, num_steps)
-    return {**state, **clean}
+    return state

@@ -57,13 +57,14 @@ def _marginal(t: torch.Tensor, log2_alpha: float) -> dict[str, torch.Tensor]:
 
 
 def _shared(t: torch.Tensor, log2_alpha: float) -> dict[str, torch.Tensor]:
-    """One t for both (a shared-noise joint model); the image is imposed by replacement."""
+    """One t for both: how joint models trained with one shared noise level are sampled (the
+    shared-t baseline of `bench paper`, which imposes a given image by replacement)."""
     return {IMAGE: t, DEPTH: t.clone()}
 
 
 MODES: dict[str, Callable[[torch.Tensor, float], dict[str, torch.Tensor]]] = {
     "joint": _joint,
-    "image_to_depth_replacement": _shared,
+    "shared": _shared,
     "image_to_depth": _image_to_depth,
     "depth_to_image": _depth_to_image,
     "marginal": _marginal,

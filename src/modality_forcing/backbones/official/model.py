@@ -19,14 +19,14 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from ..config import CodecConfig, ModelConfig, TextConfig
-from ..modalities import DEPTH, IMAGE
-from ..model.base import DenoiserBase
-from ..model.codecs import ImageCodec, build_codec
-from ..model.layers import patchify, unpatchify
-from ..model.text import HFTextEncoder, TextEncoder, TextTokens, build_text_encoder
-from .official import FluxRGBDConfig, FluxRGBDDiT, get_variant, position_ids
-from .official_ae import ReleaseAECodec, has_release_autoencoder
+from ...config import CodecConfig, ModelConfig, TextConfig
+from ...modalities import DEPTH, IMAGE
+from ...model.base import DenoiserBase
+from ...model.codecs import ImageCodec, build_codec
+from ...model.layers import patchify, unpatchify
+from ...model.text import HFTextEncoder, TextEncoder, TextTokens, build_text_encoder
+from .ae import ReleaseAECodec, has_release_autoencoder
+from .dit import FluxRGBDConfig, FluxRGBDDiT, get_variant, position_ids
 
 RELEASE_CONFIG, RELEASE_WEIGHTS = "config.json", "model.safetensors"
 QWEN3_LAYERS = (9, 18, 27)  # reference section 6: hidden_states[9 | 18 | 27]
@@ -121,29 +121,16 @@ class OfficialModel(DenoiserBase):
                 module.to(device)
         return self
 
-    def forward(
-        self,
-        xt: dict[str, torch.Tensor],
-        t: dict[str, torch.Tensor],
-        text: TextTokens | list[str],
+    def predict(
+        self, xt: dict[str, torch.Tensor], t: dict[str, torch.Tensor], text: TextTokens
     ) -> dict[str, torch.Tensor]:
-        """Predict velocity for image and x0 for depth (both streams are always required).
-
-        Args:
-            xt: {"image": [B, C, h, w] latent, "depth": [B, 1, H, W] normalised depth}.
-            t: modality -> [B] noise levels (t = 0 clean).
-            text: captions or `TextTokens`; its mask is ignored (the release attends to padding).
-
-        Returns:
-            {"image": [B, C, h, w] velocity (body dtype), "depth": [B, 1, H, W] x0 (fp32 head)}.
-        """
+        """Image velocity (body dtype) and depth x0 (fp32 head); both streams are required and
+        the text mask is ignored (the release attends to padding)."""
         if set(xt) != {IMAGE, DEPTH}:
             raise ValueError(
                 f"the official model needs both 'image' and 'depth' (got {sorted(xt)}): the "
                 "release has no image-only (marginal) mode"
             )
-        if not isinstance(text, TextTokens):
-            text = self.encode_text(list(text))
         image, depth = xt[IMAGE], xt[DEPTH]
         p_img, p_dep = self.patch_size(IMAGE), self.patch_size(DEPTH)
         b, c, h, w = image.shape

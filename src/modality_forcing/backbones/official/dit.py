@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .official_blocks import (
+from .blocks import (
     LastLayer,
     MLPEmbedder,
     Modulation,

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from ..model.codecs import ImageCodec, VAECodec
+from ...model.codecs import ImageCodec, VAECodec
 
 AE_ENCODER, AE_DECODER = "ae_encoder.safetensors", "ae_decoder.safetensors"
 _RESNET = {"norm1": "norm1", "conv1": "conv1", "norm2": "norm2", "conv2": "conv2",
