@@ -69,3 +69,18 @@ def test_the_checker_sees_imports_of_every_form():
     assert _imports(layers, "from . import mmdit") == {"model"}
     assert _imports(layers, "import modality_forcing.inference.pipeline") == {"inference"}
     assert _imports(ROOT / "cli" / "__init__.py", "from .bench import add_bench") == {"cli"}
+
+
+def test_the_package_root_is_light_and_exports_the_pipeline():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, modality_forcing\n"
+        "assert 'torch' not in sys.modules, 'importing the package pulled in torch'\n"
+        "from modality_forcing import ModalityForcingPipeline\n"
+        "from modality_forcing.inference.pipeline import ModalityForcingPipeline as P\n"
+        "assert ModalityForcingPipeline is P\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
