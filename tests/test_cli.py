@@ -133,3 +133,17 @@ def test_train_fork_from_continues_a_run_in_a_new_folder(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*base, "--out", str(tmp_path / "c"), "--fork-from", str(tmp_path / "none")])
     assert "has no checkpoint" in capsys.readouterr().err
+
+
+def test_version_and_sample_with_the_shipped_checkpoint(tmp_path, capsys):
+    from modality_forcing import __version__
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.strip().endswith(__version__)
+    main(["sample", "--mode", "joint", "--prompt", "a red sphere", "--steps", "1",
+          "--precision", "fp32", "--out", str(tmp_path)])  # fmt: skip
+    assert (tmp_path / "index.html").is_file() and "gallery:" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["sample", "--format", "official", "--out", str(tmp_path)])
+    assert "--format official needs --ckpt" in capsys.readouterr().err

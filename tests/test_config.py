@@ -30,3 +30,21 @@ def test_bad_configs_raise_clear_errors(tmp_path):
     with pytest.raises(ValueError, match=r"key\.sub=value"):
         resolve_train_config({}, ["no_equals"])
     assert TrainConfig().stage == "mf"
+
+
+def test_packaged_configs_load_by_name_and_by_file(tmp_path, monkeypatch):
+    from modality_forcing.config import config_path, packaged_configs
+
+    assert {"cpu-s-t2i", "cpu-s-mf", "flagship-t2i", "flagship-mf", "tiny"} <= set(
+        packaged_configs()
+    )
+    monkeypatch.chdir(tmp_path)  # away from the source checkout: only the package has them
+    by_name = load_train_config("cpu-s-mf", ["max_steps=7"])
+    assert by_name.stage == "mf" and by_name.max_steps == 7
+    assert load_train_config("cpu-s-mf.yaml") == load_train_config(config_path("cpu-s-mf"))
+    (tmp_path / "cpu-s-mf.yaml").write_text("stage: t2i\n")  # a local file wins over the name
+    assert load_train_config("cpu-s-mf.yaml").stage == "t2i"
+    with pytest.raises(FileNotFoundError, match=r"no packaged config.*packaged: cpu-s-mf"):
+        load_train_config("cpu-s-xl")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_train_config("somewhere/cpu-s-mf.yaml")  # a path is a path, never a name

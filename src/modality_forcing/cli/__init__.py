@@ -12,6 +12,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
+from .. import __version__
 from .bench import add_bench
 from .data import add_prepare_data, add_preview
 from .infer import add_app, add_demo, add_eval, add_export, add_sample
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="modality-forcing",
         description="Joint image + depth generation with per-modality noise levels.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in COMMANDS:
         add(sub)

@@ -20,13 +20,17 @@ SAMPLE_FLAGS = (
 
 
 def _cmd_sample(args: argparse.Namespace) -> None:
+    from ..demo import demo_checkpoint
     from ..inference.jobs import SampleRequest, run_sample_jobs
     from ..inference.pipeline import ModalityForcingPipeline
 
     official = args.format == "official"
     extra = {"text_encoder": args.text_encoder, "vae": args.vae} if official else {}
+    if args.ckpt is None and official:
+        raise ValueError("--format official needs --ckpt RELEASE_DIR")
+    ckpt = args.ckpt if args.ckpt is not None else demo_checkpoint(None)
     pipe = ModalityForcingPipeline.from_pretrained(
-        args.ckpt, torch_dtype=args.precision, device=args.device, format=args.format, **extra
+        ckpt, torch_dtype=args.precision, device=args.device, format=args.format, **extra
     )
     print(
         f"precision {pipe.precision.precision} on {pipe.precision.device}: {pipe.precision.reason}"
@@ -55,7 +59,9 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
         "rgb.png, depth.npy (relative depth, unit mean), depth16.png, colour maps, uncertainty, "
         "cloud.ply/.glb and metadata.json; all together get index.html and contact_sheet.png.",
     )
-    p.add_argument("--ckpt", required=True, help="checkpoint directory (e.g. runs/x/final)")
+    p.add_argument(
+        "--ckpt", default=None, help="checkpoint directory (default: the shipped checkpoint)"
+    )
     p.add_argument(
         "--mode", default="joint", choices=["joint", "image_to_depth", "depth_to_image", "marginal"]
     )

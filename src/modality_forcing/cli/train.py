@@ -43,7 +43,12 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         description="Train with one loop for every stage and scale. Settings come from a YAML "
         "config (see configs/) plus dotted overrides, e.g. --set max_steps=200 optim.lr=1e-4.",
     )
-    p.add_argument("--config", default=None, help="YAML config (default: built-in defaults)")
+    p.add_argument(
+        "--config",
+        default=None,
+        help="YAML config file, or the name of a packaged one (cpu-s-t2i, cpu-s-mf, flagship-t2i, "
+        "flagship-mf, tiny); default: built-in defaults",
+    )
     p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
     p.add_argument("--out", default=None, help="run directory (overrides out_dir)")
     p.add_argument(

@@ -3,9 +3,11 @@ presets) and their plain-data form (`io.py`: validation, overrides, YAML load an
 
 from .io import (
     apply_overrides,
+    config_path,
     from_dict,
     load_train_config,
     model_preset,
+    packaged_configs,
     read_yaml_mapping,
     resolve_train_config,
     save_yaml,
@@ -29,6 +31,7 @@ from .schema import (
 __all__ = [
     "MODEL_PRESETS", "BackboneConfig", "CodecConfig", "DataConfig", "ForcingConfig",
     "LossConfig", "MixtureEntry", "ModelConfig", "OptimConfig", "TextConfig", "TrainConfig",
-    "apply_overrides", "from_dict", "load_train_config", "model_preset", "read_yaml_mapping",
-    "resolve_train_config", "save_yaml", "to_dict", "validate",
+    "apply_overrides", "config_path", "from_dict", "load_train_config", "model_preset",
+    "packaged_configs", "read_yaml_mapping", "resolve_train_config", "save_yaml", "to_dict",
+    "validate",
 ]  # fmt: skip

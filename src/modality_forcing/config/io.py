@@ -319,15 +319,41 @@ def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict[str, 
     return data
 
 
+# The configs shipped in the package (`modality-forcing train --config cpu-s-mf`).
+PACKAGED_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def packaged_configs() -> list[str]:
+    """Names of the training configs shipped in the package."""
+    return sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.yaml"))
+
+
+def config_path(name: str | Path) -> Path:
+    """A config file: `name` itself if it exists, else the packaged config of that name (with
+    or without `.yaml`)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    packaged = PACKAGED_CONFIGS / (path.name if path.suffix == ".yaml" else f"{path.name}.yaml")
+    if path.parent == Path(".") and packaged.is_file():
+        return packaged
+    raise FileNotFoundError(
+        f"config file '{name}' does not exist, and no packaged config has that name "
+        f"(packaged: {', '.join(packaged_configs())})"
+    )
+
+
 def load_train_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a YAML training config (or start from defaults when `path` is None).
+    """Read a YAML training config, a file or a packaged config by name (`config_path`), or start
+    from defaults when `path` is None.
 
     Raises:
-        FileNotFoundError: `path` does not exist.
+        FileNotFoundError: neither a file nor a packaged config of that name.
         ValueError: invalid YAML or an invalid value; the message names the key and the file.
     """
     if path is None:
         return resolve_train_config({}, overrides)
+    path = config_path(path)
     data = read_yaml_mapping(path)
     try:
         return resolve_train_config(data, overrides)
