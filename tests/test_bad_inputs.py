@@ -96,14 +96,38 @@ def test_float_and_uint16_arrays_match_uint8_in_the_pipeline(pipe):
     g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     call = {"mode": "image_to_depth", "num_inference_steps": 2}
     ref = pipe(image=photo, generator=g(), **call).depth
-    for same in (photo / 255.0, (photo.astype(np.uint16) * 257), Image.fromarray(photo)):
+    as_tensor = torch.from_numpy(photo).permute(2, 0, 1) / 255.0  # [0, 1], as the pt output
+    for same in (photo / 255.0, (photo.astype(np.uint16) * 257), Image.fromarray(photo),
+                 as_tensor, [photo], [Image.fromarray(photo)]):  # fmt: skip
         np.testing.assert_allclose(pipe(image=same, generator=g(), **call).depth, ref, atol=1e-4)
     with pytest.raises(InputError, match=r"float array must lie in \[0, 1\]"):
         pipe(image=photo.astype(np.float32), **call)  # 0-255 floats: refused, not white
-    with pytest.raises(InputError, match=r"tensor must lie in \[-1, 1\]"):
+    with pytest.raises(InputError, match=r"tensor must lie in \[0, 1\].*\(x \+ 1\) / 2"):
+        pipe(image=as_tensor * 2 - 1, **call)  # a [-1, 1] tensor: refused, not misread
+    with pytest.raises(InputError, match=r"tensor must lie in \[0, 1\]"):
         pipe(image=torch.full((3, 8, 8), 200.0), **call)
+    with pytest.raises(InputError, match=r"images of different sizes"):
+        pipe(image=[photo, photo[:, :-2]], **call)
+    pair = pipe(image=[photo, photo], generator=g(), **call)
+    assert pair.depth.shape[0] == 2  # a list is a batch
     with pytest.raises(InputError, match="dtype int64"):
         pipe(image=photo.astype(np.int64), **call)
+
+
+def test_outputs_go_back_in_and_return_dict_false_gives_a_tuple(pipe):
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    joint = pipe(prompt="a red box", mode="joint", num_inference_steps=2, generator=g(),
+                 output_type="pt")  # fmt: skip
+    as_np = pipe(prompt="a red box", mode="joint", num_inference_steps=2, generator=g())
+    call = {"mode": "image_to_depth", "num_inference_steps": 1, "output_type": "pt"}
+    from_pt = pipe(image=joint.image, generator=g(), **call).depth
+    from_np = pipe(image=as_np.image[0], generator=g(), **call).depth
+    # the same image up to the np output's 8-bit rounding; read as [-1, 1] it would be darker
+    misread = pipe(image=(joint.image + 1) / 2, generator=g(), **call).depth
+    gap = (from_pt - from_np).abs().max()
+    assert gap < 1e-2 and (misread - from_np).abs().max() > 5 * gap
+    image, depth, uncertainty = pipe(image=joint.image, generator=g(), return_dict=False, **call)
+    assert image is not None and uncertainty is None and torch.equal(depth, from_pt)
 
 
 def test_extreme_aspect_ratio_is_tiled_for_depth_and_refused_for_images(pipe):

@@ -179,14 +179,14 @@ def score_fidelity(
     out: dict[str, Any] = {"split": scenes.split, "num_scenes": n, "steps": steps,
                            "depth_steps": depth_steps, "guidance": guidance}  # fmt: skip
 
-    def estimate(images: torch.Tensor) -> torch.Tensor:  # [N, 3, H, W] in [-1, 1] -> [N, H, W]
+    def estimate(images: torch.Tensor) -> torch.Tensor:  # [N, 3, H, W] in [0, 1] -> [N, H, W]
         parts = [pipe(image=images[s], mode="image_to_depth", sampling=depth, generator=g(k),
                       output_type="pt").depth[:, 0]
                  for k, s in enumerate(_chunks(len(images), batch))]  # fmt: skip
         return torch.cat(parts).double()
 
     if "image_to_depth" in modes:
-        out["image_to_depth"] = depth_scores(estimate(scenes.images), scenes)
+        out["image_to_depth"] = depth_scores(estimate((scenes.images + 1) / 2), scenes)
     if "depth_to_image" in modes:
         given = torch.where(scenes.mask, scenes.depth, 0).float()[:, None]
         images = np.concatenate([
@@ -212,7 +212,7 @@ def score_fidelity(
         uint8 = (images01.permute(0, 2, 3, 1) * 255).round().byte().numpy()
         out[mode] = text_scores(uint8, scenes, probe, real)
         if mode == "joint":
-            own = estimate(images01 * 2 - 1)
+            own = estimate(images01)
             joint_depth = torch.cat([r.depth[:, 0] for r in results]).double()
             everywhere = torch.ones_like(own, dtype=torch.bool)
             _, metrics = aligned_metrics(joint_depth, own.clamp_min(DEPTH_RANGE[0]), everywhere,

@@ -70,12 +70,24 @@ class ModalityForcingOutput:
 
 
 def _image_tensor(image: Any, name: str = "image") -> torch.Tensor:
-    """PIL / np [H, W, 3] (uint8, uint16 or float in [0, 1]) / torch [3, H, W] or
-    [B, 3, H, W] in [-1, 1] -> float [B, 3, H, W] in [-1, 1].
+    """PIL / np [H, W, 3] (uint8, uint16 or float in [0, 1]) / torch [3, H, W] or [B, 3, H, W]
+    in [0, 1] (the `pt` output's convention, so an output can be passed back in) / a list of
+    any of these, one size -> float [B, 3, H, W] in [-1, 1] (the model's range).
 
     Raises:
-        InputError: an unusable shape, dtype or value range (names the argument).
+        InputError: an unusable shape, dtype or value range, or a list of different sizes
+            (names the argument).
     """
+    if isinstance(image, list | tuple):
+        if not image:
+            raise InputError(f"`{name}` is an empty list")
+        parts = [_image_tensor(x, f"{name}[{i}]") for i, x in enumerate(image)]
+        sizes = sorted({tuple(x.shape[-2:]) for x in parts})
+        if len(sizes) > 1:
+            raise InputError(
+                f"`{name}` holds images of different sizes {sizes}; pass them one call each"
+            )
+        return torch.cat(parts)
     if isinstance(image, Image.Image):
         try:
             image = image_to_rgb8(image, f"`{name}`")
@@ -91,13 +103,16 @@ def _image_tensor(image: Any, name: str = "image") -> torch.Tensor:
         x = x.float()
         if not torch.isfinite(x).all():
             raise InputError(f"`{name}` tensor holds NaN or infinite values")
-        if x.numel() and (x.min() < -1 - 1e-3 or x.max() > 1 + 1e-3):
+        if x.numel() and (x.min() < -1e-3 or x.max() > 1 + 1e-3):
             raise InputError(
-                f"`{name}` tensor must lie in [-1, 1], got [{x.min():.3g}, {x.max():.3g}]; "
-                "map a [0, 1] tensor with x * 2 - 1"
+                f"`{name}` tensor must lie in [0, 1] (as the `pt` output), got "
+                f"[{x.min():.3g}, {x.max():.3g}]; map a [-1, 1] tensor with (x + 1) / 2"
             )
-        return x.clamp(-1, 1)
-    raise TypeError(f"`{name}` must be a PIL image, numpy array or torch tensor, got {type(image)}")
+        return x.clamp(0, 1) * 2 - 1
+    raise TypeError(
+        f"`{name}` must be a PIL image, numpy array, torch tensor or a list of them, got "
+        f"{type(image)}"
+    )
 
 
 def _depth_tensor(depth: Any) -> torch.Tensor:
@@ -211,7 +226,8 @@ class ModalityForcingPipeline:
         width: int | None = None,
         callback: Callable[[int, int], None] | None = None,
         frame: str | None = None,
-    ) -> ModalityForcingOutput:
+        return_dict: bool = True,
+    ) -> ModalityForcingOutput | tuple[Any, Any, Any]:
         """Run one mode. `sampling` holds every sampler setting (`SamplingConfig`); the
         diffusers-style keywords (`num_inference_steps`, `guidance_scale`, `ensemble_size`, ...)
         override single settings of it. Settings left at None take `self.defaults[mode]` (the
@@ -278,7 +294,8 @@ class ModalityForcingPipeline:
             unc = unletterbox(unc, box) if unc is not None else None
         if mode == "depth_to_image":  # return the given depth in the output convention
             dep = given["depth"] / valid_mean(given["depth"], given["depth"] > 0).view(-1, 1, 1, 1)
-        return self._format(img, dep, unc, output_type)
+        out = self._format(img, dep, unc, output_type)
+        return out if return_dict else (out.image, out.depth, out.uncertainty)
 
     # ------------------------------------------------------------------------------ helpers
     def _givens(self, mode: str, image: Any, depth: Any) -> dict[str, torch.Tensor]:
