@@ -144,6 +144,15 @@ def test_version_and_sample_with_the_shipped_checkpoint(tmp_path, capsys):
     main(["sample", "--mode", "joint", "--prompt", "a red sphere", "--steps", "1",
           "--precision", "fp32", "--out", str(tmp_path)])  # fmt: skip
     assert (tmp_path / "index.html").is_file() and "gallery:" in capsys.readouterr().out
+    assert {"rgb.png", "depth.npy", "cloud.glb"} <= {p.name for p in tmp_path.glob("*/*")}
+    few = tmp_path / "few"
+    main(["sample", "--prompt", "a red sphere", "--steps", "1", "--precision", "fp32",
+          "--outputs", "depth,color", "--out", str(few)])  # fmt: skip
+    written = {p.name for p in next(few.glob("*/")).iterdir()}
+    assert written == {"depth.npy", "depth_color.png", "metadata.json"}
+    with pytest.raises(SystemExit):
+        main(["sample", "--outputs", "depth,obj", "--out", str(few)])
+    assert "unknown output(s) ['obj']" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["sample", "--format", "official", "--out", str(tmp_path)])
     assert "--format official needs --ckpt" in capsys.readouterr().err

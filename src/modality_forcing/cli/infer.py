@@ -21,6 +21,7 @@ SAMPLE_FLAGS = (
 
 def _cmd_sample(args: argparse.Namespace) -> None:
     from ..demo import demo_checkpoint
+    from ..inference.export import output_files
     from ..inference.jobs import SampleRequest, run_sample_jobs
     from ..inference.pipeline import ModalityForcingPipeline
 
@@ -44,6 +45,7 @@ def _cmd_sample(args: argparse.Namespace) -> None:
         sampling=sampling_from(args, refine_depth=args.refine),
         fov_deg=args.fov,
         size=args.size,
+        outputs=output_files(args.outputs.split(",")) if args.outputs else None,
     )
     entries = run_sample_jobs(pipe, req, args.out)
     for entry in entries:
@@ -81,6 +83,13 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="one result per seed")
     p.add_argument("--fov", type=float, default=60.0, help="vertical FOV for point clouds (deg)")
+    p.add_argument(
+        "--outputs",
+        default=None,
+        metavar="LIST",
+        help="files per result, comma-separated from rgb, depth, depth16, color, disparity, "
+        "uncertainty, ply, glb (default: all), e.g. --outputs depth,color",
+    )
     p.add_argument("--refine", action="store_true", help="joint: re-estimate depth from image")
     p.add_argument("--size", type=size, default=None, help="output HxW for text modes")
     add_sampling(p, *SAMPLE_FLAGS)

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -238,21 +239,52 @@ def _jsonable(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+# `save_result(outputs=...)` names (the CLI's `--outputs`) -> the files they write
+OUTPUTS: dict[str, tuple[str, ...]] = {
+    "rgb": ("rgb",),
+    "depth": ("depth",),
+    "depth16": ("depth16",),
+    "color": ("depth_color",),
+    "disparity": ("disparity",),
+    "uncertainty": ("uncertainty", "uncertainty_color"),
+    "ply": ("cloud_ply",),
+    "glb": ("cloud_glb",),
+}
+
+
+def output_files(names: Iterable[str] | None) -> frozenset[str] | None:
+    """The file keys of `OUTPUTS` names (None: every file); an unknown name is a ValueError."""
+    if names is None:
+        return None
+    unknown = sorted(set(names) - set(OUTPUTS))
+    if unknown:
+        raise ValueError(f"unknown output(s) {unknown}; choose from {list(OUTPUTS)}")
+    return frozenset(key for name in names for key in OUTPUTS[name])
+
+
 def _write_depth(
-    out: Path, depth: np.ndarray, valid: np.ndarray, meta: dict[str, Any]
-) -> dict[str, Path]:
-    """depth.npy, depth16.png, depth_color.png, disparity_magma.png; records their meaning."""
+    out: Path, depth: np.ndarray, valid: np.ndarray, meta: dict[str, Any],
+    want: Callable[[str], bool] = lambda _: True,
+) -> dict[str, Path]:  # fmt: skip
+    """depth.npy, depth16.png, depth_color.png, disparity_magma.png (those `want`ed); records
+    their meaning."""
     space = meta.setdefault("depth_space", "relative")
     if space not in DEPTH_SPACES:
         raise ValueError(f"unknown depth_space {space!r}; choose from {list(DEPTH_SPACES)}")
     meta["depth_description"] = DEPTH_SPACES[space] + "; 0 = invalid"
     meta["valid_fraction"] = float(valid.mean())
-    files = {"depth": _write_npy(out / "depth.npy", np.where(valid, depth, 0).astype(np.float32))}
-    files["depth16"] = out / "depth16.png"
-    meta["depth16_range"] = list(save_depth_png16(files["depth16"], depth, valid))
-    meta["depth16_encoding"] = "linear: 1..65535 <-> depth16_range [min, max], 0 = invalid"
-    files["depth_color"] = _write_png(out / "depth_color.png", colorize_depth(depth, valid))
-    files["disparity"] = _write_png(out / "disparity_magma.png", colorize_disparity(depth, valid))
+    files = {}
+    if want("depth"):
+        files["depth"] = _write_npy(out / "depth.npy", np.where(valid, depth, 0).astype(np.float32))
+    if want("depth16"):
+        files["depth16"] = out / "depth16.png"
+        meta["depth16_range"] = list(save_depth_png16(files["depth16"], depth, valid))
+        meta["depth16_encoding"] = "linear: 1..65535 <-> depth16_range [min, max], 0 = invalid"
+    if want("depth_color"):
+        files["depth_color"] = _write_png(out / "depth_color.png", colorize_depth(depth, valid))
+    if want("disparity"):
+        files["disparity"] = _write_png(out / "disparity_magma.png",
+                                        colorize_disparity(depth, valid))  # fmt: skip
     return files
 
 
@@ -269,6 +301,7 @@ def save_result(
     metadata: dict[str, Any] | None = None,
     point_cloud: bool = True,
     edge_rtol: float = 0.04,
+    outputs: frozenset[str] | None = None,
 ) -> dict[str, Path]:
     """Write whatever is given into `out_dir`, each file atomically, plus `metadata.json`.
 
@@ -287,6 +320,7 @@ def save_result(
         metadata: extra JSON-able keys (prompt, mode, seed, ...), merged into metadata.json.
         point_cloud: write cloud.ply and cloud.glb when image and depth are given.
         edge_rtol: depth-edge culling for the cloud (0 disables).
+        outputs: the file keys to write (`output_files`); None writes every file.
 
     Returns:
         Paths keyed by rgb, depth, depth16, depth_color, disparity, uncertainty,
@@ -294,6 +328,7 @@ def save_result(
     """
     out = Path(out_dir).resolve()  # absolute paths: a gallery elsewhere can link to them
     out.mkdir(parents=True, exist_ok=True)
+    want = (lambda _: True) if outputs is None else outputs.__contains__
     meta: dict[str, Any] = dict(metadata or {})
     files: dict[str, Path] = {}
     shapes = {np.shape(a)[:2] for a in (image, depth, uncertainty, valid_mask) if a is not None}
@@ -303,17 +338,20 @@ def save_result(
         image = np.asarray(image)
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"image must be uint8 [H, W, 3], got {image.dtype} {image.shape}")
-        files["rgb"] = _write_png(out / "rgb.png", image)
+        if want("rgb"):
+            files["rgb"] = _write_png(out / "rgb.png", image)
     if depth is not None:
         depth = np.asarray(depth, np.float32)
         valid = valid_depth_mask(depth, valid_mask)
-        files.update(_write_depth(out, depth, valid, meta))
+        files.update(_write_depth(out, depth, valid, meta, want))
     if uncertainty is not None:
         unc = np.asarray(uncertainty, np.float32)
-        files["uncertainty"] = _write_npy(out / "uncertainty.npy", unc)
-        files["uncertainty_color"] = _write_png(
-            out / "uncertainty.png", colorize_uncertainty(unc, valid_mask)
-        )
+        if want("uncertainty"):
+            files["uncertainty"] = _write_npy(out / "uncertainty.npy", unc)
+        if want("uncertainty_color"):
+            files["uncertainty_color"] = _write_png(
+                out / "uncertainty.png", colorize_uncertainty(unc, valid_mask)
+            )
     if shapes:
         (h, w) = next(iter(shapes))
         meta["img_hw"] = [h, w]
@@ -321,12 +359,14 @@ def save_result(
             meta.update(fov_deg=float(fov_deg), fov_axis=fov_axis)
             intrinsics = intrinsics_from_fov(h, w, fov_deg, fov_axis)
         meta["intrinsics"] = np.asarray(intrinsics, np.float64).tolist()
-    if point_cloud and image is not None and depth is not None:
+    clouds = [k for k in ("cloud_ply", "cloud_glb") if want(k)]
+    if point_cloud and clouds and image is not None and depth is not None:
         points, colors = depth_to_points(depth, image, intrinsics, valid, edge_rtol)
         meta.update(num_points=len(points), edge_rtol=edge_rtol, point_convention="gltf x,-y,-z")
         if len(points):  # an all-invalid depth still gets its other files, just no cloud
-            files["cloud_ply"] = save_point_cloud(out / "cloud.ply", points, colors)
-            files["cloud_glb"] = save_point_cloud(out / "cloud.glb", points, colors)
+            for key in clouds:
+                suffix = key.split("_")[1]
+                files[key] = save_point_cloud(out / f"cloud.{suffix}", points, colors)
     files["metadata"] = out / "metadata.json"
     meta["files"] = {k: p.name for k, p in files.items()}
     text = json.dumps(meta, indent=2, default=_jsonable) + "\n"

@@ -35,6 +35,7 @@ class SampleRequest:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     fov_deg: float = 60.0
     size: tuple[int, int] | None = None
+    outputs: frozenset[str] | None = None  # file keys to write (`export.output_files`); all
 
 
 def slug(text: str, limit: int = 40) -> str:
@@ -72,15 +73,16 @@ def _inputs(req: SampleRequest) -> list[dict[str, Any]]:
 
 
 def write_job(
-    folder: Path, title: str, out: ModalityForcingOutput, meta: dict[str, Any], fov_deg: float
-) -> dict[str, Any]:
+    folder: Path, title: str, out: ModalityForcingOutput, meta: dict[str, Any], fov_deg: float,
+    outputs: frozenset[str] | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """Save the first result of a pipeline output (np) and return its gallery entry."""
     files = save_result(
         folder,
         image=out.image[0] if out.image is not None else None,
         depth=out.depth[0] if out.depth is not None else None,
         uncertainty=out.uncertainty[0] if out.uncertainty is not None else None,
-        fov_deg=fov_deg, metadata={"depth_space": "relative", **meta},
+        fov_deg=fov_deg, metadata={"depth_space": "relative", **meta}, outputs=outputs,
     )  # fmt: skip
     return {"title": title, "caption": meta.get("prompt", ""), "mode": meta.get("mode", ""),
             "files": files}  # fmt: skip
@@ -111,7 +113,7 @@ def run_sample_jobs(
         meta = {"prompt": item["prompt"], "mode": req.mode, **sampling_record(run)}
         name = f"{i:03d}_{item['name']}_s{seed}"
         entries.append(write_job(out_dir / name, f"{item['name']} (seed {seed})", out, meta,
-                                 req.fov_deg))  # fmt: skip
+                                 req.fov_deg, req.outputs))  # fmt: skip
     if skipped.total:
         tqdm.write(f"skipped {skipped.total} of {len(jobs)} job(s) with unreadable inputs: "
                    f"{skipped.as_dict()}")  # fmt: skip
