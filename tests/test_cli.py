@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -156,3 +157,19 @@ def test_version_and_sample_with_the_shipped_checkpoint(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["sample", "--format", "official", "--out", str(tmp_path)])
     assert "--format official needs --ckpt" in capsys.readouterr().err
+
+
+def test_sample_reads_a_folder_and_with_recursive_its_subfolders(tmp_path, capsys):
+    photos = tmp_path / "photos"
+    (photos / "trip").mkdir(parents=True)
+    rgb = np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(photos / "a.png")
+    Image.fromarray(rgb).save(photos / "trip" / "a.webp")  # same name, another folder
+    args = ["sample", "--mode", "image_to_depth", "--image", str(photos), "--precision", "fp32",
+            "--outputs", "depth"]  # fmt: skip
+    main([*args, "--out", str(tmp_path / "flat")])
+    assert len([p for p in (tmp_path / "flat").iterdir() if p.is_dir()]) == 1
+    main([*args, "--recursive", "--out", str(tmp_path / "deep")])
+    names = sorted(p.name for p in (tmp_path / "deep").iterdir() if p.is_dir())
+    assert len(names) == 2 and any("trip_a" in n for n in names), names
+    assert all((tmp_path / "deep" / n / "depth.npy").is_file() for n in names)

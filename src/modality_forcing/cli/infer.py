@@ -46,6 +46,7 @@ def _cmd_sample(args: argparse.Namespace) -> None:
         fov_deg=args.fov,
         size=args.size,
         outputs=output_files(args.outputs.split(",")) if args.outputs else None,
+        recursive=args.recursive,
     )
     entries = run_sample_jobs(pipe, req, args.out)
     for entry in entries:
@@ -69,6 +70,9 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--prompt", action="append", help="text prompt (repeat for several)")
     p.add_argument("--image", default=None, help="image file or folder (image_to_depth)")
+    p.add_argument(
+        "--recursive", action="store_true", help="--image FOLDER: its subfolders' images too"
+    )
     p.add_argument("--depth", default=None, help="depth .npy (m) or 16-bit .png (mm)")
     p.add_argument("--out", default="outputs/samples", help="output folder")
     p.add_argument(

@@ -36,6 +36,7 @@ class SampleRequest:
     fov_deg: float = 60.0
     size: tuple[int, int] | None = None
     outputs: frozenset[str] | None = None  # file keys to write (`export.output_files`); all
+    recursive: bool = False  # `image` a folder: its subfolders' images too
 
 
 def slug(text: str, limit: int = 40) -> str:
@@ -43,17 +44,26 @@ def slug(text: str, limit: int = 40) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:limit] or "untitled"
 
 
-def image_files(path: str | Path) -> list[Path]:
-    """An image file, or every image in a directory (sorted); nothing is decoded yet."""
+def image_files(path: str | Path, recursive: bool = False) -> list[Path]:
+    """An image file, or every image in a directory (sorted; with `recursive`, in its
+    subdirectories too); nothing is decoded yet: each is read when its job runs."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"--image '{path}' does not exist")
     if not path.is_dir():
         return [path]
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    found = path.rglob("*") if recursive else path.iterdir()
+    files = sorted(p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise ValueError(f"--image '{path}' holds no {'/'.join(IMAGE_SUFFIXES)} files")
     return files
+
+
+def _name(file: Path, root: Path) -> str:
+    """A result name for an image: its path under the input folder, so equal file names in
+    different subfolders stay apart."""
+    rel = file.relative_to(root) if root.is_dir() else Path(file.name)
+    return slug(str(rel.with_suffix("")), limit=60)
 
 
 def _inputs(req: SampleRequest) -> list[dict[str, Any]]:
@@ -63,7 +73,11 @@ def _inputs(req: SampleRequest) -> list[dict[str, Any]]:
     if req.mode == "image_to_depth":
         if req.image is None:
             raise ValueError("--mode image_to_depth needs --image PATH|DIR")
-        return [{"name": f.stem, "prompt": prompts[0], "image": f} for f in image_files(req.image)]
+        root = Path(req.image)
+        return [
+            {"name": _name(f, root), "prompt": prompts[0], "image": f}
+            for f in image_files(req.image, req.recursive)
+        ]
     if req.mode == "depth_to_image":
         if req.depth is None:
             raise ValueError("--mode depth_to_image needs --depth PATH")
