@@ -102,6 +102,22 @@ def test_sparse_only_batches_train(tmp_path):
     trainer.run()
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert all(json.loads(x)["bad_steps"] == 0 for x in lines)
+    from PIL import Image
+
+    with Image.open(tmp_path / "run" / "loss.png") as plot:  # refreshed at each checkpoint
+        assert plot.size[0] > 500
+
+
+def test_a_failing_loss_plot_does_not_stop_training(tmp_path, monkeypatch, capsys):
+    from modality_forcing.training import curves
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no display")
+
+    monkeypatch.setattr(curves, "plot_training_curves", broken)
+    final = train(_cfg(tmp_path, "noplot", max_steps=2))
+    assert final.is_dir() and not (tmp_path / "noplot" / "loss.png").exists()
+    assert "loss.png not refreshed: no display" in capsys.readouterr().out
 
 
 def test_keep_checkpoints_zero_keeps_every_checkpoint(tmp_path):

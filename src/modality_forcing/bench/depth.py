@@ -155,7 +155,7 @@ def _elapsed_at(records: list[dict[str, Any]], step: int, train_seconds: float,
 def curve(run: dict[str, Any], run_dir: Path, scenes: Scenes, budget: DepthBudget,
           regressor: bool) -> list[dict[str, Any]]:  # fmt: skip
     """Validation AbsRel of every kept checkpoint: 1-step readout (and 4 steps for MF)."""
-    from .plots import read_metrics
+    from ..training.curves import read_metrics
 
     records = read_metrics(run_dir)
     points = []

@@ -114,7 +114,7 @@ def add_presets(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_plot(args: argparse.Namespace) -> None:
-    from ..bench.plots import plot_training_curves
+    from ..training.curves import plot_training_curves
 
     print(f"wrote {plot_training_curves(args.runs, args.out)}")
 

@@ -13,7 +13,7 @@ import re
 import shutil
 import warnings
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +38,7 @@ from .checkpoint import (
 from .run_dir import LATEST, METRICS, trim_metrics, write_latest
 
 TRAIN_STATE, TRAINER_JSON = "train_state", "trainer.json"
+LOSS_PLOT = "loss.png"  # refreshed at every checkpoint
 
 
 @dataclass
@@ -64,6 +65,7 @@ class RunState:
     run_dir: Path
     ckpt_dir: Path
     _skips_before: Counter[str]
+    log: Callable[[str], None]
 
     def _gather(self, obj: Any) -> list[Any]:
         """`obj` from every rank, in rank order (a collective; [obj] on one process)."""
@@ -181,9 +183,20 @@ class RunState:
             for old in sorted(self.ckpt_dir.glob("step_???????"))[:-keep] if keep > 0 else []:
                 if old.name != name:
                     shutil.rmtree(old)
+            self._plot_losses()
         if self.env.enabled:
             barrier()
         return final_path
+
+    def _plot_losses(self) -> None:
+        """Refresh `loss.png` (loss per modality and per t-bin) from the metrics so far; a plot
+        that fails is logged, never fatal."""
+        try:
+            from .curves import plot_training_curves
+
+            plot_training_curves([self.run_dir], self.run_dir / LOSS_PLOT)
+        except Exception as err:
+            self.log(f"{LOSS_PLOT} not refreshed: {err}")
 
     def _point_latest_to(self, name: str, manifest_sha256: str) -> None:
         """Atomically point `checkpoints/latest` at `name`, with its manifest's hash: a copy

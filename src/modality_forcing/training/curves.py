@@ -1,4 +1,5 @@
-"""Plots of training runs: per-modality loss curves and per-t-bin losses from `metrics.jsonl`."""
+"""Plots of training runs: per-modality loss curves and per-t-bin losses from `metrics.jsonl`
+(`modality-forcing plot`, and `loss.png` in every run folder, refreshed at each checkpoint)."""
 
 from __future__ import annotations
 
