@@ -168,3 +168,30 @@ def test_eval_from_a_checkpoint_on_procedural(tmp_path, capsys) -> None:
     assert summary["num_samples"] == 3
     abs_rel = summary["protocols"]["least_squares"]["metrics"]["abs_rel"]
     assert np.isfinite(abs_rel) and 0 <= abs_rel < 10
+
+
+def test_export_inputs_then_score_another_methods_predictions(tmp_path, capsys) -> None:
+    from PIL import Image
+
+    inputs = tmp_path / "inputs"
+    code, text = _run(
+        ["eval", "--export-inputs", str(inputs), "--dataset", "procedural", "--limit", "3",
+         "--size", "24x32"],
+        capsys,
+    )  # fmt: skip
+    assert code == 0 and "wrote 3 input images" in text, text
+    manifest = json.loads((inputs / "inputs.json").read_text())
+    assert manifest["num"] == 3 and all(v == [24, 32] for v in manifest["sizes"].values())
+    bench = list(get_benchmark("procedural", None, num=3, height=24, width=32))
+    for sample in bench:  # the inputs are the benchmark's images, under its keys
+        with Image.open(inputs / f"{sample['key']}.png") as png:
+            assert np.array_equal(np.asarray(png), np.asarray(sample["image"]))
+        _write(inputs / f"{sample['key']}.npy", np.asarray(sample["depth"]) * 3)  # "a method"
+    code, text = _run(
+        ["eval", "--predictions", str(inputs), "--dataset", "procedural", "--limit", "3",
+         "--size", "24x32", "--protocol", "median", "--out", str(tmp_path / "out")],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, text
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["protocols"]["median"]["num_scored"] == 3

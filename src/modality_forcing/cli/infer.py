@@ -229,7 +229,16 @@ def add_app(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
-    from ..inference.evaluate import evaluate_benchmark
+    from ..inference.evaluate import evaluate_benchmark, export_inputs
+
+    if args.export_inputs is not None:
+        keys = export_inputs(
+            args.dataset, args.data_root, args.export_inputs, split=args.split,
+            split_file=args.split_file, limit=args.limit, size=args.size,
+        )  # fmt: skip
+        print(f"wrote {len(keys)} input images and inputs.json to {args.export_inputs}; predict "
+              "<key>.npy or <key>.png there, then: eval --predictions DIR")  # fmt: skip
+        return
 
     predictions = args.predictions
     if args.ckpt is not None:
@@ -266,6 +275,12 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--predictions", help="folder of prediction files")
     src.add_argument("--ckpt", help="model checkpoint: predict image -> depth with it")
+    src.add_argument(
+        "--export-inputs",
+        metavar="DIR",
+        help="write the benchmark's input images as DIR/<key>.png (+ inputs.json) for another "
+        "method to predict, instead of scoring",
+    )
     p.add_argument(
         "--dataset",
         required=True,

@@ -7,6 +7,7 @@ Scoring writes `per_sample.csv` (one row per image per protocol), `summary.json`
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import json
 import math
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
 from ..data.benchmarks import get_benchmark
@@ -307,12 +309,59 @@ def evaluate_benchmark(
     )
 
 
+def export_inputs(
+    dataset: str,
+    data_root: str | Path | None,
+    out_dir: str | Path,
+    *,
+    split: str | None = None,
+    split_file: str | Path | None = None,
+    limit: int | None = None,
+    size: tuple[int, int] = (64, 64),
+) -> list[str]:
+    """Write every input image of a benchmark as `<out_dir>/<key>.png` (8-bit RGB, at the
+    ground truth's resolution), plus `inputs.json` (keys and sizes), so any method can predict
+    `<key>.npy` / `<key>.png` files that `evaluate_benchmark` then scores. Returns the keys.
+
+    Raises:
+        ValueError: a key that would leave `out_dir` (absolute, or with `..`).
+    """
+    from .export import atomic_write_bytes
+
+    options: dict[str, Any] = {}
+    if dataset == "procedural":
+        options.update(num=limit or 100, height=size[0], width=size[1])
+    bench = get_benchmark(dataset, data_root, split=split, split_file=split_file, **options)
+    out = Path(out_dir)
+    keys, sizes = [], {}
+    for i, sample in enumerate(bench):
+        if limit is not None and i >= limit:
+            break
+        key = str(sample["key"])
+        rel = Path(key + ".png")
+        if rel.is_absolute() or ".." in rel.parts:
+            raise ValueError(f"sample key '{key}' would be written outside '{out}'")
+        image = np.asarray(sample["image"])
+        buf = io.BytesIO()
+        Image.fromarray(image.astype(np.uint8)).save(buf, format="PNG")
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out / rel, buf.getvalue())
+        keys.append(key)
+        sizes[key] = list(image.shape[:2])
+    manifest = {"dataset": dataset, "split": split, "num": len(keys), "sizes": sizes,
+                "predict": "<key>.npy (float [H, W]) or <key>.png (16-bit, /1000) per key, at "
+                           "the size given here"}  # fmt: skip
+    _atomic_write(out / "inputs.json", json.dumps(manifest, indent=2) + "\n")
+    return keys
+
+
 __all__ = [
     "PROTOCOLS",
     "EvalSummary",
     "PredictFn",
     "PredictionFolder",
     "evaluate_benchmark",
+    "export_inputs",
     "resolve_protocols",
     "score_predictions",
 ]
