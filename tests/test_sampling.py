@@ -249,3 +249,53 @@ def test_pipeline_stretch_frame_fills_the_working_size(pipe):
     assert not (stretched[..., 0, :] == -1).all()  # stretched content reaches every row
     with pytest.raises(ValueError, match="unknown frame 'crop'"):
         pipe(image=photo, mode="image_to_depth", frame="crop")
+
+
+def test_diffusers_style_arguments(pipe, capsys):
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    prompts = ["a red box", "a blue sphere", "a green cone"]
+    # batch_size: two inputs at a time, as two calls sharing the generator would give
+    parts = pipe(prompt=prompts, mode="joint", num_inference_steps=2, generator=g(), batch_size=2)
+    shared = g()
+    by_hand = [pipe(prompt=chunk, mode="joint", num_inference_steps=2, generator=shared)
+               for chunk in (prompts[:2], prompts[2:])]  # fmt: skip
+    assert parts.image.shape == (3, 16, 16, 3)
+    np.testing.assert_array_equal(parts.image, np.concatenate([o.image for o in by_hand]))
+    np.testing.assert_array_equal(parts.depth, np.concatenate([o.depth for o in by_hand]))
+    # processing_resolution: another working size; match_input_resolution=False keeps it
+    photo = np.random.default_rng(0).integers(0, 256, (24, 48, 3), dtype=np.uint8)
+    call = {"image": photo, "mode": "image_to_depth", "num_inference_steps": 1}
+    back = pipe(**call, processing_resolution=32)
+    kept = pipe(**call, processing_resolution=32, match_input_resolution=False)
+    assert back.depth.shape == (1, 24, 48) and kept.depth.shape == (1, 16, 32)  # unpadded
+    # ensembling_kwargs picks the reduction; unknown keys are refused
+    mean = pipe(**call, ensemble_size=3, generator=g(), ensembling_kwargs={"reduction": "mean"})
+    median = pipe(**call, ensemble_size=3, generator=g())
+    assert not np.allclose(mean.depth, median.depth)
+    with pytest.raises(ValueError, match="unknown ensembling_kwargs"):
+        pipe(**call, ensembling_kwargs={"weights": 1})
+    # callback_on_step_end sees every step and may replace the state; latents fix the noise
+    seen = []
+
+    def zero_depth(p, step, t, kwargs):
+        seen.append((step, float(t["depth"][0])))
+        return {"latents": {"depth": torch.zeros_like(kwargs["latents"]["depth"])}}
+
+    noise = {"image": torch.randn(1, 3, 16, 16, generator=g()),
+             "depth": torch.randn(1, 1, 16, 16, generator=g())}  # fmt: skip
+    run = lambda x: pipe(prompt="a box", mode="joint", num_inference_steps=3,  # noqa: E731
+                         latents=x, output_type="pt")  # fmt: skip
+    a, b = run(noise), run(noise)  # no generator: all the noise was given, none drawn
+    torch.testing.assert_close(a.depth, b.depth)
+    assert not torch.allclose(run({**noise, "depth": -noise["depth"]}).depth, a.depth)
+    pipe(prompt="a box", mode="joint", num_inference_steps=3, callback_on_step_end=zero_depth)
+    assert [s for s, _ in seen] == [0, 1, 2] and seen[-1][1] == 0.0
+    with pytest.raises(ValueError, match="latents"):
+        pipe(**call, ensemble_size=2, latents=noise)
+    # the progress bar is off by default and on when asked
+    pipe(prompt="a box", mode="joint", num_inference_steps=2)
+    assert "joint" not in capsys.readouterr().err
+    pipe.set_progress_bar_config(disable=False)
+    pipe(prompt="a box", mode="joint", num_inference_steps=2)
+    pipe.set_progress_bar_config(disable=True)
+    assert "joint" in capsys.readouterr().err

@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
+from tqdm.auto import tqdm
 
-from ..data.decode import CorruptFileError, image_to_rgb8
-from ..data.inputs import InputError, image_array_to_unit
+from ..data.inputs import InputError
 from ..data.letterbox import (
     MAX_ASPECT,
     Box,
@@ -39,9 +36,18 @@ from ..sampling.config import ModeDefaults, SamplingConfig, mode_defaults, own_s
 from ..sampling.ensemble import ensemble_depth
 from ..sampling.generate import GIVEN_BY_MODE, generate
 from ..training.checkpoint import load_model, read_sampling, write_checkpoint
-from .export import colorize_depth, colorize_uncertainty
+from .conventions import (
+    OUTPUT_TYPES,
+    ModalityForcingOutput,
+    concat,
+    content,
+    depth_tensor,
+    format_output,
+    image_tensor,
+)
 
-OUTPUT_TYPES = ("np", "pt", "pil")
+# diffusers' callback_on_step_end(pipe, step, t, {"latents": state}) -> optional {"latents": ...}
+StepEndCallback = Callable[[Any, int, dict[str, torch.Tensor], dict[str, Any]], Any]
 
 
 def _load_official(path: str | Path, device: str | torch.device, **kwargs: Any) -> Any:
@@ -52,80 +58,6 @@ def _load_official(path: str | Path, device: str | torch.device, **kwargs: Any) 
 
 # `from_pretrained(path, format=...)`: our checkpoint directories, or a release directory.
 FORMAT_LOADERS = {"native": load_model, "official": _load_official}
-
-
-@dataclass
-class ModalityForcingOutput:
-    """Pipeline results (B = batch size).
-
-    image: np uint8 [B, H, W, 3] | pt float [B, 3, H, W] in [0, 1] | list of PIL images.
-    depth: np float32 [B, H, W] | pt [B, 1, H, W] relative depth (unit mean) | list of PIL
-        colour maps (Spectral, near = red) for `pil`.
-    uncertainty: like depth (per-pixel std of an ensemble), or None for single samples.
-    """
-
-    image: Any
-    depth: Any
-    uncertainty: Any = None
-
-
-def _image_tensor(image: Any, name: str = "image") -> torch.Tensor:
-    """PIL / np [H, W, 3] (uint8, uint16 or float in [0, 1]) / torch [3, H, W] or [B, 3, H, W]
-    in [0, 1] (the `pt` output's convention, so an output can be passed back in) / a list of
-    any of these, one size -> float [B, 3, H, W] in [-1, 1] (the model's range).
-
-    Raises:
-        InputError: an unusable shape, dtype or value range, or a list of different sizes
-            (names the argument).
-    """
-    if isinstance(image, list | tuple):
-        if not image:
-            raise InputError(f"`{name}` is an empty list")
-        parts = [_image_tensor(x, f"{name}[{i}]") for i, x in enumerate(image)]
-        sizes = sorted({tuple(x.shape[-2:]) for x in parts})
-        if len(sizes) > 1:
-            raise InputError(
-                f"`{name}` holds images of different sizes {sizes}; pass them one call each"
-            )
-        return torch.cat(parts)
-    if isinstance(image, Image.Image):
-        try:
-            image = image_to_rgb8(image, f"`{name}`")
-        except CorruptFileError as err:
-            raise InputError(str(err)) from None
-    if isinstance(image, np.ndarray):
-        unit = image_array_to_unit(image, name)
-        return torch.from_numpy(unit * 2 - 1).permute(2, 0, 1)[None]
-    if torch.is_tensor(image):
-        x = image[None] if image.dim() == 3 else image
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise InputError(f"`{name}` tensor must be [3, H, W] or [B, 3, H, W], got {x.shape}")
-        x = x.float()
-        if not torch.isfinite(x).all():
-            raise InputError(f"`{name}` tensor holds NaN or infinite values")
-        if x.numel() and (x.min() < -1e-3 or x.max() > 1 + 1e-3):
-            raise InputError(
-                f"`{name}` tensor must lie in [0, 1] (as the `pt` output), got "
-                f"[{x.min():.3g}, {x.max():.3g}]; map a [-1, 1] tensor with (x + 1) / 2"
-            )
-        return x.clamp(0, 1) * 2 - 1
-    raise TypeError(
-        f"`{name}` must be a PIL image, numpy array, torch tensor or a list of them, got "
-        f"{type(image)}"
-    )
-
-
-def _depth_tensor(depth: Any) -> torch.Tensor:
-    """np / torch [H, W], [1, H, W] or [B, 1, H, W] depth (any scale, <= 0 invalid)."""
-    if isinstance(depth, np.ndarray):
-        depth = torch.from_numpy(np.asarray(depth, dtype=np.float32))
-    if not torch.is_tensor(depth):
-        raise TypeError(f"`depth` must be a numpy array or torch tensor, got {type(depth)}")
-    x = depth.float()
-    x = x[None, None] if x.dim() == 2 else (x[None] if x.dim() == 3 else x)
-    if x.dim() != 4 or x.shape[1] != 1:
-        raise ValueError(f"`depth` must be [H, W] or [B, 1, H, W], got {tuple(depth.shape)}")
-    return torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 class ModalityForcingPipeline:
@@ -144,6 +76,7 @@ class ModalityForcingPipeline:
         res = model.cfg.resolution or (32, 32)
         self.resolution = (int(res[0]), int(res[1]))
         self.requested_precision = precision  # `auto` is decided again after a move
+        self._progress_bar: dict[str, Any] = {"disable": True}
         self.precision = resolve_precision(precision, self.device)
 
     @classmethod
@@ -227,6 +160,12 @@ class ModalityForcingPipeline:
         callback: Callable[[int, int], None] | None = None,
         frame: str | None = None,
         return_dict: bool = True,
+        batch_size: int | None = None,
+        processing_resolution: int | tuple[int, int] | None = None,
+        match_input_resolution: bool = True,
+        ensembling_kwargs: dict[str, Any] | None = None,
+        callback_on_step_end: StepEndCallback | None = None,
+        latents: dict[str, torch.Tensor] | None = None,
     ) -> ModalityForcingOutput | tuple[Any, Any, Any]:
         """Run one mode. `sampling` holds every sampler setting (`SamplingConfig`); the
         diffusers-style keywords (`num_inference_steps`, `guidance_scale`, `ensemble_size`, ...)
@@ -238,10 +177,30 @@ class ModalityForcingPipeline:
         input size either way."""
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"unknown output_type '{output_type}'; choose from {OUTPUT_TYPES}")
+        unknown = sorted(set(ensembling_kwargs or {}) - {"reduction"})
+        if unknown:
+            raise ValueError(f"unknown ensembling_kwargs {unknown}; supported: ['reduction']")
+        if batch_size is not None:
+            if batch_size < 1:
+                raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            chunks = self._chunks(prompt, image, depth, batch_size)
+            if len(chunks) > 1:
+                call = dict(mode=mode, sampling=sampling, num_inference_steps=num_inference_steps,
+                            guidance_scale=guidance_scale, ensemble_size=ensemble_size,
+                            generator=generator, output_type=output_type, log2_alpha=log2_alpha,
+                            shift_mu=shift_mu, solver=solver, refine_depth=refine_depth,
+                            height=height, width=width, callback=callback, frame=frame,
+                            processing_resolution=processing_resolution,
+                            match_input_resolution=match_input_resolution,
+                            ensembling_kwargs=ensembling_kwargs,
+                            callback_on_step_end=callback_on_step_end)  # fmt: skip
+                outs = [self(prompt=p, image=i, depth=d, **call) for p, i, d in chunks]
+                joined = concat(outs, output_type)
+                return joined if return_dict else (joined.image, joined.depth, joined.uncertainty)
         cfg = (sampling or SamplingConfig()).with_overrides(
             steps=num_inference_steps, guidance=guidance_scale, ensemble=ensemble_size,
             log2_alpha=log2_alpha, shift_mu=shift_mu, solver=solver, refine_depth=refine_depth,
-            frame=frame,
+            frame=frame, reduction=(ensembling_kwargs or {}).get("reduction"),
         )  # fmt: skip
         cfg = self.sampling_for(mode, cfg)
         if generator is None and cfg.seed is not None:
@@ -252,10 +211,15 @@ class ModalityForcingPipeline:
         opts = {
             "num_steps": cfg.steps, "shift_mu": cfg.shift_mu, "solver": cfg.solver,
             "t_min": cfg.t_min, "generator": generator,
-            "autocast_dtype": self.precision.autocast_dtype, "progress": callback,
+            "autocast_dtype": self.precision.autocast_dtype,
+            "progress": self._progress(callback, cfg.steps, mode),
+            "after_step": self._step_end(callback_on_step_end),
         }  # fmt: skip
         ensemble_size, frame = cfg.ensemble, cfg.frame
-        size = self.resolution
+        if isinstance(processing_resolution, int):
+            processing_resolution = (processing_resolution, processing_resolution)
+        resolution = tuple(processing_resolution or self.resolution)
+        size = resolution
         if not given:  # generation from text: any size the patch grid allows
             size = (height or size[0], width or size[1])
         in_h, in_w = next(iter(given.values())).shape[-2:] if given else size
@@ -268,9 +232,16 @@ class ModalityForcingPipeline:
             )
         img, dep, unc = None, None, None
         box = None
+        if latents is not None and (
+            ensemble_size > 1 or (mode == "image_to_depth" and elongated > MAX_ASPECT)
+        ):
+            raise ValueError("`latents` give one sample per input: not with an ensemble or a "
+                             "tiled (elongated) image")  # fmt: skip
+        opts["latents"] = latents
         if mode == "image_to_depth" and elongated > MAX_ASPECT:
             img = given["image"]
-            dep, unc = self._tiled_depth(prompts, img, ensemble_size, opts, frame, cfg.reduction)
+            dep, unc = self._tiled_depth(prompts, img, ensemble_size, opts, frame, cfg.reduction,
+                                         resolution)  # fmt: skip
         elif mode == "image_to_depth":
             img = given["image"]
             framed, box = self._frame(given, size, frame)
@@ -287,15 +258,80 @@ class ModalityForcingPipeline:
             if mode == "depth_to_image":
                 dep = None
             if cfg.refine_depth and img is not None:
-                dep, unc = self._depth_ensemble(prompts, img, ensemble_size, opts, cfg.reduction)
-        if box is not None:
+                plain = {**opts, "latents": None}
+                dep, unc = self._depth_ensemble(prompts, img, ensemble_size, plain, cfg.reduction)
+        if box is not None and not match_input_resolution:  # at the working size, unpadded
+            img = content(img, box) if mode != "image_to_depth" else content(framed["image"],
+                                                                                  box)  # fmt: skip
+            dep, unc = content(dep, box), content(unc, box)
+            given = {k: content(framed[k], box) for k in given}
+        elif box is not None:
             img = unletterbox(img, box) if mode != "image_to_depth" else img
             dep = unletterbox(dep, box) if dep is not None else None
             unc = unletterbox(unc, box) if unc is not None else None
         if mode == "depth_to_image":  # return the given depth in the output convention
             dep = given["depth"] / valid_mean(given["depth"], given["depth"] > 0).view(-1, 1, 1, 1)
-        out = self._format(img, dep, unc, output_type)
+        out = format_output(img, dep, unc, output_type)
         return out if return_dict else (out.image, out.depth, out.uncertainty)
+
+    def set_progress_bar_config(self, **kwargs: Any) -> None:
+        """tqdm options of the per-step progress bar (e.g. `disable=False` to show it; it is off
+        by default, so library and bench calls stay quiet)."""
+        self._progress_bar = {**self._progress_bar, **kwargs}
+
+    def _progress(
+        self, callback: Callable[[int, int], None] | None, steps: int, mode: str
+    ) -> Callable[[int, int], None] | None:
+        """The per-step callback: the caller's, and a tqdm bar when enabled."""
+        if self._progress_bar.get("disable", True):
+            return callback
+        bar = tqdm(
+            total=steps,
+            desc=mode.replace("_", " "),
+            **{"leave": False, **{k: v for k, v in self._progress_bar.items() if k != "disable"}},
+        )
+
+        def step(k: int, n: int) -> None:
+            bar.update(1)
+            if k >= n:
+                bar.close()
+            if callback is not None:
+                callback(k, n)
+
+        return step
+
+    def _step_end(self, callback: StepEndCallback | None) -> Any:
+        """diffusers' `callback_on_step_end` as a sampler hook."""
+        if callback is None:
+            return None
+
+        def hook(k: int, state: dict[str, torch.Tensor], t: dict[str, torch.Tensor]) -> None:
+            out = callback(self, k, t, {"latents": state})
+            if isinstance(out, dict) and "latents" in out:
+                state.update(out["latents"])
+
+        return hook
+
+    @staticmethod
+    def _chunks(prompt: Any, image: Any, depth: Any, size: int) -> list[tuple[Any, Any, Any]]:
+        """(prompt, image, depth) per chunk of `size` inputs (one chunk when there are fewer)."""
+        given = image if image is not None else depth
+        if given is not None:
+            x = image_tensor(image) if image is not None else depth_tensor(depth)
+            n = x.shape[0]
+            if n <= size:
+                return [(prompt, image, depth)]
+            prompts = prompt if isinstance(prompt, list | tuple) and len(prompt) == n else None
+            return [
+                (prompts[i : i + size] if prompts else prompt,
+                 (x[i : i + size] + 1) / 2 if image is not None else None,
+                 x[i : i + size] if depth is not None else None)
+                for i in range(0, n, size)
+            ]  # fmt: skip
+        prompts = [prompt] if isinstance(prompt, str) or prompt is None else list(prompt)
+        if len(prompts) <= size:
+            return [(prompt, None, None)]
+        return [(prompts[i : i + size], None, None) for i in range(0, len(prompts), size)]
 
     # ------------------------------------------------------------------------------ helpers
     def _givens(self, mode: str, image: Any, depth: Any) -> dict[str, torch.Tensor]:
@@ -304,11 +340,11 @@ class ModalityForcingPipeline:
         if "image" in needs:
             if image is None:
                 raise ValueError(f"mode '{mode}' needs `image`")
-            given["image"] = _image_tensor(image).to(self.device)
+            given["image"] = image_tensor(image).to(self.device)
         if "depth" in needs:
             if depth is None:
                 raise ValueError(f"mode '{mode}' needs `depth`")
-            given["depth"] = _depth_tensor(depth).to(self.device)
+            given["depth"] = depth_tensor(depth).to(self.device)
             valid = given["depth"] > 0
             if not valid.flatten(1).any(1).all():
                 raise InputError("`depth` has no valid (positive, finite) pixel")
@@ -350,10 +386,12 @@ class ModalityForcingPipeline:
         """Image -> depth for each image, n samples each, ensembled. [B, 1, H, W] x 2."""
         h, w = image.shape[-2:]
         depths, uncs = [], []
+        latents = opts.get("latents")
         for i, prompt in enumerate(prompts):
+            mine = None if latents is None else {m: x[i : i + 1] for m, x in latents.items()}
             out = generate(
                 self.model, "image_to_depth", [prompt] * n, h, w,
-                image=image[i : i + 1].expand(n, -1, -1, -1), **opts,
+                image=image[i : i + 1].expand(n, -1, -1, -1), **{**opts, "latents": mine},
             )  # fmt: skip
             d, u = ensemble_depth(out.depth, reduction)
             depths.append(d)
@@ -362,7 +400,7 @@ class ModalityForcingPipeline:
 
     def _tiled_depth(
         self, prompts: list[str], image: torch.Tensor, n: int, opts: dict[str, Any], how: str,
-        reduction: str = "median",
+        reduction: str = "median", resolution: tuple[int, int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
         """Image -> depth of an input far more elongated than the frame, window by window.
 
@@ -371,10 +409,11 @@ class ModalityForcingPipeline:
         squares) and blended in with weights that ramp down towards its borders.
         """
         b, _, height, width = image.shape
-        windows = tile_windows(height, width, self.resolution)
+        resolution = resolution or self.resolution
+        windows = tile_windows(height, width, resolution)
         warnings.warn(
             f"image is {width}x{height} pixels, more than {MAX_ASPECT:g}x as elongated as the "
-            f"{self.resolution[1]}x{self.resolution[0]} frame: predicting depth in "
+            f"{resolution[1]}x{resolution[0]} frame: predicting depth in "
             f"{len(windows)} overlapping windows instead of shrinking it into a strip",
             stacklevel=4,  # the caller of __call__ (under torch.no_grad's wrapper)
         )
@@ -383,7 +422,7 @@ class ModalityForcingPipeline:
         weight = torch.zeros_like(depth)
         for top, left, h, w in windows:
             framed, box = self._frame({"image": image[..., top : top + h, left : left + w]},
-                                      self.resolution, how)  # fmt: skip
+                                      resolution, how)  # fmt: skip
             d, u = self._depth_ensemble(prompts, framed["image"], n, opts, reduction)
             d = unletterbox(d, box).float()
             u = unletterbox(u, box).float() if u is not None else torch.zeros_like(d)
@@ -402,26 +441,3 @@ class ModalityForcingPipeline:
         depth, unc = depth / weight, unc / weight
         mean = depth.flatten(1).mean(1).clamp_min(1e-12).view(-1, 1, 1, 1)
         return depth / mean, (unc / mean if n > 1 else None)
-
-    @staticmethod
-    def _format(
-        img: torch.Tensor | None, dep: torch.Tensor | None, unc: torch.Tensor | None, kind: str
-    ) -> ModalityForcingOutput:
-        img01 = ((img.float().clamp(-1, 1) + 1) / 2).cpu() if img is not None else None
-        if kind == "pt":
-            return ModalityForcingOutput(img01, _maybe(dep, lambda x: x.float().cpu()),
-                                         _maybe(unc, lambda x: x.float().cpu()))  # fmt: skip
-        images = _maybe(img01, lambda x: (x.permute(0, 2, 3, 1) * 255).round().byte().numpy())
-        depths = _maybe(dep, lambda x: x[:, 0].float().cpu().numpy())
-        uncs = _maybe(unc, lambda x: x[:, 0].float().cpu().numpy())
-        if kind == "np":
-            return ModalityForcingOutput(images, depths, uncs)
-        return ModalityForcingOutput(
-            _maybe(images, lambda xs: [Image.fromarray(x) for x in xs]),
-            _maybe(depths, lambda xs: [Image.fromarray(colorize_depth(x)) for x in xs]),
-            _maybe(uncs, lambda xs: [Image.fromarray(colorize_uncertainty(x)) for x in xs]),
-        )
-
-
-def _maybe(x: Any, fn: Any) -> Any:
-    return None if x is None else fn(x)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from ..modalities import DEPTH, IMAGE, denormalize_depth, normalize_depth
-from .sampler import SamplerConfig, StateHook, sample
+from .sampler import SamplerConfig, StateHook, StepHook, sample
 from .schedules import MODES as SCHEDULES
 from .schedules import scheduling_matrix
 
@@ -51,6 +51,8 @@ def generate(
     autocast_dtype: torch.dtype | None = None,
     progress: Callable[[int, int], None] | None = None,
     before_call: StateHook | None = None,
+    latents: dict[str, torch.Tensor] | None = None,
+    after_step: StepHook | None = None,
 ) -> Generation:
     """Sample one mode for a batch of captions (B = len(captions)).
 
@@ -69,7 +71,8 @@ def generate(
         autocast_dtype: autocast dtype for the network, e.g. bf16 (None = fp32); callers pass
             the precision policy's choice (`precision.resolve_precision`).
         progress: optional callback(step, num_steps) after every sampler step.
-        before_call: passed to `sample` (a hook on the state before each step).
+        before_call, latents, after_step: passed to `sample` (hooks on the state before and
+            after each step; the initial noise per modality, on the model's grids).
     """
     if mode not in SCHEDULES:
         raise ValueError(f"unknown mode '{mode}'; choose from {sorted(SCHEDULES)}")
@@ -103,7 +106,7 @@ def generate(
     cfg = SamplerConfig(solver=solver, guidance_scale=guidance_scale, t_min=t_min,
                         prediction={m: k for m, k in kinds.items() if k} or None)  # fmt: skip
     out = sample(fn, schedule, modalities, shapes, cond, uncond, given, cfg, generator, device,
-                 progress, before_call)  # fmt: skip
+                 progress, before_call, latents, after_step)  # fmt: skip
     img = model.codec.decode(out[IMAGE]).clamp(-1, 1) if IMAGE in out else None
     dep = denormalize_depth(out[DEPTH]) if DEPTH in out else None
     return Generation(image=img, depth=dep)

@@ -20,6 +20,7 @@ DenoiseFn = Callable[
     [dict[str, torch.Tensor], dict[str, torch.Tensor], Any], dict[str, torch.Tensor]
 ]
 StateHook = Callable[[dict[str, torch.Tensor], dict[str, torch.Tensor]], None]  # (state, t)
+StepHook = Callable[[int, dict[str, torch.Tensor], dict[str, torch.Tensor]], None]  # (k, state, t)
 
 
 @dataclass
@@ -65,6 +66,8 @@ def sample(
     device: torch.device | str = "cpu",
     progress: Callable[[int, int], None] | None = None,
     before_call: StateHook | None = None,
+    latents: dict[str, torch.Tensor] | None = None,
+    after_step: StepHook | None = None,
 ) -> dict[str, torch.Tensor]:
     """Integrate the flow from schedule row 0 to the last row.
 
@@ -81,6 +84,10 @@ def sample(
         before_call: optional `hook(state, t)` run before every step's first network call; it
             may overwrite entries of `state` (e.g. a baseline that imposes a given modality by
             replacement, `bench/common.py`).
+        latents: modality -> initial noise [B, C, H, W] instead of drawing it (per modality;
+            the others are drawn from `generator`).
+        after_step: optional `hook(step, state, t)` after every step (t: the level reached); it
+            may overwrite entries of `state` (diffusers' `callback_on_step_end`).
 
     Returns:
         modality -> final state (given modalities returned unchanged, absent ones omitted).
@@ -99,6 +106,12 @@ def sample(
             if m not in given:
                 raise ValueError(f"modality '{m}' is held clean by this schedule but not given")
             state[m] = given[m].to(device=device, dtype=torch.float32)
+        elif latents is not None and m in latents:
+            if tuple(latents[m].shape) != tuple(shapes[m]):
+                raise ValueError(
+                    f"latents['{m}'] must be {list(shapes[m])}, got {list(latents[m].shape)}"
+                )
+            state[m] = latents[m].to(device=device, dtype=torch.float32)
         else:
             noise = torch.randn(shapes[m], generator=generator, dtype=torch.float32)
             state[m] = noise.to(device)
@@ -122,6 +135,8 @@ def sample(
                 for m in moving
             }
         state.update(proposal)
+        if after_step is not None:
+            after_step(k, state, t_next)
         if progress is not None:
             progress(k + 1, num_steps)
     return state
