@@ -135,3 +135,24 @@ def concat(outs: list[ModalityForcingOutput], kind: str) -> ModalityForcingOutpu
 
     return ModalityForcingOutput(*(join([getattr(o, f) for o in outs])
                                    for f in ("image", "depth", "uncertainty")))  # fmt: skip
+
+
+def split_inputs(prompt: Any, image: Any, depth: Any, size: int) -> list[tuple[Any, Any, Any]]:
+    """(prompt, image, depth) per chunk of `size` inputs (one chunk when there are fewer)."""
+    given = image if image is not None else depth
+    if given is not None:
+        x = image_tensor(image) if image is not None else depth_tensor(depth)
+        n = x.shape[0]
+        if n <= size:
+            return [(prompt, image, depth)]
+        prompts = prompt if isinstance(prompt, list | tuple) and len(prompt) == n else None
+        return [
+            (prompts[i : i + size] if prompts else prompt,
+             (x[i : i + size] + 1) / 2 if image is not None else None,
+             x[i : i + size] if depth is not None else None)
+            for i in range(0, n, size)
+        ]  # fmt: skip
+    prompts = [prompt] if isinstance(prompt, str) or prompt is None else list(prompt)
+    if len(prompts) <= size:
+        return [(prompt, None, None)]
+    return [(prompts[i : i + size], None, None) for i in range(0, len(prompts), size)]

@@ -12,6 +12,7 @@ contracted.
 
 from __future__ import annotations
 
+import shutil
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -44,7 +45,9 @@ from .conventions import (
     depth_tensor,
     format_output,
     image_tensor,
+    split_inputs,
 )
+from .hub import is_repo_id, push_folder, save_for_hub, snapshot
 
 # diffusers' callback_on_step_end(pipe, step, t, {"latents": state}) -> optional {"latents": ...}
 StepEndCallback = Callable[[Any, int, dict[str, torch.Tensor], dict[str, Any]], Any]
@@ -86,14 +89,21 @@ class ModalityForcingPipeline:
         torch_dtype: torch.dtype | None = None,
         device: str | torch.device | None = None,
         format: str = "native",
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        local_files_only: bool | None = None,
+        token: str | None = None,
         **kwargs: Any,
     ) -> ModalityForcingPipeline:
-        """Load a checkpoint directory.
+        """Load a checkpoint directory, or a Hub repo ("org/name", through the Hugging Face
+        cache; `HF_HUB_OFFLINE=1` or `local_files_only=True` reads the cache only).
 
         Args:
             path: `format="native"`: our `model.safetensors` + `config.yaml` (+ `meta.json`,
                 whose `sampling` holds the checkpoint's per-mode guidance and steps);
                 `"official"`: a release directory (`config.json` + `model.safetensors` + AE files).
+                Either may be a Hub repo id instead of a folder.
+            revision, cache_dir, local_files_only, token: for a Hub repo (`snapshot_download`).
             torch_dtype: compute precision: `torch.bfloat16` (autocast) or `torch.float32`;
                 None picks per device (`precision.resolve_precision("auto")`). Weights stay
                 float32 either way, and the depth head always computes in float32.
@@ -104,6 +114,8 @@ class ModalityForcingPipeline:
         """
         if format not in FORMAT_LOADERS:
             raise ValueError(f"unknown format '{format}'; choose from {sorted(FORMAT_LOADERS)}")
+        if is_repo_id(path):
+            path = snapshot(str(path), revision, cache_dir, local_files_only, token)
         dev = pick_device(device)
         model = FORMAT_LOADERS[format](path, dev, **kwargs)
         sampling = read_sampling(path) if format == "native" else None
@@ -126,6 +138,20 @@ class ModalityForcingPipeline:
         own = own_sampling(self.defaults, self.format)
         meta = {"weights": "pipeline", "format": "modality-forcing", "sampling": own}
         return write_checkpoint(path, self.model.cfg, self.model.state_dict(), meta)
+
+    def push_to_hub(
+        self, repo_id: str, private: bool = False, token: str | None = None,
+        commit_message: str = "Upload modality-forcing checkpoint", license: str = "apache-2.0",
+        api: Any = None,
+    ) -> str:  # fmt: skip
+        """Share this pipeline as the Hub repo `repo_id`: the checkpoint (`save_pretrained`) with
+        a model card (README.md: the model, its sampling defaults, what it measured, use and
+        limits). Returns the commit URL. `api`: a `huggingface_hub.HfApi` (default: a new one)."""
+        folder = save_for_hub(self, repo_id, license)
+        try:
+            return push_folder(folder, repo_id, private, token, commit_message, api)
+        finally:
+            shutil.rmtree(folder.parent, ignore_errors=True)
 
     def sampling_for(self, mode: str, sampling: SamplingConfig | None = None) -> SamplingConfig:
         """`sampling` (default: all defaults) with its None settings filled from `mode`'s
@@ -183,7 +209,7 @@ class ModalityForcingPipeline:
         if batch_size is not None:
             if batch_size < 1:
                 raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-            chunks = self._chunks(prompt, image, depth, batch_size)
+            chunks = split_inputs(prompt, image, depth, batch_size)
             if len(chunks) > 1:
                 call = dict(mode=mode, sampling=sampling, num_inference_steps=num_inference_steps,
                             guidance_scale=guidance_scale, ensemble_size=ensemble_size,
@@ -311,27 +337,6 @@ class ModalityForcingPipeline:
                 state.update(out["latents"])
 
         return hook
-
-    @staticmethod
-    def _chunks(prompt: Any, image: Any, depth: Any, size: int) -> list[tuple[Any, Any, Any]]:
-        """(prompt, image, depth) per chunk of `size` inputs (one chunk when there are fewer)."""
-        given = image if image is not None else depth
-        if given is not None:
-            x = image_tensor(image) if image is not None else depth_tensor(depth)
-            n = x.shape[0]
-            if n <= size:
-                return [(prompt, image, depth)]
-            prompts = prompt if isinstance(prompt, list | tuple) and len(prompt) == n else None
-            return [
-                (prompts[i : i + size] if prompts else prompt,
-                 (x[i : i + size] + 1) / 2 if image is not None else None,
-                 x[i : i + size] if depth is not None else None)
-                for i in range(0, n, size)
-            ]  # fmt: skip
-        prompts = [prompt] if isinstance(prompt, str) or prompt is None else list(prompt)
-        if len(prompts) <= size:
-            return [(prompt, None, None)]
-        return [(prompts[i : i + size], None, None) for i in range(0, len(prompts), size)]
 
     # ------------------------------------------------------------------------------ helpers
     def _givens(self, mode: str, image: Any, depth: Any) -> dict[str, torch.Tensor]:
