@@ -173,8 +173,9 @@ def _chromium() -> tuple[str, str]:
 
 
 @pytest.mark.browser
-def test_browser_runs_image_to_depth_on_an_example(tmp_path):
-    """Load the page, open Image -> Depth, pick an example, run it, screenshot the result.
+def test_browser_runs_every_tab(tmp_path):
+    """Load the page; run Text -> RGB + Depth on a typed prompt, Depth -> Image and Image ->
+    Depth on an example each; screenshot the last result.
 
     Uses the shipped checkpoint; MF_APP_SCREENSHOT=PATH keeps the screenshot (the docs' one is
     docs/img/app_image_to_depth.png).
@@ -196,21 +197,38 @@ def test_browser_runs_image_to_depth_on_an_example(tmp_path):
     try:
         wait = WebDriverWait(driver, 60)
         driver.get(f"http://127.0.0.1:{port}/")
-        tab = "//button[@role='tab'][contains(., 'Image -> Depth')]"
-        wait.until(ec.element_to_be_clickable((By.XPATH, tab))).click()
         panel = "//div[@role='tabpanel'][not(contains(@style, 'display: none'))]"
+
+        def open_tab(label: str) -> None:
+            tab = f"//button[@role='tab'][contains(., '{label}')]"
+            wait.until(ec.element_to_be_clickable((By.XPATH, tab))).click()
+
+        def run(button: str, done: str, outputs: list[str]) -> None:
+            wait.until(ec.element_to_be_clickable((By.ID, button))).click()
+            info = f"{panel}//p[contains(., '{done}') and contains(., 'steps')]"
+            wait.until(ec.visibility_of_element_located((By.XPATH, info)))
+            for name in outputs:  # the outputs are on the page
+                shown = f"{panel}//img[contains(@src, '{name}')]"
+                wait.until(ec.visibility_of_element_located((By.XPATH, shown)))
+
+        # Text -> RGB + Depth: a typed prompt
+        box = wait.until(ec.element_to_be_clickable((By.XPATH, f"{panel}//textarea")))
+        box.send_keys("a red sphere on a checkered floor")
+        run("run-joint", "joint", ["rgb.png", "depth_color.png"])
+        # Depth -> Image: the first example (a depth map and its caption)
+        open_tab("Depth -> Image")
+        first = f"({panel}//div[contains(@class, 'table')][contains(., '_depth.npy')])[1]"
+        wait.until(ec.element_to_be_clickable((By.XPATH, first))).click()
+        run("run-depth-to-image", "depth to image", ["rgb.png"])
+        # Image -> Depth: an example image
+        open_tab("Image -> Depth")
         example = f"({panel}//*[contains(@class, 'gallery')]//img)[3]"  # checkered floor
         thumb = wait.until(ec.element_to_be_clickable((By.XPATH, example)))
         name = Path(thumb.get_attribute("src")).name
         thumb.click()
         loaded = f"{panel}//img[contains(@src, '{name}')]"  # the thumbnail and the input
         wait.until(lambda d: len(d.find_elements(By.XPATH, loaded)) >= 2)
-        wait.until(ec.element_to_be_clickable((By.ID, "run-image-to-depth"))).click()
-        done = f"{panel}//p[contains(., 'image to depth') and contains(., 'steps')]"
-        wait.until(ec.visibility_of_element_located((By.XPATH, done)))
-        for name in ["depth_color.png", "uncertainty.png"]:  # the outputs are on the page
-            shown = f"{panel}//img[contains(@src, '{name}')]"
-            wait.until(ec.visibility_of_element_located((By.XPATH, shown)))
+        run("run-image-to-depth", "image to depth", ["depth_color.png", "uncertainty.png"])
         time.sleep(2)  # let the 3D viewer draw the point cloud
         shot = Path(os.environ.get("MF_APP_SCREENSHOT", tmp_path / "app_image_to_depth.png"))
         shot.parent.mkdir(parents=True, exist_ok=True)

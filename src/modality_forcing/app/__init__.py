@@ -201,7 +201,7 @@ def _tab_joint(app: _Served, rows: list[list[Any]]) -> None:
                             "log2 alpha (keeps depth noisier for longer)")  # fmt: skip
             ensemble = _slider("ensemble", d["ensemble"], "depth ensemble (> 1: re-estimate "
                                "depth from the image, with uncertainty)")  # fmt: skip
-            button = gr.Button("Generate", variant="primary")
+            button = gr.Button("Generate", variant="primary", elem_id="run-joint")
             gr.Examples(rows, inputs=[prompt], label="captions of procedural scenes")
         outputs = _output_components()
 
@@ -245,7 +245,7 @@ def _tab_depth_to_image(app: _Served, rows: list[list[Any]]) -> None:
             depth = gr.File(label="depth map: .npy (metres), 16-bit .png (mm) or .exr")
             prompt = _prompt_box("a green box")
             steps, guidance, seed, fov = _controls(app.pipe, "depth_to_image")
-            button = gr.Button("Generate image", variant="primary")
+            button = gr.Button("Generate image", variant="primary", elem_id="run-depth-to-image")
             gr.Examples(rows, inputs=[depth, prompt], label="procedural test scenes")
         outputs = _output_components()
 
