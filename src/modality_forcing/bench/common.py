@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..flow.path import interpolate
+from ..metrics.alignment import aligned_metrics, aligned_scores  # noqa: F401 (re-exported)
 from ..modalities import IMAGE
 from ..precision import resolve_precision
 from ..sampling.config import SamplingConfig
@@ -146,30 +147,6 @@ def sample_depths(
     if box is not None:
         depth = unletterbox(depth, box)
     return depth.view(n, e, h, w)
-
-
-def aligned_metrics(
-    pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, depth_range: tuple[float, float],
-    protocol: str = "least_squares",
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
-    """Align predictions [N, H, W] per image with `protocol`; (aligned depth, per-image
-    metrics {name: [N]})."""
-    from ..metrics.alignment import align
-    from ..metrics.depth import depth_metrics
-
-    aligned = align(pred.double(), gt.double(), mask, protocol, depth_range).aligned
-    return aligned, depth_metrics(aligned, gt.double(), mask)
-
-
-def aligned_scores(
-    pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, depth_range: tuple[float, float],
-    protocol: str = "least_squares",
-) -> tuple[torch.Tensor, dict[str, float]]:  # fmt: skip
-    """`aligned_metrics`, averaged: (aligned depth, mean AbsRel and delta1 over images)."""
-    from ..metrics.depth import mean_over_images
-
-    aligned, metrics = aligned_metrics(pred, gt, mask, depth_range, protocol)
-    return aligned, {m: mean_over_images(metrics[m])[0] for m in ("abs_rel", "delta1")}
 
 
 def score(samples: torch.Tensor, scenes: Scenes, reduction: str = "median") -> dict[str, float]:

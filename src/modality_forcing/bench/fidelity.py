@@ -12,101 +12,29 @@ scenes: the numbers `demo` prints and `bench flagship` tracks over training time
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..data.attributes import COLOURS, palette_references, region_colours, stack_attributes
-from ..data.procedural import SceneConfig, render_split
+from ..data.attributes import COLOURS, region_colours
+from ..metrics.alignment import aligned_metrics
 from ..metrics.fidelity import (
     above_chance,
     attribute_scores,
     constant_prediction,
     frechet_distance,
     region_colour_scores,
-    skill,
     summarise_regions,
 )
 from ..metrics.probe import AttributeProbe, load_probe, read_attributes
+from ..metrics.scenes import (  # noqa: F401 (re-exported: the benches' API)
+    DEPTH_RANGE,
+    FidelityScenes,
+    depth_scores,
+    load_fidelity_scenes,
+)
 from ..sampling.config import SamplingConfig
-from .common import aligned_metrics
-
-DEPTH_RANGE = (1e-3, 30.0)  # the procedural benchmark's scored range (metres)
-OBJECT_MIN = 5  # instance ids >= 5 are objects (`data/scene_graph.py`)
-
-
-@dataclass
-class FidelityScenes:
-    """Procedural scenes with everything the metrics need, prepared once per split and size.
-    The palette references and the prior are made on first use: image -> depth needs no
-    references, depth -> image and text -> image no prior."""
-
-    split: str
-    samples: list[dict[str, Any]]
-    images: torch.Tensor  # [N, 3, H, W] in [-1, 1]
-    depth: torch.Tensor  # [N, H, W] metres, float64
-    mask: torch.Tensor  # [N, H, W] bool
-    instance: np.ndarray  # [N, H, W] int
-    captions: list[str]
-    labels: dict[str, np.ndarray]  # caption attributes (`stack_attributes`)
-    scene: SceneConfig  # the render settings of `samples`
-    prior_scenes: int = 512  # training scenes averaged into `prior`
-
-    @cached_property
-    def references(self) -> list[dict[int, np.ndarray]]:
-        """Per scene: instance -> [12, 3] palette renders (`palette_references`)."""
-        return [palette_references(s, self.scene) for s in self.samples]
-
-    @cached_property
-    def prior(self) -> torch.Tensor:
-        """[H, W] mean depth map of training scenes (the trivial baseline)."""
-        train = render_split("train", 0, self.prior_scenes, self.scene)
-        depth = torch.stack([torch.as_tensor(s["depth"]).double() for s in train])
-        valid = torch.stack([torch.as_tensor(s["valid_mask"]) for s in train])
-        return (depth * valid).sum(0) / valid.sum(0).clamp_min(1)
-
-
-def load_fidelity_scenes(
-    split: str, num: int, size: tuple[int, int], prior_scenes: int = 512
-) -> FidelityScenes:
-    """Render `num` scenes of `split` at `size` (H, W); references and prior follow on use."""
-    cfg = SceneConfig(height=size[0], width=size[1])
-    samples = render_split(split, 0, num, cfg)
-    images = torch.from_numpy(np.stack([s["image"] for s in samples]))
-    return FidelityScenes(
-        split=split,
-        samples=samples,
-        images=images.permute(0, 3, 1, 2).float() / 127.5 - 1,
-        depth=torch.from_numpy(np.stack([s["depth"] for s in samples])).double(),
-        mask=torch.from_numpy(np.stack([s["valid_mask"] for s in samples])),
-        instance=np.stack([s["instance"] for s in samples]),
-        captions=[s["caption"] for s in samples],
-        labels=stack_attributes([s["scene"] for s in samples]),
-        scene=cfg,
-        prior_scenes=prior_scenes,
-    )
-
-
-def depth_scores(pred: torch.Tensor, scenes: FidelityScenes) -> dict[str, float]:
-    """AbsRel / delta1 (least squares, per image, mean over images), AbsRel on object pixels
-    (same alignment, fitted on all pixels) and the same numbers for the prior, and the skill."""
-    out: dict[str, float] = {}
-    for name, p in (("", pred), ("prior_", scenes.prior.expand_as(scenes.depth))):
-        aligned, metrics = aligned_metrics(p, scenes.depth, scenes.mask, DEPTH_RANGE)
-        objects = scenes.mask & torch.from_numpy(scenes.instance >= OBJECT_MIN)
-        rel = (aligned - scenes.depth).abs() / scenes.depth.clamp_min(DEPTH_RANGE[0])
-        per_image = (rel * objects).flatten(1).sum(1) / objects.flatten(1).sum(1)
-        finite = metrics["abs_rel"][torch.isfinite(metrics["abs_rel"])]
-        out[f"{name}abs_rel"] = float(finite.mean())
-        out[f"{name}delta1"] = float(metrics["delta1"][torch.isfinite(metrics["delta1"])].mean())
-        out[f"{name}object_abs_rel"] = float(per_image[objects.flatten(1).any(1)].mean())
-        out[f"{name}failed"] = int((~torch.isfinite(metrics["abs_rel"])).sum())
-    out["skill"] = skill(out["abs_rel"], out["prior_abs_rel"])
-    out["object_skill"] = skill(out["object_abs_rel"], out["prior_object_abs_rel"])
-    return out
 
 
 def region_scores(images: np.ndarray, scenes: FidelityScenes) -> dict[str, Any]:

@@ -55,6 +55,9 @@ _RANGES: dict[type, dict[str, Rule]] = {
     TrainConfig: {
         **{name: _at_least(1) for name in _STEPS},
         "sample_every": _at_least(0),  # 0: no preview grids
+        "val_every": _at_least(0),  # 0: no validation
+        "val_scenes": _at_least(1),
+        "report_to": ((lambda v: v in ("none", "tensorboard")), "must be none or tensorboard"),
         "keep_checkpoints": _at_least(0),  # 0: keep all
         "caption_dropout": _UNIT,
         "max_minutes": _POSITIVE,

@@ -233,6 +233,11 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 10
     sample_every: int = 500
+    # Validation: image -> depth (1 step, EMA weights) on `val_scenes` procedural val scenes
+    # every `val_every` steps (0: off), into val.jsonl, the log and the reporter.
+    val_every: int = 0
+    val_scenes: int = 32
+    report_to: str = "none"  # `none` | `tensorboard` (scalars under <run>/tensorboard)
     ckpt_every: int = 500
     ckpt_every_minutes: float | None = None  # also checkpoint after this much wall time
     max_bad_steps: int = 10  # consecutive non-finite losses before stopping

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .depth import as_image_batch
+from .depth import as_image_batch, depth_metrics, mean_over_images
 
 PREDICTION_SPACES = ("depth", "disparity")
 
@@ -261,3 +261,22 @@ def align(
             stacklevel=2,
         )
     return AlignResult(aligned=aligned, scale=scale, shift=shift, degenerate=degenerate)
+
+
+def aligned_metrics(
+    pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, depth_range: tuple[float, float],
+    protocol: str = "least_squares",
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
+    """Align predictions [N, H, W] per image with `protocol`; (aligned depth, per-image
+    metrics {name: [N]})."""
+    aligned = align(pred.double(), gt.double(), mask, protocol, depth_range).aligned
+    return aligned, depth_metrics(aligned, gt.double(), mask)
+
+
+def aligned_scores(
+    pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, depth_range: tuple[float, float],
+    protocol: str = "least_squares",
+) -> tuple[torch.Tensor, dict[str, float]]:  # fmt: skip
+    """`aligned_metrics`, averaged: (aligned depth, mean AbsRel and delta1 over images)."""
+    aligned, metrics = aligned_metrics(pred, gt, mask, depth_range, protocol)
+    return aligned, {m: mean_over_images(metrics[m])[0] for m in ("abs_rel", "delta1")}

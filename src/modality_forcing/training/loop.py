@@ -16,6 +16,8 @@ import json
 import math
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +38,10 @@ from .checkpoint import (
     read_meta,
 )
 from .optim import EMA, build_optimizer, lr_factor
-from .run_dir import METRICS
+from .run_dir import METRICS, VAL_LOG
 from .run_state import RunState, TrainState
 from .step import ForcingBatch, batch_loss, forcing_batch, stage_plan
+from .validation import Reporter, Validator, summary_scalars
 
 
 def copy_image_stream_to_depth(model: torch.nn.Module) -> int:
@@ -117,6 +120,8 @@ class Trainer(RunState):
         self.source = make_source(cfg.data, cfg.batch_size, self.micro_batch, self.env.rank,
                                   self.env.world_size, cfg.seed, self.state.data,
                                   cfg.grad_accum)  # fmt: skip
+        self.validator: Validator | None = None  # val scenes rendered on first use
+        self.reporter = Reporter(cfg.report_to if self.env.is_main else "none", self.run_dir)
 
     def _resolve_precision(self) -> PrecisionChoice:
         """The precision policy's choice for this run; bf16 only if every rank chose it."""
@@ -254,6 +259,7 @@ class Trainer(RunState):
                 if log_file is not None:
                     log_file.write(json.dumps(summary) + "\n")
                     log_file.flush()
+                    self.reporter.scalars(self.state.step, summary_scalars(summary))
                 bar.set_postfix({k: f"{v:.4f}" for k, v in summary["loss"].items()})
                 window, last_log = [], now
             timed_out, ckpt_due = self._clock(t_start - seconds_before, last_ckpt)
@@ -265,6 +271,12 @@ class Trainer(RunState):
             due = cfg.sample_every and self.state.step % cfg.sample_every == 0
             if due and (self.env.is_main or sharded):
                 self.preview()
+            if (
+                cfg.val_every
+                and self.state.step % cfg.val_every == 0
+                and (self.env.is_main or sharded)
+            ):
+                self.validate()
             if timed_out:
                 self.log(f"stopping at step {self.state.step}: max_minutes reached")
                 break
@@ -273,6 +285,7 @@ class Trainer(RunState):
             self.source.close()
         if log_file is not None:
             log_file.close()
+        self.reporter.close()
         return self.run_dir / "final"
 
     def _clock(self, t_start: float, last_ckpt: float) -> tuple[bool, bool]:
@@ -324,26 +337,54 @@ class Trainer(RunState):
             "skipped": self._skip_counts(),  # a collective: every rank summarises
         }
 
+    @contextmanager
+    def _eval_weights(self) -> Iterator[None]:
+        """The weights previews and validation look at: EMA where it is whole on this rank,
+        else the live ones (FSDP2: the root unit gathered; block units gather themselves)."""
+        if self.env.enabled and hasattr(self.model, "unshard"):
+            self.model.unshard()
+            try:
+                yield
+            finally:
+                self.model.reshard()
+            return
+        if self.ema is None or self.env.enabled:  # sharded EMA: the live weights
+            yield
+            return
+        raw = {k: v.clone() for k, v in self.model.state_dict().items()}
+        self.model.load_state_dict(self.ema.shadow)
+        try:
+            yield
+        finally:
+            self.model.load_state_dict(raw)
+
     def preview(self) -> Path | None:
         """Sample grid from the EMA weights (or raw), written as PNG."""
         from .preview import write_preview_grid
 
-        save = self.env.is_main
-        if self.env.enabled and hasattr(self.model, "unshard"):  # FSDP2: gather the root unit
-            # (the text encoder lives there; block units gather themselves in their forward)
-            self.model.unshard()
-            try:
-                return write_preview_grid(self.model, self.cfg, self.run_dir, self.state.step, save)
-            finally:
-                self.model.reshard()
-        if self.ema is None or self.env.enabled:  # sharded EMA: preview the live weights
-            return write_preview_grid(self.model, self.cfg, self.run_dir, self.state.step, save)
-        raw = {k: v.clone() for k, v in self.model.state_dict().items()}
-        self.model.load_state_dict(self.ema.shadow)
-        try:
-            return write_preview_grid(self.model, self.cfg, self.run_dir, self.state.step, save)
-        finally:
-            self.model.load_state_dict(raw)
+        with self._eval_weights():
+            return write_preview_grid(self.model, self.cfg, self.run_dir, self.state.step,
+                                      self.env.is_main)  # fmt: skip
+
+    def validate(self) -> dict[str, float] | None:
+        """Image -> depth on the val scenes (`Validator`) with the EMA weights; the scores go to
+        val.jsonl, the log and the reporter. None in stage t2i (no depth yet)."""
+        if DEPTH not in self.modalities:
+            return None
+        if self.validator is None:
+            self.validator = Validator(self.cfg.val_scenes, (self.cfg.data.height,
+                                                             self.cfg.data.width))  # fmt: skip
+        with self._eval_weights():
+            scores = self.validator(self.model, self.precision.autocast_dtype)
+        if self.env.is_main:
+            record = {"step": self.state.step, **scores}
+            with (self.run_dir / VAL_LOG).open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            self.reporter.scalars(self.state.step, {f"val/{k}": v for k, v in scores.items()})
+            self.log(f"val step {self.state.step}: image->depth AbsRel {scores['abs_rel']:.4f}, "
+                     f"delta1 {scores['delta1']:.3f}, skill {scores['skill']:.3f} "
+                     f"({self.cfg.val_scenes} val scenes)")  # fmt: skip
+        return scores
 
 
 def train(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None) -> Path:

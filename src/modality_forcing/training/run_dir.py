@@ -12,6 +12,7 @@ from pathlib import Path
 from .checkpoint import fsync_path
 
 LATEST, METRICS = "latest", "metrics.jsonl"
+VAL_LOG = "val.jsonl"  # validation scores during training (`val_every`)
 
 
 def trim_metrics(file: Path, step: int) -> None:

@@ -35,7 +35,7 @@ from .checkpoint import (
     write_inference_files,
     write_manifest,
 )
-from .run_dir import LATEST, METRICS, trim_metrics, write_latest
+from .run_dir import LATEST, METRICS, VAL_LOG, trim_metrics, write_latest
 
 TRAIN_STATE, TRAINER_JSON = "train_state", "trainer.json"
 LOSS_PLOT = "loss.png"  # refreshed at every checkpoint
@@ -129,7 +129,8 @@ class RunState:
         self.state = TrainState(**info["train_state"])
         self._skips_before = Counter(self.state.skipped)
         if self.env.is_main:  # the steps after the checkpoint are trained (and logged) again
-            trim_metrics(self.run_dir / METRICS, self.state.step)
+            for log in (METRICS, VAL_LOG):
+                trim_metrics(self.run_dir / log, self.state.step)
         self.log(f"resumed from {path} at step {self.state.step}")
 
     # ----------------------------------------------------------------------------- one step
