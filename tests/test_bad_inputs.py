@@ -277,3 +277,14 @@ def test_every_audit_case_has_a_test():
         if not any(n.startswith(prefix) for n in names):
             missing.append(f"{case}: {ref}")
     assert not missing, missing
+
+
+def test_a_pil_photo_is_turned_upright_by_its_exif_orientation(pipe, tmp_path):
+    photo = _photo(16, 24)  # landscape pixels, stored with "rotate 90" in EXIF: portrait shown
+    img = Image.fromarray(photo)
+    exif = img.getexif()
+    exif[0x0112] = 6
+    img.save(tmp_path / "phone.jpg", exif=exif.tobytes())
+    with Image.open(tmp_path / "phone.jpg") as opened:
+        out = pipe(image=opened, mode="image_to_depth", num_inference_steps=1)
+    assert out.depth.shape == (1, 24, 16)  # upright, as a viewer shows it

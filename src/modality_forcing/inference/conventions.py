@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ..data.colormap import colorize_depth, colorize_uncertainty
 from ..data.decode import CorruptFileError, image_to_rgb8
@@ -53,8 +53,8 @@ def image_tensor(image: Any, name: str = "image") -> torch.Tensor:
             )
         return torch.cat(parts)
     if isinstance(image, Image.Image):
-        try:
-            image = image_to_rgb8(image, f"`{name}`")
+        try:  # a phone photo's EXIF orientation applied, as every reader here does
+            image = image_to_rgb8(ImageOps.exif_transpose(image), f"`{name}`")
         except CorruptFileError as err:
             raise InputError(str(err)) from None
     if isinstance(image, np.ndarray):
