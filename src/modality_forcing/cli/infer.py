@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .common import add_hardware, add_sampling, sampling_from, size
 
+LONG_RUN_STEPS = 20  # sampling runs this long get a per-step progress bar in `sample`
 SAMPLE_FLAGS = (
     "steps",
     "guidance",
@@ -36,6 +37,8 @@ def _cmd_sample(args: argparse.Namespace) -> None:
     print(
         f"precision {pipe.precision.precision} on {pipe.precision.device}: {pipe.precision.reason}"
     )
+    if pipe.sampling_for(args.mode, sampling_from(args)).steps >= LONG_RUN_STEPS:
+        pipe.set_progress_bar_config(disable=False, leave=False)  # a bar per sampling run
     req = SampleRequest(
         mode=args.mode,
         prompts=args.prompt or [],
