@@ -362,3 +362,40 @@ def test_memory_footprint_matches_a_built_model(pipelines):
     lora, lora_ac = training_gib(fp, 8, fp.lora, False), training_gib(fp, 8, fp.lora, True)
     assert full_ac < full and lora_ac < lora < full and training_gib(fp, 16, None, False) < full
     assert set(REAL_BACKBONES) >= {"FLUX.2 [klein] 9B", "FLUX.1 [dev]", "SD3.5 medium"}
+
+
+def test_checkpoints_store_base_models_portably_and_can_be_pointed_elsewhere(pipelines, tmp_path):
+    import shutil
+
+    import yaml
+
+    from modality_forcing.training.checkpoint import portable_paths
+
+    model = _build(pipelines, "sd3")
+    root = tmp_path / "project"
+    shutil.copytree(pipelines["sd3"], root / "base" / "sd3")
+    cfg = dataclasses.replace(model.cfg, backbone=dataclasses.replace(
+        model.cfg.backbone, pretrained=str(root / "base" / "sd3")))  # fmt: skip
+    path = write_checkpoint(root / "runs" / "ckpt", cfg, model.state_dict(), {"step": 1})
+    stored = yaml.safe_load((path / "config.yaml").read_text())["backbone"]["pretrained"]
+    assert stored == "../../base/sd3"  # relative to the checkpoint, never absolute
+    moved = tmp_path / "elsewhere"
+    shutil.move(root, moved)  # the project moves: the checkpoint still finds its base model
+    d = _batch(model)
+    loaded = load_model(moved / "runs" / "ckpt")
+    with torch.no_grad():
+        a, b = model.eval()(d["xt"], d["t"], CAPTIONS), loaded(d["xt"], d["t"], CAPTIONS)
+    torch.testing.assert_close(a[IMAGE], b[IMAGE])
+    shutil.move(moved / "base" / "sd3", tmp_path / "sd3-copy")  # gone: an override points to it
+    with pytest.raises((OSError, ValueError)):
+        load_model(moved / "runs" / "ckpt")
+    again = load_model(
+        moved / "runs" / "ckpt", base_models={"backbone": str(tmp_path / "sd3-copy")}
+    )
+    assert again.cfg.backbone.pretrained == str(tmp_path / "sd3-copy")
+    with pytest.raises(ValueError, match="unknown base model"):
+        load_model(moved / "runs" / "ckpt", base_models={"vae": "x"})
+    snap = tmp_path / "hf" / "models--org--sd3-mini" / "snapshots" / "abc123"
+    snap.mkdir(parents=True)  # a folder in the Hugging Face cache is stored as its Hub id
+    hub = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, pretrained=str(snap)))
+    assert portable_paths(hub, tmp_path).backbone.pretrained == "org/sd3-mini"

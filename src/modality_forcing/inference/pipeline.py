@@ -109,14 +109,21 @@ class ModalityForcingPipeline:
                 float32 either way, and the depth head always computes in float32.
             device: where to run; None picks cuda > mps > cpu.
             format: `native` or `official`.
-            kwargs: for `official`, passed to `backbones.official.model.load_official`
-                (`text_encoder=` a local Qwen3-8B directory, optional `vae=`).
+            kwargs: for `native`, `base_models={"backbone" | "codec" | "text": folder or Hub
+                id}` overrides where the frozen base models are (a checkpoint stores them as Hub
+                ids or paths relative to itself, never absolute); for `official`, passed to
+                `backbones.official.model.load_official` (`text_encoder=` a local Qwen3-8B
+                directory, optional `vae=`).
         """
         if format not in FORMAT_LOADERS:
             raise ValueError(f"unknown format '{format}'; choose from {sorted(FORMAT_LOADERS)}")
+        hub = {"revision": None, "cache_dir": cache_dir, "local_files_only": local_files_only,
+               "token": token}  # fmt: skip
         if is_repo_id(path):
-            path = snapshot(str(path), revision, cache_dir, local_files_only, token)
+            path = snapshot(str(path), **{**hub, "revision": revision})
         dev = pick_device(device)
+        if format == "native":  # base models: overridden, relative to `path`, or Hub ids
+            kwargs.setdefault("resolve", lambda repo: str(snapshot(repo, **hub)))
         model = FORMAT_LOADERS[format](path, dev, **kwargs)
         sampling = read_sampling(path) if format == "native" else None
         return cls(model, format=format, precision=precision_of(torch_dtype), sampling=sampling)

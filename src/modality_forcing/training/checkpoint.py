@@ -23,10 +23,13 @@ rewrite every file of the run folder (pointer included). Only resume runs you tr
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
+import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -80,8 +83,56 @@ def write_inference_files(
                  "weight_map": {k: n for n, shard in zip(names, shards, strict=True)
                                 for k in shard}}  # fmt: skip
         (path / WEIGHTS_INDEX).write_text(json.dumps(index, indent=1))
-    save_yaml(model_cfg, path / CONFIG)
+    save_yaml(portable_paths(model_cfg, path), path / CONFIG)
     (path / META).write_text(json.dumps(meta, indent=2))
+
+
+# --------------------------------------------------------------------------------------------
+# base models (frozen codec, text encoder, backbone): never stored as absolute local paths
+# --------------------------------------------------------------------------------------------
+
+BASE_MODELS = ("codec", "text", "backbone")  # ModelConfig parts with a `pretrained` folder
+_HUB_CACHE = re.compile(r"models--([^/]+)--([^/]+)/snapshots/[^/]+/?$")
+
+
+def portable_paths(cfg: ModelConfig, where: Path) -> ModelConfig:
+    """`cfg` with its base-model folders as a checkpoint in `where` stores them: a Hugging Face
+    cache snapshot as its Hub id ("org/name"), another existing folder relative to `where`,
+    anything else (a Hub id, a path that does not exist here) as it is."""
+    parts = {}
+    for part in BASE_MODELS:
+        sub = getattr(cfg, part)
+        value = sub.pretrained
+        if value and Path(value).is_absolute() and Path(value).exists():
+            cached = _HUB_CACHE.search(Path(value).as_posix())
+            value = (f"{cached[1]}/{cached[2]}" if cached
+                     else os.path.relpath(value, Path(where).resolve()))  # fmt: skip
+        parts[part] = dataclasses.replace(sub, pretrained=value)
+    return dataclasses.replace(cfg, **parts)
+
+
+def resolve_base_models(
+    cfg: ModelConfig, where: Path, overrides: dict[str, str] | None = None,
+    resolve: Callable[[str], str] | None = None,
+) -> ModelConfig:  # fmt: skip
+    """`cfg` with its base-model folders made usable here: `overrides` ({part: folder or Hub id},
+    parts in `BASE_MODELS`) first, a relative path against the checkpoint folder `where`, a Hub
+    id through `resolve` (e.g. a snapshot download) when no such local folder exists."""
+    unknown = sorted(set(overrides or {}) - set(BASE_MODELS))
+    if unknown:
+        raise ValueError(f"unknown base model(s) {unknown}; choose from {list(BASE_MODELS)}")
+    parts = {}
+    for part in BASE_MODELS:
+        sub = getattr(cfg, part)
+        value = (overrides or {}).get(part, sub.pretrained)
+        if value and not Path(value).is_absolute():
+            local = Path(where) / value
+            if local.exists():
+                value = str(local.resolve())
+            elif resolve is not None and not Path(value).exists():
+                value = resolve(value)
+        parts[part] = dataclasses.replace(sub, pretrained=value)
+    return dataclasses.replace(cfg, **parts)
 
 
 # --------------------------------------------------------------------------------------------
@@ -295,11 +346,13 @@ def read_checkpoint_weights(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def load_model(
-    path: str | Path, device: str | torch.device = "cpu", strict: bool = True
-) -> ModalityForcingModel:
-    """Build the model from `config.yaml` and load its weights (one file or shards; eval mode)."""
+    path: str | Path, device: str | torch.device = "cpu", strict: bool = True,
+    base_models: dict[str, str] | None = None, resolve: Callable[[str], str] | None = None,
+) -> ModalityForcingModel:  # fmt: skip
+    """Build the model from `config.yaml` and load its weights (one file or shards; eval mode).
+    `base_models` and `resolve`: where the frozen base models are (`resolve_base_models`)."""
     path = checkpoint_dir(path)
-    cfg = read_model_config(path)
+    cfg = resolve_base_models(read_model_config(path), path, base_models, resolve)
     model = build_model(cfg)
     missing, unexpected = model.load_state_dict(read_checkpoint_weights(path), strict=False)
     if strict and (missing or unexpected):
