@@ -288,6 +288,10 @@ def test_diffusers_style_arguments(pipe, capsys):
     a, b = run(noise), run(noise)  # no generator: all the noise was given, none drawn
     torch.testing.assert_close(a.depth, b.depth)
     assert not torch.allclose(run({**noise, "depth": -noise["depth"]}).depth, a.depth)
+    pair = {m: torch.cat([x, -x]) for m, x in noise.items()}  # latents split with the batch
+    both = pipe(prompt=["a box", "a box"], mode="joint", num_inference_steps=3, latents=pair,
+                output_type="pt", batch_size=1)  # fmt: skip
+    torch.testing.assert_close(both.depth[:1], a.depth)
     pipe(prompt="a box", mode="joint", num_inference_steps=3, callback_on_step_end=zero_depth)
     assert [s for s, _ in seen] == [0, 1, 2] and seen[-1][1] == 0.0
     with pytest.raises(ValueError, match="latents"):

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..flow.path import interpolate
-from ..metrics.alignment import aligned_metrics, aligned_scores  # noqa: F401 (re-exported)
+from ..metrics.alignment import aligned_scores
 from ..modalities import IMAGE
 from ..precision import resolve_precision
 from ..sampling.config import SamplingConfig

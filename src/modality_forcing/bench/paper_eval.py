@@ -16,9 +16,10 @@ from typing import Any
 
 import torch
 
+from ..metrics.alignment import aligned_metrics, aligned_scores
 from ..precision import resolve_precision
 from ..sampling.config import SamplingConfig
-from .common import Scenes, aligned_metrics, aligned_scores, sample_depths
+from .common import Scenes, sample_depths
 
 PROTOCOLS = ("least_squares", "least_squares_disparity", "median", "robust")
 GENERATED_RANGE = (1e-3, 1e3)  # relative depths (unit mean): the clip range when they are the GT

@@ -213,28 +213,30 @@ class ModalityForcingPipeline:
         unknown = sorted(set(ensembling_kwargs or {}) - {"reduction"})
         if unknown:
             raise ValueError(f"unknown ensembling_kwargs {unknown}; supported: ['reduction']")
-        if batch_size is not None:
-            if batch_size < 1:
-                raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-            chunks = split_inputs(prompt, image, depth, batch_size)
-            if len(chunks) > 1:
-                call = dict(mode=mode, sampling=sampling, num_inference_steps=num_inference_steps,
-                            guidance_scale=guidance_scale, ensemble_size=ensemble_size,
-                            generator=generator, output_type=output_type, log2_alpha=log2_alpha,
-                            shift_mu=shift_mu, solver=solver, refine_depth=refine_depth,
-                            height=height, width=width, callback=callback, frame=frame,
-                            processing_resolution=processing_resolution,
-                            match_input_resolution=match_input_resolution,
-                            ensembling_kwargs=ensembling_kwargs,
-                            callback_on_step_end=callback_on_step_end)  # fmt: skip
-                outs = [self(prompt=p, image=i, depth=d, **call) for p, i, d in chunks]
-                joined = concat(outs, output_type)
-                return joined if return_dict else (joined.image, joined.depth, joined.uncertainty)
         cfg = (sampling or SamplingConfig()).with_overrides(
             steps=num_inference_steps, guidance=guidance_scale, ensemble=ensemble_size,
             log2_alpha=log2_alpha, shift_mu=shift_mu, solver=solver, refine_depth=refine_depth,
             frame=frame, reduction=(ensembling_kwargs or {}).get("reduction"),
         )  # fmt: skip
+        if batch_size is not None:
+            if batch_size < 1:
+                raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            chunks = split_inputs(prompt, image, depth, batch_size)
+            if len(chunks) > 1:  # every setting travels in `cfg`; the inputs and latents split
+                call = dict(mode=mode, sampling=cfg, generator=generator, output_type=output_type,
+                            height=height, width=width, callback=callback,
+                            processing_resolution=processing_resolution,
+                            match_input_resolution=match_input_resolution,
+                            callback_on_step_end=callback_on_step_end)  # fmt: skip
+                outs, start = [], 0
+                for p, i, d in chunks:
+                    n = len(p) if i is None and d is None else len(i if i is not None else d)
+                    mine = None if latents is None else {
+                        m: x[start : start + n] for m, x in latents.items()}  # fmt: skip
+                    outs.append(self(prompt=p, image=i, depth=d, latents=mine, **call))
+                    start += n
+                joined = concat(outs, output_type)
+                return joined if return_dict else (joined.image, joined.depth, joined.uncertainty)
         cfg = self.sampling_for(mode, cfg)
         if generator is None and cfg.seed is not None:
             generator = torch.Generator().manual_seed(cfg.seed)
