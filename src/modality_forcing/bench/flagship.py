@@ -101,7 +101,15 @@ def stage_configs(
 
 
 def training_seconds(run_dir: Path) -> float:
-    """A run's training time so far (kept over resumes): its last logged `elapsed_s`."""
+    """A run's training time so far (kept over resumes), on the clock its checkpoints carry: the
+    latest checkpoint's `seconds` (written at save time, after the last log line, so the next
+    stage's points never start before this stage's last one); without a checkpoint, the last
+    logged `elapsed_s`."""
+    pointer = run_dir / "checkpoints" / "latest"
+    if pointer.is_file():
+        trainer = run_dir / "checkpoints" / pointer.read_text().split()[0] / "trainer.json"
+        if trainer.is_file():
+            return float(json.loads(trainer.read_text())["train_state"]["seconds"])
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     return float(json.loads(lines[-1])["elapsed_s"]) if lines else 0.0
 
