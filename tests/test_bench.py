@@ -7,6 +7,7 @@ import time
 import pytest
 import torch
 
+from modality_forcing.bench.data_speed import run_data_benchmark
 from modality_forcing.bench.throughput import (
     GemmBudget,
     ThroughputConfig,
@@ -41,7 +42,22 @@ def test_throughput_report_is_complete(tmp_path, capsys):
     # tokens/s counts generated tokens: MF has twice the tokens per sample of T2I
     assert row["mf"]["tokens_per_s"] / row["mf"]["samples_per_s"] == 2 * 16 * 1.0
     assert row["peak_memory_mb"] > 0
-    assert "MF overhead/token" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "MF overhead/token" in captured.out and "bench throughput: presets" in captured.err
+
+
+def test_data_bench_measures_every_size_with_and_without_shadows(tmp_path, capsys):
+    report = run_data_benchmark([(8, 8), (8, 16)], 0.05, str(tmp_path / "data.json"))
+    rows = json.loads((tmp_path / "data.json").read_text())["results"]
+    assert [(r["height"], r["width"], r["shadows"]) for r in rows] == [
+        (8, 8, True),
+        (8, 8, False),
+        (8, 16, True),
+        (8, 16, False),
+    ]
+    assert all(r["samples_per_s"] > 0 for r in rows) and rows == report["results"]
+    captured = capsys.readouterr()
+    assert "| 8x16 | off |" in captured.out and "bench data: sizes" in captured.err
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])

@@ -15,8 +15,12 @@ def test_tiny_depth_bench_end_to_end(tmp_path, capsys, monkeypatch):
     out = tmp_path / "depth"
     args = ["bench", "depth", "--budget", "tiny", "--out", str(out)]
     main(args)
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "## Recipes at equal compute" in printed and "## Verdicts" in printed
+    # progress goes to stderr, the report to stdout
+    assert "bench depth: recipes" in captured.err and "bench depth: recipes" not in printed
+    assert "bench depth: inference settings" in captured.err
     report = json.loads((out / "depth.json").read_text())
     assert list(report["recipes"]) == ["regressor", "mf-naive", "mf"]
     budget = report["budget"]

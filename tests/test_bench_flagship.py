@@ -20,7 +20,7 @@ def test_progress_caps_each_target_and_counts_missing_modes_as_zero():
     assert progress(half) == pytest.approx(0.5 / len(TARGETS))
 
 
-def test_tiny_flagship_bench_scores_every_checkpoint(tmp_path):
+def test_tiny_flagship_bench_scores_every_checkpoint(tmp_path, capsys):
     report = run_flagship_benchmark(tmp_path, ["tiny"], minutes=0.1, eval_minutes=0.02,
                                     num_val=4, precision="fp32")  # fmt: skip
     curve = report["recipes"]["tiny"]["curve"]
@@ -33,6 +33,7 @@ def test_tiny_flagship_bench_scores_every_checkpoint(tmp_path):
         assert mode in last
     assert "marginal" in curve[0]["scores"] and "image_to_depth" not in curve[0]["scores"]
     assert 0 <= curve[-1]["progress"] <= 1 and report["chosen"] == "tiny"
+    assert "bench flagship: recipes" in capsys.readouterr().err
     saved = json.loads((tmp_path / "flagship.json").read_text())
     assert saved["chosen"] == "tiny" and (tmp_path / "curves.png").is_file()
     assert "Chosen on val" in (tmp_path / "REPORT.md").read_text()

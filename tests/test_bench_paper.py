@@ -22,7 +22,9 @@ def _finite_numbers(tree):
 def test_tiny_paper_bench_produces_every_section(tmp_path, capsys):
     out = tmp_path / "paper"
     main(["bench", "paper", "--budget", "tiny", "--out", str(out)])
-    text = capsys.readouterr().out
+    captured = capsys.readouterr()
+    text = captured.out
+    assert "bench paper: claims: 100%" in captured.err  # every claim measured
     for n in range(1, 7):
         assert f"## {n}. " in text
     report = json.loads((out / "paper.json").read_text())

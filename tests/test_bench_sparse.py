@@ -16,7 +16,9 @@ def test_tiny_sparse_bench_end_to_end(tmp_path, capsys, monkeypatch):
     args = ["bench", "sparse", "--budget", "tiny", "--out", str(out), "--sensor-scale", "2",
             "--settings", "dense", "lidar:32", "mixed", "--fills", "neutral", "noise"]  # fmt: skip
     main(args)
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
+    assert "bench sparse: runs: 100%" in captured.err and "| 6/6 " in captured.err
     assert "| setting | fill | steps |" in printed and "lowest: **" in printed
     report = json.loads((out / "sparse.json").read_text())
     rows = report["rows"]

@@ -3,7 +3,6 @@ shadows, against the speed the issue asks for on a 2-core CPU."""
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -13,6 +12,8 @@ from typing import Any
 import numpy as np
 
 from ..data.procedural import SceneConfig, render_split
+from .progress import bench_bar
+from .runs import write_json
 
 # samples/s the procedural world must reach with shadows on a 2-core CPU (height, width) -> rate
 TARGETS: dict[tuple[int, int], float] = {(64, 64): 200.0, (256, 256): 20.0}
@@ -53,16 +54,15 @@ def run_data_benchmark(sizes: list[tuple[int, int]], seconds: float, out: str) -
         size and shadow setting with `samples_per_s`, `target` (or None) and `meets_target`.
     """
     rows = []
-    for height, width in sizes:
-        for shadows in (True, False):
-            cfg = SceneConfig(height=height, width=width, shadows=shadows)
-            row = {"height": height, "width": width, "shadows": shadows, **measure(cfg, seconds)}
-            # targets are set for the full renderer, with shadows
-            target = TARGETS.get((height, width)) if shadows else None
-            row["target"] = target
-            row["meets_target"] = None if target is None else row["samples_per_s"] >= target
-            rows.append(row)
-            print(f"{height}x{width} shadows={shadows}: {row['samples_per_s']:.1f} samples/s")
+    grid = [(h, w, shadows) for h, w in sizes for shadows in (True, False)]
+    for height, width, shadows in bench_bar(grid, "data: sizes"):
+        cfg = SceneConfig(height=height, width=width, shadows=shadows)
+        row = {"height": height, "width": width, "shadows": shadows, **measure(cfg, seconds)}
+        # targets are set for the full renderer, with shadows
+        target = TARGETS.get((height, width)) if shadows else None
+        row["target"] = target
+        row["meets_target"] = None if target is None else row["samples_per_s"] >= target
+        rows.append(row)
     result = {
         "machine": {
             "cpu_count": os.cpu_count(),
@@ -74,9 +74,5 @@ def run_data_benchmark(sizes: list[tuple[int, int]], seconds: float, out: str) -
         "results": rows,
     }
     print(_markdown(rows))
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(path)  # atomic: a reader never sees half a file
+    write_json(Path(out), result)  # atomic: a reader never sees half a file
     return result

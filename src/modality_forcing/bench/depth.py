@@ -24,6 +24,7 @@ import numpy as np
 
 from ..sampling.config import SamplingConfig
 from .common import Budget, Scenes, Scorer, load_scenes
+from .progress import bench_bar
 from .runs import publish, train_cached
 
 # Targets (issue #11): MF's best setting within 1.1x the regressor's AbsRel; 4 steps within 5% of
@@ -159,7 +160,8 @@ def curve(run: dict[str, Any], run_dir: Path, scenes: Scenes, budget: DepthBudge
 
     records = read_metrics(run_dir)
     points = []
-    for ckpt in sorted((run_dir / "checkpoints").glob("step_???????")):
+    ckpts = sorted((run_dir / "checkpoints").glob("step_???????"))
+    for ckpt in bench_bar(ckpts, f"depth: {run_dir.name} checkpoints", inner=True):
         step = int(ckpt.name.split("_")[1])
         scorer = Scorer(ckpt, scenes, budget.size, ckpt / "bench_scores.json", budget.precision)
         seconds = _elapsed_at(records, step, run["train_seconds"], run["steps"])
@@ -203,7 +205,7 @@ def run_depth_benchmark(
     wide = load_scenes("test", spec.num_test, height, width * 3 // 2)  # 2:3, non-square
     report: dict[str, Any] = {"budget": asdict(spec), "seed": seed, "init_from": init_from,
                               "recipes": {}, "sweep": []}  # fmt: skip
-    for name in recipes:
+    for name in bench_bar(recipes, "depth: recipes"):
         run = train_cached(configs[name])
         run_dir = out / name
         is_reg = RECIPES[name].get("forcing", {}).get("policy") == "regression"
@@ -233,7 +235,7 @@ def sweep(ckpt: str, spec: DepthBudget, val: Scenes, test: Scenes, wide: Scenes,
     val_scorer = Scorer(ckpt, val, spec.size, run_dir / "scores_val.json", spec.precision)
     test_scorer = Scorer(ckpt, test, spec.size, run_dir / "scores_test.json", spec.precision)
     rows, chosen = [], {}
-    for s in sweep_settings(spec):
+    for s in bench_bar(sweep_settings(spec), "depth: inference settings", inner=True):
         scores = {"val": val_scorer(s), "test": test_scorer(s)}
         rows.append({**asdict(s), "precision": spec.precision, "setting": s.name,
                      "frame": "square", "evaluations": s.evaluations, **scores})  # fmt: skip

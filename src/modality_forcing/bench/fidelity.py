@@ -35,6 +35,7 @@ from ..metrics.scenes import (  # noqa: F401 (re-exported: the benches' API)
     load_fidelity_scenes,
 )
 from ..sampling.config import SamplingConfig
+from .progress import bench_bar
 
 
 def region_scores(images: np.ndarray, scenes: FidelityScenes) -> dict[str, Any]:
@@ -113,8 +114,10 @@ def score_fidelity(
                  for k, s in enumerate(_chunks(len(images), batch))]  # fmt: skip
         return torch.cat(parts).double()
 
+    bar = bench_bar(None, "fidelity: modes", total=len(modes), inner=True)
     if "image_to_depth" in modes:
         out["image_to_depth"] = depth_scores(estimate((scenes.images + 1) / 2), scenes)
+        bar.update()
     if "depth_to_image" in modes:
         given = torch.where(scenes.mask, scenes.depth, 0).float()[:, None]
         images = np.concatenate([
@@ -123,6 +126,7 @@ def score_fidelity(
             for k, s in enumerate(_chunks(n, batch))
         ])  # fmt: skip
         out["depth_to_image"] = region_scores(images, scenes)
+        bar.update()
     for mode in ("joint", "marginal"):
         if mode not in modes:
             continue
@@ -146,4 +150,6 @@ def score_fidelity(
             _, metrics = aligned_metrics(joint_depth, own.clamp_min(DEPTH_RANGE[0]), everywhere,
                                          DEPTH_RANGE)  # fmt: skip
             out[mode]["consistency_abs_rel"] = float(metrics["abs_rel"].nanmean())
+        bar.update()
+    bar.close()
     return out

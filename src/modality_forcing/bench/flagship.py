@@ -20,6 +20,7 @@ from typing import Any
 
 from ..config import read_yaml_mapping
 from .fidelity import FidelityScenes, load_fidelity_scenes, score_fidelity
+from .progress import bench_bar
 from .runs import publish, train_cached, write_json
 
 TARGETS = {  # metric path -> target (the flagship issue's, on the test split)
@@ -146,7 +147,8 @@ def score_checkpoints(
                                                   "marginal")  # fmt: skip
     batch = read_yaml_mapping(run_dir / "config.yaml", "run config")["batch_size"]
     points = []
-    for ckpt in sorted((run_dir / "checkpoints").glob("step_???????")):
+    ckpts = sorted((run_dir / "checkpoints").glob("step_???????"))
+    for ckpt in bench_bar(ckpts, f"flagship: score {run_dir.name} checkpoints", inner=True):
         cache = run_dir / "checkpoints" / "fidelity" / f"{ckpt.name}_{scenes.split}.json"
         info = json.loads((ckpt / "trainer.json").read_text())["train_state"]
         if info["step"] <= after:
@@ -183,7 +185,7 @@ def run_flagship_benchmark(
                               "num_val": num_val, "seed": seed, "targets": TARGETS,
                               "recipes": {}}  # fmt: skip
     scenes_by_size: dict[tuple[int, int], FidelityScenes] = {}
-    for name in names:
+    for name in bench_bar(names, "flagship: recipes"):
         recipe = RECIPES[name]
         configs = stage_configs(name, recipe, minutes, eval_minutes, out, seed,
                                 precision or "auto", device)  # fmt: skip
@@ -255,7 +257,7 @@ def score_run(
     if len(set(names)) != len(names):
         raise ValueError(f"runs to compare need distinct folder names, got {names}")
     recipes = {}
-    for label, run in zip(names, runs, strict=True):
+    for label, run in bench_bar(list(zip(names, runs, strict=True)), "flagship: runs"):
         points, note = _run_curve(run, num_val, precision)
         recipes[label] = {"recipe": {"note": note}, "curve": points,
                           "final": points[-1] if points else None}  # fmt: skip

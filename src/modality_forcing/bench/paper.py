@@ -40,6 +40,7 @@ from .paper_eval import (
     joint,
     score_depth,
 )
+from .progress import bench_bar
 from .runs import publish, train_cached
 
 CONSISTENCY = "consistency_abs_rel[regressor]"
@@ -164,7 +165,9 @@ def run_paper_benchmark(
     estimator = partial(Estimator, size=b.size, precision=b.precision)
     out = Path(out_dir)
     configs = run_configs(b, out, seed)
-    trained = {name: train_cached(cfg) for name, cfg in configs.items()}
+    runs = bench_bar(list(configs.items()), "paper: training runs")
+    trained = {name: train_cached(cfg) for name, cfg in runs}
+    claims = bench_bar(None, "paper: claims", total=6)
     models = {name: _load(run["final"]) for name, run in trained.items()}
     scenes = load_scenes("test", b.num_eval, *b.size)
     n, k = b.sample_steps, b.depth_steps
@@ -199,16 +202,19 @@ def run_paper_benchmark(
         },
     }  # fmt: skip
     report["permutations"] = s1
+    claims.update()
 
     # 2. Separate noise levels vs one shared t (image -> depth by replacement).
     shared = estimator(models["shared-t"], Setting(n), mode=REPLACEMENT)
     report["shared_t"] = {"mf": s1["image_to_depth"]["mf"],
                           "shared-t (replacement)": image_to_depth(shared, scenes)}  # fmt: skip
+    claims.update()
 
     # 3. Against a dedicated estimator of the same size and compute.
     mf_abs = s1["image_to_depth"]["mf"]["least_squares"]["abs_rel"]
     reg_abs = s1["image_to_depth"]["regressor (dedicated)"]["least_squares"]["abs_rel"]
     report["regressor"] = {"mf": mf_abs, "regressor": reg_abs, "ratio": mf_abs / reg_abs}
+    claims.update()
 
     # 4. Scaling with model size and with T2I data.
     report["scaling"] = {
@@ -216,12 +222,14 @@ def run_paper_benchmark(
         "data": [_scaling_row(f"data{k}" if k else _main_size(b), models, own, scenes, k)
                  for k in b.data_amounts],
     }  # fmt: skip
+    claims.update()
 
     # 5. Sparse depth.
     report["sparse"] = {
         key: image_to_depth(own[key], scenes, ("least_squares",))["least_squares"]
         for key in configs if key.startswith("sparse-")
     }  # fmt: skip
+    claims.update()
 
     # 6. Schedules.
     report["schedules"] = {
@@ -231,6 +239,8 @@ def run_paper_benchmark(
             k: image_to_depth(estimator(models["mf"], Setting(k)), scenes,
                               ("least_squares",))["least_squares"] for k in b.i2d_steps},
     }  # fmt: skip
+    claims.update()
+    claims.close()
     report["intervals"] = _intervals(b, own, reg, shared, scenes, seed)
     report["verdicts"] = verdicts(report)
     publish(report, out, "paper.json", markdown, plot)

@@ -25,6 +25,7 @@ from typing import Any
 from ..config import resolve_train_config, to_dict
 from ..flow.fill import FILLS, check_fill
 from .common import Budget
+from .progress import bench_bar
 from .runs import same_config, train_cached, write_json
 
 SETTINGS = ("dense", "lidar:32", "lidar:64", "random:0.01", "random:0.05", "mixed")
@@ -280,11 +281,11 @@ def run_sparse_benchmark(
         setting_data(s)  # fail before any training on a bad name
     out = Path(out_dir)
     rows = []
-    for fill in fills:
-        for setting in settings:
-            run_dir = _run_dir(out, setting, fill)
-            rows.append(train_and_score(setting, fill, spec, run_dir, split, seed=seed,
-                                        init_from=init_from, minutes=minutes_per_run))  # fmt: skip
+    grid = [(fill, setting) for fill in fills for setting in settings]
+    for fill, setting in bench_bar(grid, "sparse: runs"):
+        run_dir = _run_dir(out, setting, fill)
+        rows.append(train_and_score(setting, fill, spec, run_dir, split, seed=seed,
+                                    init_from=init_from, minutes=minutes_per_run))  # fmt: skip
     report = {"budget": asdict(spec), "split": split, "seed": seed, "init_from": init_from,
               "rows": [{k: v for k, v in r.items() if k != "config"} for r in rows]}  # fmt: skip
     report["summary"] = summarise(report["rows"])

@@ -32,6 +32,7 @@ from ..config import CodecConfig, ModelConfig, model_preset
 from ..modalities import DEPTH, IMAGE
 from ..model.mmdit import count_parameters, flops_per_token, transformer_blocks
 from ..precision import PrecisionChoice, cpu_name, pick_device, resolve_precision
+from .progress import bench_bar
 from .step_timing import (
     CAPTION,
     OP_GROUPS,
@@ -233,8 +234,13 @@ def run_throughput(cfg: ThroughputConfig, out: str | Path) -> dict[str, Any]:
     device = pick_device(cfg.device)
     choice = resolve_precision(cfg.precision, device)
     before = measure_gemm_peaks(device, cfg.gemm)
-    rows = [measure_preset(p, cfg, choice, device) for p in cfg.presets]
-    peer = [race(p, cfg, choice, device) for p in cfg.presets] if cfg.vs is not None else None
+    rows = [measure_preset(p, cfg, choice, device)
+            for p in bench_bar(cfg.presets, "throughput: presets")]  # fmt: skip
+    peer = None
+    if cfg.vs is not None:
+        peer = [
+            race(p, cfg, choice, device) for p in bench_bar(cfg.presets, f"throughput: vs {cfg.vs}")
+        ]
     after = measure_gemm_peaks(device, cfg.gemm)
     # The GEMM peak of a shared CPU drifts by tens of percent within minutes: MFU is taken
     # against the higher of the two measurements (the conservative choice).
