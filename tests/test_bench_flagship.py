@@ -93,3 +93,10 @@ def test_tiny_flagship_bench_scores_every_checkpoint(tmp_path, capsys):
     )
     with pytest.raises(ValueError, match="distinct folder names"):
         score_run([tmp_path / "tiny", tmp_path / "tiny"], tmp_path / "ab", num_val=4)
+    # The score cache is kept per scene count: more val scenes are scored anew, never read from
+    # the cache of fewer; the 4-scene scores stay as they were.
+    more_scenes = score_run(tmp_path / "tiny", tmp_path / "six", num_val=6, precision="fp32")
+    six = more_scenes["recipes"]["flagship"]["curve"]
+    assert {p["scores"]["num_scenes"] for p in six} == {6}
+    four = score_run(tmp_path / "tiny", tmp_path / "four", num_val=4, precision="fp32")
+    assert four["recipes"]["flagship"]["curve"] == points

@@ -149,13 +149,11 @@ def score_checkpoints(
     points = []
     ckpts = sorted((run_dir / "checkpoints").glob("step_???????"))
     for ckpt in bench_bar(ckpts, f"flagship: score {run_dir.name} checkpoints", inner=True):
-        cache = run_dir / "checkpoints" / "fidelity" / f"{ckpt.name}_{scenes.split}.json"
         info = json.loads((ckpt / "trainer.json").read_text())["train_state"]
         if info["step"] <= after:
             continue
-        if cache.is_file():
-            scores = json.loads(cache.read_text())
-        else:
+        cache, scores = cached_scores(run_dir, ckpt.name, scenes)
+        if scores is None:
             pipe = ModalityForcingPipeline.from_pretrained(ckpt, torch_dtype=precision,
                                                            device="cpu")  # fmt: skip
             scores = score_fidelity(pipe, scenes, modes=modes)
@@ -167,6 +165,22 @@ def score_checkpoints(
             "progress": progress(scores), "scores": scores,
         })  # fmt: skip
     return points
+
+
+def cached_scores(run_dir: Path, ckpt: str, scenes: FidelityScenes
+                  ) -> tuple[Path, dict[str, Any] | None]:  # fmt: skip
+    """Where a checkpoint's scores on `scenes` are cached, and the scores if they are: one file
+    per split and scene count (`step_N_val_64.json`). A file of the older naming without the
+    count (`step_N_val.json`) is used only if it holds the same number of scenes."""
+    folder = run_dir / "checkpoints" / "fidelity"
+    n = len(scenes.captions)
+    cache = folder / f"{ckpt}_{scenes.split}_{n}.json"
+    for path in (cache, folder / f"{ckpt}_{scenes.split}.json"):
+        if path.is_file():
+            scores = json.loads(path.read_text())
+            if scores.get("num_scenes") == n:
+                return cache, scores
+    return cache, None
 
 
 def run_flagship_benchmark(
