@@ -28,12 +28,22 @@ init="init_from=$run/t2i/final"
 stage mf flagship-mf.yaml "" --set "$init" "$@"
 # Continuations (cumulative steps; max_minutes off): object pixels weighed 5x in the image loss;
 # then a larger depth -> image share of the forcing corners (0.35 / 0.35 / 0.3); then object
-# pixels weighed 10x; then a linear cool-down of the learning rate to 0 over 1,100 steps.
+# pixels weighed 10x, trained on to step 22,272 (mf4-mf6: one recipe, run in three sessions);
+# then image-clean / depth-clean / both-noised 0.25 / 0.45 / 0.3 at half the learning rate
+# (2e-4); then 1,100 more steps at 2e-4 and a linear cool-down to 0 over the last 1,100 (mf8,
+# the shipped checkpoint: docs/flagship.md, "Continuations").
 more=(max_minutes=null forcing.p_image_clean=0.35 forcing.p_depth_clean=0.35)
+late=(max_minutes=null forcing.p_image_clean=0.25 forcing.p_depth_clean=0.45
+  forcing.p_both_noised=0.3 loss.object_weight=10 optim.lr=2e-4)
 stage mf2 flagship-mf.yaml mf --set "$init" max_minutes=null loss.object_weight=5 \
   max_steps=15325 "$@"
 stage mf3 flagship-mf.yaml mf2 --set "$init" "${more[@]}" loss.object_weight=5 max_steps=17017 "$@"
 stage mf4 flagship-mf.yaml mf3 --set "$init" "${more[@]}" loss.object_weight=10 \
   max_steps=18700 "$@"
 stage mf5 flagship-mf.yaml mf4 --set "$init" "${more[@]}" loss.object_weight=10 \
-  max_steps=19800 optim.schedule=wsd optim.decay_steps=1100 optim.min_lr_ratio=0 "$@"
+  max_steps=20572 "$@"
+stage mf6 flagship-mf.yaml mf5 --set "$init" "${more[@]}" loss.object_weight=10 \
+  max_steps=22272 "$@"
+stage mf7 flagship-mf.yaml mf6 --set "$init" "${late[@]}" max_steps=25672 "$@"
+stage mf8 flagship-mf.yaml mf7 --set "$init" "${late[@]}" max_steps=27872 optim.schedule=wsd \
+  optim.decay_steps=1100 optim.min_lr_ratio=0 "$@"
