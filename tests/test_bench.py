@@ -47,17 +47,17 @@ def test_throughput_report_is_complete(tmp_path, capsys):
 
 
 def test_data_bench_measures_every_size_with_and_without_shadows(tmp_path, capsys):
-    report = run_data_benchmark([(8, 8), (8, 16)], 0.05, str(tmp_path / "data.json"))
+    report = run_data_benchmark([(64, 64), (32, 64)], 0.05, str(tmp_path / "data.json"))
     rows = json.loads((tmp_path / "data.json").read_text())["results"]
     assert [(r["height"], r["width"], r["shadows"]) for r in rows] == [
-        (8, 8, True),
-        (8, 8, False),
-        (8, 16, True),
-        (8, 16, False),
+        (64, 64, True),
+        (64, 64, False),
+        (32, 64, True),
+        (32, 64, False),
     ]
     assert all(r["samples_per_s"] > 0 for r in rows) and rows == report["results"]
     captured = capsys.readouterr()
-    assert "| 8x16 | off |" in captured.out and "bench data: sizes" in captured.err
+    assert "| 32x64 | off |" in captured.out and "bench data: sizes" in captured.err
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])

@@ -95,8 +95,12 @@ def test_tiny_flagship_bench_scores_every_checkpoint(tmp_path, capsys):
         score_run([tmp_path / "tiny", tmp_path / "tiny"], tmp_path / "ab", num_val=4)
     # The score cache is kept per scene count: more val scenes are scored anew, never read from
     # the cache of fewer; the 4-scene scores stay as they were.
-    more_scenes = score_run(tmp_path / "tiny", tmp_path / "six", num_val=6, precision="fp32")
-    six = more_scenes["recipes"]["flagship"]["curve"]
-    assert {p["scores"]["num_scenes"] for p in six} == {6}
-    four = score_run(tmp_path / "tiny", tmp_path / "four", num_val=4, precision="fp32")
-    assert four["recipes"]["flagship"]["curve"] == points
+    from modality_forcing.bench.fidelity import load_fidelity_scenes
+    from modality_forcing.bench.flagship import score_checkpoints
+
+    stage_dir = tmp_path / "tiny" / "mf2"
+    for n in (6, 4):
+        scenes = load_fidelity_scenes("val", n, tuple(saved["recipes"]["tiny"]["recipe"]["size"]))
+        scored = score_checkpoints(stage_dir, scenes, "mf2", 0.0, "fp32")
+        assert {p["scores"]["num_scenes"] for p in scored} == {n}
+    assert scored[-1]["scores"] == tail[-1]["scores"]  # 4 scenes: read back from the cache
