@@ -130,3 +130,13 @@ def test_probe_features_separate_real_from_noise():
     noise = np.random.default_rng(0).integers(0, 256, a.shape, dtype=np.uint8)
     fa, fb, fn = (read_attributes(probe, x)[1] for x in (a, b, noise))
     assert frechet_distance(fa, fn) > 5 * frechet_distance(fa, fb)
+
+
+def test_bench_probe_trains_saves_and_loads_a_probe(tmp_path, capsys):
+    from modality_forcing.bench.probe import train_probe
+
+    info = train_probe(tmp_path, num_train=24, num_val=8, steps=3, batch=8, width=8)
+    probe, meta = load_probe(tmp_path)
+    assert meta["steps"] == 3 and meta["num_train"] == 24 and probe.width == 8
+    assert set(meta["val_accuracy"]) == set(info["val_accuracy"])
+    assert "bench probe: training steps: 100%" in capsys.readouterr().err

@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ..data.attributes import MULTI, SINGLE, stack_attributes
 from ..data.procedural import SceneConfig, render_split
 from ..metrics.fidelity import attribute_scores
 from ..metrics.probe import INPUT_SIZE, PROBE_DIR, AttributeProbe, read_attributes
+from .progress import bench_bar
 
 
 def render_labelled(split: str, num: int, start: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
@@ -53,7 +53,7 @@ def train_probe(
     opt = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.1)
     g = torch.Generator().manual_seed(seed)
-    for _ in tqdm(range(steps), desc="train probe", dynamic_ncols=True):
+    for _ in bench_bar(range(steps), "probe: training steps"):
         idx = torch.randint(len(x), (batch,), generator=g)
         xb = x[idx]
         flip = torch.rand(batch, generator=g) < 0.5
