@@ -1,12 +1,16 @@
 """`modality-forcing bench paper --budget tiny`: every claim's section is produced with finite
-numbers, every run's config is saved, and the trained MF model beats an untrained one."""
+numbers, every run's config is saved, skill is reported against the mean training depth map,
+and images that score NaN are counted and printed, never silently dropped."""
 
 import json
 import math
 
 import pytest
+import torch
 
+from modality_forcing.bench.common import failures_section, nan_failures
 from modality_forcing.bench.paper import BUDGETS, run_configs
+from modality_forcing.bench.paper_eval import score_depth
 from modality_forcing.cli import main
 from modality_forcing.config import resolve_train_config
 
@@ -42,12 +46,18 @@ def test_tiny_paper_bench_produces_every_section(tmp_path, capsys):
     assert ci["ratio"] == pytest.approx(report["regressor"]["ratio"], rel=1e-9)
     assert ci["low"] <= ci["ratio"] <= ci["high"] and ci["num_images"] == 8
     assert "How sure?" in text
-    untrained = report["permutations"]["image_to_depth"].pop("untrained")
     for value in _finite_numbers({k: v for k, v in report.items() if k != "verdicts"}):
         assert math.isfinite(value)
-    mf = report["permutations"]["image_to_depth"]["mf"]["least_squares"]["abs_rel"]
-    baseline = untrained["least_squares"]["abs_rel"]  # constant output: degenerate (NaN)
-    assert report["verdicts"]["1_beats_untrained"] and (math.isnan(baseline) or mf < baseline)
+    i2d = report["permutations"]["image_to_depth"]
+    mf = i2d["mf"]["least_squares"]["abs_rel"]
+    prior = i2d["mean training depth"]["least_squares"]["abs_rel"]
+    assert report["verdicts"]["1_skill"]["mf"] == pytest.approx(1 - mf / prior)
+    assert "untrained" not in i2d  # a constant scores NaN: that verdict could not fail
+    scored = i2d["mf"]["least_squares"]
+    assert scored["images"] == 8 and 0 <= scored["nan_images"] <= 8
+    failures = nan_failures(report)  # every scored set that lost images, each printed
+    assert all(f"- {line}" in text for line in failures) and (failures or "\nnone" in text)
+    assert "## Failures (images that scored NaN" in text
     for name in report["runs"]:
         assert (out / name / "config.yaml").is_file()  # every run's config saved
     for png in ("scaling.png", "schedules.png"):
@@ -69,3 +79,17 @@ def test_run_plan_is_equal_compute_and_pretrains_before_post_training(tmp_path):
         assert order.index(f"t2i-{name}") < order.index(f"mf-{name}")
         assert resolved[f"mf-{name}"].init_from == str(tmp_path / f"t2i-{name}" / "final")
     assert resolved["mf-m"].model.hidden_size == 384 and resolved["mf-xs"].model.hidden_size == 128
+
+
+def test_images_that_score_nan_are_counted_and_printed():
+    gt = torch.rand(3, 8, 8, dtype=torch.float64) + 1
+    mask = torch.ones(3, 8, 8, dtype=torch.bool)
+    pred = gt.clone()
+    pred[1] = 2.0  # a constant prediction cannot be aligned: NaN
+    scores = score_depth(pred, gt, mask, (1e-3, 10.0))["least_squares"]
+    assert scores["images"] == 3 and scores["nan_images"] == 1
+    assert scores["abs_rel"] == pytest.approx(0.0, abs=1e-9)  # the two that scored are exact
+    report = {"image_to_depth": {"mf": {"least_squares": scores}}}
+    assert nan_failures(report) == ["image_to_depth.mf.least_squares: 1 of 3 images"]
+    assert failures_section(report)[-1] == "- image_to_depth.mf.least_squares: 1 of 3 images"
+    assert failures_section({"x": {**scores, "nan_images": 0}})[-1] == "none"

@@ -87,6 +87,28 @@ def load_scenes(split: str, num: int, height: int, width: int) -> Scenes:
     )
 
 
+def nan_failures(report: Any, path: str = "") -> list[str]:
+    """Every scored set in a report (nested dicts and lists) that left images out of its means
+    because they scored NaN (`aligned_scores`' `nan_images`): one line `PATH: K of N images`."""
+    found: list[str] = []
+    if isinstance(report, dict):
+        if report.get("nan_images"):
+            found.append(f"{path or 'report'}: {report['nan_images']} of {report['images']} images")
+        for key, value in report.items():
+            found += nan_failures(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(report, list):
+        for i, value in enumerate(report):
+            found += nan_failures(value, f"{path}[{i}]")
+    return found
+
+
+def failures_section(report: Any) -> list[str]:
+    """Markdown lines that say how many images scored NaN and where (never silently dropped)."""
+    found = nan_failures(report)
+    head = ["", "## Failures (images that scored NaN, left out of the means)", ""]
+    return head + ([f"- {line}" for line in found] if found else ["none"])
+
+
 # ------------------------------------------------------------------------------- inference
 
 

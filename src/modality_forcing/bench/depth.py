@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..sampling.config import SamplingConfig
-from .common import Budget, Scenes, Scorer, load_scenes
+from .common import Budget, Scenes, Scorer, failures_section, load_scenes
 from .progress import bench_bar
 from .runs import publish, train_cached
 
@@ -341,6 +341,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"({'helps' if v['ensemble_helps'] else 'does not help everywhere'})",
             f"- Spearman(uncertainty, error) per image, mean: {v['spearman_mean']:.3f}",
         ]  # fmt: skip
+    lines += failures_section(report)
     return "\n".join(lines)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..metrics.bootstrap import describe
+from .common import failures_section
 from .depth import save_figure
 
 
@@ -25,8 +26,11 @@ def _protocol_table(rows: dict[str, dict[str, dict[str, float]]]) -> list[str]:
     return lines
 
 
+COUNTS = ("images", "nan_images")  # image counts, reported under Failures, not as columns
+
+
 def _dict_table(rows: dict[str, dict[str, float]], first: str) -> list[str]:
-    keys = list(next(iter(rows.values())))
+    keys = [k for k in next(iter(rows.values())) if k not in COUNTS]
     lines = [f"| {first} | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
     for name, values in rows.items():
         lines.append(f"| {name} | " + " | ".join(_f(values[k]) for k in keys) + " |")
@@ -66,8 +70,9 @@ def markdown(report: dict[str, Any]) -> str:
         *_dict_table(s1["joint"], "model"), "",
         f"Verdict: MF / dedicated AbsRel ratios: image -> depth {r1['image_to_depth']:.3f}, "
         f"depth -> image cycle {r1['depth_to_image_cycle']:.3f}, joint consistency "
-        f"{r1['joint_consistency']:.3f} (below 1: MF is better). MF beats an untrained model: "
-        f"{v['1_beats_untrained']}; beats the mean training depth map: {v['1_beats_mean_depth']}.",
+        f"{r1['joint_consistency']:.3f} (below 1: MF is better). MF beats the mean training "
+        f"depth map: {v['1_beats_mean_depth']}; skill over it (1 - AbsRel / its AbsRel): "
+        + ", ".join(f"{k} {_f(x, 3)}" for k, x in v["1_skill"].items()) + ".",
     ]  # fmt: skip
     lines += [
         "", "## 2. Separate noise levels vs one shared t", "",
@@ -110,6 +115,7 @@ def markdown(report: dict[str, Any]) -> str:
         "| claim: comparison | AbsRel ratio [95% interval] |", "|---|---|",
         *(f"| {name} | {describe(ci)} |" for name, ci in report["intervals"].items()),
     ]  # fmt: skip
+    lines += failures_section(report)
     return "\n".join(lines)
 
 

@@ -277,6 +277,11 @@ def aligned_scores(
     pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, depth_range: tuple[float, float],
     protocol: str = "least_squares",
 ) -> tuple[torch.Tensor, dict[str, float]]:  # fmt: skip
-    """`aligned_metrics`, averaged: (aligned depth, mean AbsRel and delta1 over images)."""
+    """`aligned_metrics`, averaged: (aligned depth, {abs_rel, delta1: means over the images
+    that scored, images: how many were scored, nan_images: how many could not be (a degenerate,
+    e.g. constant, prediction or too few valid pixels) and are left out of the means})."""
     aligned, metrics = aligned_metrics(pred, gt, mask, depth_range, protocol)
-    return aligned, {m: mean_over_images(metrics[m])[0] for m in ("abs_rel", "delta1")}
+    abs_rel, finite = mean_over_images(metrics["abs_rel"])
+    images = int(metrics["abs_rel"].numel())
+    return aligned, {"abs_rel": abs_rel, "delta1": mean_over_images(metrics["delta1"])[0],
+                     "images": images, "nan_images": images - finite}  # fmt: skip
