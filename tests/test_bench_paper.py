@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from modality_forcing.bench.common import failures_section, nan_failures
-from modality_forcing.bench.paper import BUDGETS, run_configs
+from modality_forcing.bench.paper import BUDGETS, CONSISTENCY, run_configs, verdicts
 from modality_forcing.bench.paper_eval import score_depth
 from modality_forcing.cli import main
 from modality_forcing.config import resolve_train_config
@@ -58,6 +58,19 @@ def test_tiny_paper_bench_produces_every_section(tmp_path, capsys):
     failures = nan_failures(report)  # every scored set that lost images, each printed
     assert all(f"- {line}" in text for line in failures) and (failures or "\nnone" in text)
     assert "## Failures (images that scored NaN" in text
+    # Claim 6 is chosen on val: shuffling the test scores among the settings changes nothing.
+    # (paper.json's keys are strings: compare as strings)
+    chosen = {k: str(report["verdicts"][k]) for k in ("6_best_alpha", "6_best_steps")}
+    for table in ("joint", "image_to_depth_steps"):
+        rows = report["schedules"][table]
+        keys = list(rows)
+        report["schedules"][table] = dict(zip(keys, [rows[k] for k in keys[::-1]], strict=True))
+    assert {k: str(verdicts(report)[k]) for k in chosen} == chosen
+    # ... while the val scores decide: make another tilt the most consistent on val.
+    val = report["schedules_val"]["joint"]
+    other = next(a for a in val if str(a) != chosen["6_best_alpha"])
+    val[other] = {**val[other], CONSISTENCY: -1.0}
+    assert verdicts(report)["6_best_alpha"] == other
     for name in report["runs"]:
         assert (out / name / "config.yaml").is_file()  # every run's config saved
     for png in ("scaling.png", "schedules.png"):
