@@ -58,6 +58,19 @@ def test_tiny_paper_bench_produces_every_section(tmp_path, capsys):
     failures = nan_failures(report)  # every scored set that lost images, each printed
     assert all(f"- {line}" in text for line in failures) and (failures or "\nnone" in text)
     assert "## Failures (images that scored NaN" in text
+    # Claim 2: both samplers chosen on val over the same grid; the baseline also over its noise.
+    for name, modes in (
+        ("mf", {"image_to_depth"}),
+        (
+            "shared-t (replacement)",
+            {"image_to_depth_replacement", "image_to_depth_replacement_fresh"},
+        ),
+    ):
+        sweep = report["shared_t_sweep"][name]
+        best = min(sweep["val"], key=lambda r: (r["nan_images"], r["abs_rel"]))
+        assert sweep["chosen"] == {k: best[k] for k in ("mode", "steps", "shift_mu")}
+        assert {r["mode"] for r in sweep["val"]} == modes
+    assert "2: mf (tuned) / shared-t" in report["intervals"]
     # Claim 6 is chosen on val: shuffling the test scores among the settings changes nothing.
     # (paper.json's keys are strings: compare as strings)
     chosen = {k: str(report["verdicts"][k]) for k in ("6_best_alpha", "6_best_steps")}

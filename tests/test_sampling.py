@@ -214,6 +214,31 @@ def test_replacement_imposes_the_noised_given_at_every_step():
     torch.testing.assert_close(out[DEPTH], torch.full_like(out[DEPTH], 0.5))  # x0 readout
 
 
+def test_replacement_with_fresh_noise_draws_anew_at_every_step():
+    """The tuned shared-t baseline's variant: the first step uses the sampler's initial draw,
+    every later step a new draw from the given generator (so the steps' noises differ)."""
+    from modality_forcing.bench.common import imposed_by_replacement
+
+    shapes = {IMAGE: (1, 3, 4, 4), DEPTH: (1, 1, 4, 4)}
+    image = torch.zeros(shapes[IMAGE])  # the state is then exactly t * noise
+    seen = []
+
+    def fn(x, t, text):
+        seen.append(x[IMAGE].clone() / t[IMAGE][0])
+        return {IMAGE: torch.zeros_like(x[IMAGE]), DEPTH: torch.zeros_like(x[DEPTH])}
+
+    fresh = torch.Generator().manual_seed(7)
+    sample(fn, scheduling_matrix("shared", 3), (IMAGE, DEPTH), shapes, None,
+           generator=torch.Generator().manual_seed(0),
+           before_call=imposed_by_replacement({IMAGE: image}, fresh))  # fmt: skip
+    first = torch.randn(shapes[IMAGE], generator=torch.Generator().manual_seed(0))
+    again = torch.Generator().manual_seed(7)
+    expected = [first, *(torch.randn(shapes[IMAGE], generator=again) for _ in range(2))]
+    assert len(seen) == 3
+    for got, want in zip(seen, expected, strict=True):
+        torch.testing.assert_close(got, want)
+
+
 @pytest.mark.parametrize("kind", ["x0", "velocity"])
 def test_one_euler_step_reads_out_x0_in_either_parametrisation(kind):
     shapes = {IMAGE: (2, 3, 4, 4), DEPTH: (2, 1, 4, 4)}

@@ -112,20 +112,29 @@ def failures_section(report: Any) -> list[str]:
 # ------------------------------------------------------------------------------- inference
 
 
-# Image -> depth of a model trained with one shared t: the baseline of `bench paper`.
+# Image -> depth of a model trained with one shared t: the baseline of `bench paper`, with one
+# noise draw for the replaced image over the whole trajectory, or a fresh draw at every step.
 REPLACEMENT = "image_to_depth_replacement"
+REPLACEMENT_FRESH = "image_to_depth_replacement_fresh"
+REPLACEMENTS = (REPLACEMENT, REPLACEMENT_FRESH)
 
 
-def imposed_by_replacement(clean: dict[str, torch.Tensor]) -> StateHook:
+def imposed_by_replacement(clean: dict[str, torch.Tensor],
+                           fresh: torch.Generator | None = None) -> StateHook:  # fmt: skip
     """A sampler hook (`sample(before_call=...)`) that conditions a shared-t model the way joint
     models with one noise level are: before every step the given modalities' states are set to
     the clean tensors noised to the current t, with one noise draw (the sampler's initial one)
-    for the whole trajectory; the other modalities move as usual."""
+    for the whole trajectory, or, given a generator `fresh`, a new draw from it at every step;
+    the other modalities move as usual."""
     noise: dict[str, torch.Tensor] = {}
 
     def hook(state: dict[str, torch.Tensor], t: dict[str, torch.Tensor]) -> None:
         for m, x in clean.items():
-            noise.setdefault(m, state[m])  # the first call sees the initial draw
+            if m not in noise:  # the first call sees the sampler's initial draw
+                noise[m] = state[m]
+            elif fresh is not None:
+                drawn = torch.randn(state[m].shape, generator=fresh, dtype=torch.float32)
+                noise[m] = drawn.to(state[m])
             state[m] = interpolate(x.to(state[m]), noise[m], t[m])
 
     return hook
@@ -156,11 +165,12 @@ def sample_depths(
     depths = []
     for part in repeated.split(chunk):
         given: dict[str, Any] = {"image": part}
-        if mode == REPLACEMENT:
+        if mode in REPLACEMENTS:
             latent = model.codec.encode(part.to(next(model.parameters()).device).float())
-            given = {"before_call": imposed_by_replacement({IMAGE: latent})}
+            fresh = generator if mode == REPLACEMENT_FRESH else None
+            given = {"before_call": imposed_by_replacement({IMAGE: latent}, fresh)}
         out = generate(
-            model, "shared" if mode == REPLACEMENT else mode, [""] * part.shape[0], *size,
+            model, "shared" if mode in REPLACEMENTS else mode, [""] * part.shape[0], *size,
             num_steps=setting.steps, solver=setting.solver, shift_mu=setting.shift_mu,
             t_min=setting.t_min, generator=generator, autocast_dtype=dtype, **given,
         )  # fmt: skip
