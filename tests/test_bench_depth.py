@@ -22,7 +22,7 @@ def test_tiny_depth_bench_end_to_end(tmp_path, capsys, monkeypatch):
     assert "bench depth: recipes" in captured.err and "bench depth: recipes" not in printed
     assert "bench depth: inference settings" in captured.err
     report = json.loads((out / "depth.json").read_text())
-    assert list(report["recipes"]) == ["regressor", "mf-naive", "mf"]
+    assert list(report["recipes"]) == ["regressor-l1", "mf-naive", "mf"]
     budget = report["budget"]
     for r in report["recipes"].values():
         assert r["steps"] == budget["steps"]  # equal compute
@@ -30,14 +30,21 @@ def test_tiny_depth_bench_end_to_end(tmp_path, capsys, monkeypatch):
         assert all(p["seconds"] > 0 and math.isfinite(p["abs_rel@1"]) for p in r["curve"])
         for scores in (*r["val"].values(), *r["test"].values()):
             assert 0 < scores["abs_rel"] < 10 and 0 <= scores["delta1"] <= 1
-    assert set(report["recipes"]["regressor"]["test"]) == {"1"}  # a regressor has one readout
+    assert set(report["recipes"]["regressor-l1"]["test"]) == {"1"}  # a regressor: one readout
     sweep = report["sweep"]
     assert [r["frame"] for r in sweep[-2:]] == ["letterbox", "stretch"]
     ens = [r for r in sweep if r["ensemble"] > 1]
     assert ens and all(-1 <= r["test"]["spearman"] <= 1 for r in ens)
     v = report["verdict"]
+    # the regressor has MF's depth loss, and MF is compared at its compute (1 evaluation)
+    assert v["regressor"] == "regressor-l1" and v["depth_loss"] == "l1"
+    assert report["recipes"]["mf"]["depth_loss"] == report["recipes"]["regressor-l1"]["depth_loss"]
+    chosen = next(r for r in sweep if r["setting"] == v["equal_compute_setting"])
+    assert chosen["evaluations"] == 1 and chosen["frame"] == "square"
+    ones = [r for r in sweep if r["evaluations"] == 1 and r["frame"] == "square"]
+    assert chosen["val"]["abs_rel"] == min(r["val"]["abs_rel"] for r in ones)  # chosen on val
     assert v["ratio_to_regressor"] == pytest.approx(
-        v["best_test_abs_rel"] / v["regressor_test_abs_rel"]
+        v["equal_compute_test_abs_rel"] / v["regressor_test_abs_rel"]
     )
     for png in ("accuracy_vs_steps.png", "accuracy_vs_time.png"):
         assert (out / png).stat().st_size > 1000
