@@ -59,6 +59,7 @@ def test_tiny_paper_bench_produces_every_section(tmp_path, capsys):
     assert all(f"- {line}" in text for line in failures) and (failures or "\nnone" in text)
     assert "## Failures (images that scored NaN" in text
     # Claim 2: both samplers chosen on val over the same grid; the baseline also over its noise.
+    assert "joint-only (separate t, no clean-image training)" in report["shared_t"]
     for name, modes in (
         ("mf", {"image_to_depth"}),
         (
