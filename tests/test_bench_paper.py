@@ -52,6 +52,10 @@ def test_tiny_paper_bench_produces_every_section(tmp_path, capsys):
     mf = i2d["mf"]["least_squares"]["abs_rel"]
     prior = i2d["mean training depth"]["least_squares"]["abs_rel"]
     assert report["verdicts"]["1_skill"]["mf"] == pytest.approx(1 - mf / prior)
+    objects = {k: i2d[k]["least_squares"]["object_abs_rel"] for k in ("mf", "mean training depth")}
+    assert report["verdicts"]["1_object_skill"]["mf"] == pytest.approx(
+        1 - objects["mf"] / objects["mean training depth"]
+    )
     assert "untrained" not in i2d  # a constant scores NaN: that verdict could not fail
     scored = i2d["mf"]["least_squares"]
     assert scored["images"] == 8 and 0 <= scored["nan_images"] <= 8

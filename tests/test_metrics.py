@@ -205,3 +205,20 @@ def test_align_and_metrics_on_gpu_match_cpu() -> None:
         cpu = align(pred, gt, mask, protocol, RANGE, space)
         gpu = align(pred.cuda(), gt.cuda(), mask.cuda(), protocol, RANGE, space)
         torch.testing.assert_close(gpu.aligned.cpu(), cpu.aligned)
+
+
+def test_object_abs_rel_scores_only_object_pixels_under_the_full_image_alignment():
+    from modality_forcing.metrics.alignment import aligned_scores
+
+    gt = torch.full((2, 4, 4), 2.0, dtype=torch.float64)
+    gt[:, :, 2:] = 4.0  # two depths, so least squares is well posed
+    pred = gt.clone()
+    pred[0, 0, 0] = 3.0  # an error on an object pixel of image 0 (off by 0.5 relative)
+    mask = torch.ones(2, 4, 4, dtype=torch.bool)
+    objects = torch.zeros_like(mask)
+    objects[0, 0, :2] = True  # image 0: two object pixels; image 1: none
+    _, plain = aligned_scores(pred, gt, mask, (1e-3, 10.0), "none")
+    _, scored = aligned_scores(pred, gt, mask, (1e-3, 10.0), "none", objects=objects)
+    assert "object_abs_rel" not in plain and scored["abs_rel"] == plain["abs_rel"]
+    # image 0's objects: (0.5 + 0) / 2 pixels; image 1 has no objects and is left out
+    assert scored["object_abs_rel"] == pytest.approx(0.25)

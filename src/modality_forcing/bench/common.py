@@ -16,6 +16,7 @@ import torch
 
 from ..flow.path import interpolate
 from ..metrics.alignment import aligned_scores
+from ..metrics.scenes import OBJECT_MIN
 from ..modalities import IMAGE
 from ..precision import resolve_precision
 from ..sampling.config import SamplingConfig
@@ -69,6 +70,7 @@ class Scenes:
     mask: torch.Tensor  # [N, H, W] bool
     depth_range: tuple[float, float]
     captions: list[str]
+    objects: torch.Tensor | None = None  # [N, H, W] bool: valid pixels of objects, if known
 
 
 def load_scenes(split: str, num: int, height: int, width: int) -> Scenes:
@@ -78,12 +80,17 @@ def load_scenes(split: str, num: int, height: int, width: int) -> Scenes:
     bench = get_benchmark("procedural", None, split=split, num=num, height=height, width=width)
     samples = [bench[i] for i in range(len(bench))]
     images = np.stack([np.asarray(s["image"]) for s in samples])
+    mask = torch.from_numpy(np.stack([np.asarray(s["valid_mask"]) for s in samples])).bool()
     return Scenes(
         images=torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1,
         depth=torch.from_numpy(np.stack([np.asarray(s["depth"]) for s in samples])).double(),
-        mask=torch.from_numpy(np.stack([np.asarray(s["valid_mask"]) for s in samples])).bool(),
+        mask=mask,
         depth_range=tuple(bench.depth_range),
         captions=[str(s.get("caption", "")) for s in samples],
+        objects=torch.from_numpy(
+            np.stack([np.asarray(s["instance"]) >= OBJECT_MIN for s in samples])
+        )
+        & mask,
     )
 
 
@@ -194,7 +201,8 @@ def score(samples: torch.Tensor, scenes: Scenes, reduction: str = "median") -> d
         spread = torch.cat([u for _, u in pairs])[:, 0]
     else:
         pred, spread = samples[:, 0], None
-    aligned, out = aligned_scores(pred, scenes.depth, scenes.mask, scenes.depth_range)
+    aligned, out = aligned_scores(pred, scenes.depth, scenes.mask, scenes.depth_range,
+                                  objects=scenes.objects)  # fmt: skip
     if spread is not None:
         error = (aligned - scenes.depth).abs() / scenes.depth.clamp_min(1e-6)
         out["spearman"] = mean_over_images(spearman_per_image(spread, error, scenes.mask))[0]

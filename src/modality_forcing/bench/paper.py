@@ -346,13 +346,16 @@ def _mean_depth_baseline(b: PaperBudget, scenes: Any, num: int = 512) -> dict[st
     valid = torch.stack([torch.as_tensor(s["valid_mask"]) for s in train]).bool()
     mean = (depth * valid).sum(0) / valid.sum(0).clamp_min(1)
     pred = mean.expand_as(scenes.depth)
-    return score_depth(pred, scenes.depth, scenes.mask, scenes.depth_range, ("least_squares",))
+    return score_depth(pred, scenes.depth, scenes.mask, scenes.depth_range, ("least_squares",),
+                       scenes.objects)  # fmt: skip
 
 
 def verdicts(report: dict[str, Any]) -> dict[str, Any]:
     """One honest line of evidence per claim (the report words them)."""
     s1 = report["permutations"]
     i2d = {k: v["least_squares"]["abs_rel"] for k, v in s1["image_to_depth"].items()}
+    obj = {k: v["least_squares"].get("object_abs_rel", math.nan)
+           for k, v in s1["image_to_depth"].items()}  # fmt: skip
     d2i = {k: v["cycle_abs_rel[regressor]"] for k, v in s1["depth_to_image"].items()}
     jnt = {k: v[CONSISTENCY] for k, v in s1["joint"].items()}
     shared = report["shared_t"]
@@ -372,6 +375,8 @@ def verdicts(report: dict[str, Any]) -> dict[str, Any]:
                               "joint_consistency": jnt["mf"] / jnt["joint-only"]},
         "1_skill": {k: 1 - i2d[k] / i2d["mean training depth"]
                     for k in i2d if k != "mean training depth"},
+        "1_object_skill": {k: 1 - obj[k] / obj["mean training depth"]
+                           for k in obj if k != "mean training depth"},
         "1_beats_mean_depth": _lt(i2d["mf"], i2d["mean training depth"]),
         "2_mf_over_shared": mf_abs / sh_abs, "2_target_met": mf_abs <= 0.5 * sh_abs,
         "3_ratio_to_regressor": report["regressor"]["ratio"],

@@ -27,10 +27,11 @@ GENERATED_RANGE = (1e-3, 1e3)  # relative depths (unit mean): the clip range whe
 
 def score_depth(
     pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, depth_range: tuple[float, float],
-    protocols: tuple[str, ...] = ("least_squares",),
+    protocols: tuple[str, ...] = ("least_squares",), objects: torch.Tensor | None = None,
 ) -> dict[str, dict[str, float]]:  # fmt: skip
-    """Mean AbsRel / delta1 over images for each protocol: {protocol: {abs_rel, delta1}}."""
-    return {p: aligned_scores(pred, gt, mask, depth_range, p)[1] for p in protocols}
+    """Mean AbsRel / delta1 over images for each protocol: {protocol: {abs_rel, delta1, image
+    counts, and object_abs_rel given an `objects` mask}}."""
+    return {p: aligned_scores(pred, gt, mask, depth_range, p, objects)[1] for p in protocols}
 
 
 def _dtype(model: Any, precision: str) -> torch.dtype | None:
@@ -63,7 +64,8 @@ def image_to_depth(
 ) -> dict[str, dict[str, float]]:
     """Image -> depth on the scenes' images, per protocol."""
     pred = estimator(scenes.images)
-    return score_depth(pred, scenes.depth, scenes.mask, scenes.depth_range, protocols)
+    return score_depth(pred, scenes.depth, scenes.mask, scenes.depth_range, protocols,
+                       scenes.objects)  # fmt: skip
 
 
 def abs_rel_per_image(estimator: Estimator, scenes: Scenes) -> torch.Tensor:

@@ -80,7 +80,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"depth -> image cycle {r1['depth_to_image_cycle']:.3f}, joint consistency "
         f"{r1['joint_consistency']:.3f} (below 1: MF is better). MF beats the mean training "
         f"depth map: {v['1_beats_mean_depth']}; skill over it (1 - AbsRel / its AbsRel): "
-        + ", ".join(f"{k} {_f(x, 3)}" for k, x in v["1_skill"].items()) + ".",
+        + ", ".join(f"{k} {_f(x, 3)}" for k, x in v["1_skill"].items()) + "; on object pixels "
+        "only: " + ", ".join(f"{k} {_f(x, 3)}" for k, x in v["1_object_skill"].items()) + ".",
     ]  # fmt: skip
     lines += [
         "", "## 2. Separate noise levels vs one shared t", "",

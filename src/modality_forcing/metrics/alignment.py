@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .depth import as_image_batch, depth_metrics, mean_over_images
+from .depth import as_image_batch, depth_metrics, mean_over_images, region_abs_rel
 
 PREDICTION_SPACES = ("depth", "disparity")
 
@@ -275,13 +275,20 @@ def aligned_metrics(
 
 def aligned_scores(
     pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, depth_range: tuple[float, float],
-    protocol: str = "least_squares",
+    protocol: str = "least_squares", objects: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:  # fmt: skip
     """`aligned_metrics`, averaged: (aligned depth, {abs_rel, delta1: means over the images
     that scored, images: how many were scored, nan_images: how many could not be (a degenerate,
-    e.g. constant, prediction or too few valid pixels) and are left out of the means})."""
+    e.g. constant, prediction or too few valid pixels) and are left out of the means}); given
+    an `objects` mask [N, H, W], also `object_abs_rel`: AbsRel over object pixels only (the
+    same alignment, fitted on all valid pixels), a mean over the images that have any."""
     aligned, metrics = aligned_metrics(pred, gt, mask, depth_range, protocol)
     abs_rel, finite = mean_over_images(metrics["abs_rel"])
     images = int(metrics["abs_rel"].numel())
-    return aligned, {"abs_rel": abs_rel, "delta1": mean_over_images(metrics["delta1"])[0],
-                     "images": images, "nan_images": images - finite}  # fmt: skip
+    out = {"abs_rel": abs_rel, "delta1": mean_over_images(metrics["delta1"])[0],
+           "images": images, "nan_images": images - finite}  # fmt: skip
+    if objects is not None:
+        per_image = region_abs_rel(aligned, gt, objects.to(aligned.device) & mask.bool(),
+                                   depth_range[0])  # fmt: skip
+        out["object_abs_rel"] = mean_over_images(per_image)[0]
+    return aligned, out

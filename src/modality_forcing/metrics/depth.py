@@ -130,3 +130,14 @@ def mean_over_images(values: torch.Tensor) -> tuple[float, int]:
     finite = torch.isfinite(values)
     count = int(finite.sum())
     return (float(values[finite].mean()) if count else math.nan), count
+
+
+def region_abs_rel(aligned: torch.Tensor, gt: torch.Tensor, region: torch.Tensor,
+                   eps: float = 1e-3) -> torch.Tensor:  # fmt: skip
+    """[N] AbsRel of an (already aligned) prediction over each image's `region` pixels (e.g.
+    object pixels); NaN for an image without any."""
+    rel = (aligned.double() - gt.double()).abs() / gt.double().clamp_min(eps)
+    region = region.bool()
+    count = region.flatten(1).sum(1)
+    total = (rel * region).flatten(1).sum(1)
+    return torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, math.nan))

@@ -15,6 +15,7 @@ import torch
 from ..data.attributes import palette_references, stack_attributes
 from ..data.procedural import SceneConfig, render_split
 from .alignment import aligned_metrics
+from .depth import region_abs_rel
 from .fidelity import skill
 
 DEPTH_RANGE = (1e-3, 30.0)  # the procedural benchmark's scored range (metres)
@@ -80,8 +81,7 @@ def depth_scores(pred: torch.Tensor, scenes: FidelityScenes) -> dict[str, float]
     for name, p in (("", pred), ("prior_", scenes.prior.expand_as(scenes.depth))):
         aligned, metrics = aligned_metrics(p, scenes.depth, scenes.mask, DEPTH_RANGE)
         objects = scenes.mask & torch.from_numpy(scenes.instance >= OBJECT_MIN)
-        rel = (aligned - scenes.depth).abs() / scenes.depth.clamp_min(DEPTH_RANGE[0])
-        per_image = (rel * objects).flatten(1).sum(1) / objects.flatten(1).sum(1)
+        per_image = region_abs_rel(aligned, scenes.depth, objects, DEPTH_RANGE[0])
         finite = metrics["abs_rel"][torch.isfinite(metrics["abs_rel"])]
         out[f"{name}abs_rel"] = float(finite.mean())
         out[f"{name}delta1"] = float(metrics["delta1"][torch.isfinite(metrics["delta1"])].mean())

@@ -128,7 +128,7 @@ class Procedural(Benchmark):
         return [  # with the caption (text-conditioned modes), the camera and the scene graph
             {**self.make_sample(s["image"], s["depth"], str(s["key"]), s.get("valid_mask")),
              "caption": str(s.get("caption", "")), "intrinsics": s.get("intrinsics"),
-             "scene": s.get("scene")}
+             "scene": s.get("scene"), "instance": s.get("instance")}
             for s in render_split(self.split, start, num, config)
         ]  # fmt: skip
 
