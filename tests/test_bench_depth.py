@@ -33,6 +33,10 @@ def test_tiny_depth_bench_end_to_end(tmp_path, capsys, monkeypatch):
     assert set(report["recipes"]["regressor-l1"]["test"]) == {"1"}  # a regressor: one readout
     sweep = report["sweep"]
     assert [r["frame"] for r in sweep[-2:]] == ["letterbox", "stretch"]
+    # the framing is scored on val too and chosen there, whatever test says
+    framed = {r["frame"]: r for r in sweep[-2:]}
+    assert all(r["val"] and r["test"] for r in framed.values())
+    assert report["verdict"]["frame"] == min(framed, key=lambda f: framed[f]["val"]["abs_rel"])
     ens = [r for r in sweep if r["ensemble"] > 1]
     assert ens and all(-1 <= r["test"]["spearman"] <= 1 for r in ens)
     v = report["verdict"]

@@ -224,7 +224,9 @@ def run_depth_benchmark(
     height, width = spec.size
     val = load_scenes("val", spec.num_val, height, width)
     test = load_scenes("test", spec.num_test, height, width)
-    wide = load_scenes("test", spec.num_test, height, width * 3 // 2)  # 2:3, non-square
+    # 2:3, non-square: the framing (letterbox or stretch) is chosen on val, reported on test
+    wide = {split: load_scenes(split, n, height, width * 3 // 2)
+            for split, n in (("val", spec.num_val), ("test", spec.num_test))}  # fmt: skip
     report: dict[str, Any] = {"budget": asdict(spec), "seed": seed, "init_from": init_from,
                               "recipes": {}, "sweep": []}  # fmt: skip
     for name in bench_bar(recipes, "depth: recipes"):
@@ -251,10 +253,10 @@ def run_depth_benchmark(
     return report
 
 
-def sweep(ckpt: str, spec: DepthBudget, val: Scenes, test: Scenes, wide: Scenes,
+def sweep(ckpt: str, spec: DepthBudget, val: Scenes, test: Scenes, wide: dict[str, Scenes],
           run_dir: Path) -> list[dict[str, Any]]:  # fmt: skip
     """Every inference setting on val and test; then the best val setting on the non-square
-    scenes, letterboxed and stretched."""
+    scenes (`wide`: val and test), letterboxed and stretched, each framing on both splits."""
     val_scorer = Scorer(ckpt, val, spec.size, run_dir / "scores_val.json", spec.precision)
     test_scorer = Scorer(ckpt, test, spec.size, run_dir / "scores_test.json", spec.precision)
     rows, chosen = [], {}
@@ -264,13 +266,20 @@ def sweep(ckpt: str, spec: DepthBudget, val: Scenes, test: Scenes, wide: Scenes,
                      "frame": "square", "evaluations": s.evaluations, **scores})  # fmt: skip
         chosen[s.name] = s
     best = chosen[min(rows, key=lambda r: r["val"]["abs_rel"])["setting"]]
-    wide_scorer = Scorer(ckpt, wide, spec.size, run_dir / "scores_wide.json", spec.precision)
+    scorers = {split: Scorer(ckpt, scenes, spec.size, run_dir / f"scores_wide_{split}.json",
+                             spec.precision) for split, scenes in wide.items()}  # fmt: skip
     for frame in ("letterbox", "stretch"):
         s = replace(best, frame=frame)
         rows.append({**asdict(s), "precision": spec.precision, "setting": s.name,
-                     "evaluations": s.evaluations, "val": None,
-                     "test": wide_scorer(s)})  # fmt: skip
+                     "evaluations": s.evaluations,
+                     **{split: scorer(s) for split, scorer in scorers.items()}})  # fmt: skip
     return rows
+
+
+def chosen_frame(report: dict[str, Any]) -> str:
+    """The framing of non-square inputs with the lower val AbsRel (test never enters)."""
+    framed = [r for r in report["sweep"] if r["frame"] != "square"]
+    return min(framed, key=lambda r: r["val"]["abs_rel"])["frame"]
 
 
 def verdict(report: dict[str, Any]) -> dict[str, Any]:
@@ -312,6 +321,7 @@ def verdict(report: dict[str, Any]) -> dict[str, Any]:
         "four_step_target_met": four["test"]["abs_rel"] / mf_best - 1 <= FOUR_STEP_TARGET,
         "ensemble_gain": ens_gain, "ensemble_helps": bool(ens_gain) and max(ens_gain) < 0,
         "spearman": rhos, "spearman_mean": float(np.mean(rhos)) if rhos else math.nan,
+        "frame": chosen_frame(report) if len(report["sweep"]) > len(square) else None,
     }  # fmt: skip
 
 
@@ -377,6 +387,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"- ensemble of {b['ensemble']} (median) vs one sample: {gains} "
             f"({'helps' if v['ensemble_helps'] else 'does not help everywhere'})",
             f"- Spearman(uncertainty, error) per image, mean: {v['spearman_mean']:.3f}",
+            f"- non-square (2:3) inputs, framing chosen on val: **{v.get('frame')}**",
         ]  # fmt: skip
     lines += failures_section(report)
     return "\n".join(lines)
