@@ -50,7 +50,11 @@ def test_tiny_depth_bench_end_to_end(tmp_path, capsys, monkeypatch):
     assert v["ratio_to_regressor"] == pytest.approx(
         v["equal_compute_test_abs_rel"] / v["regressor_test_abs_rel"]
     )
-    for png in ("accuracy_vs_steps.png", "accuracy_vs_time.png"):
+    # the step-count diagnostic for every MF recipe (not the regressor), plotted and printed
+    assert "x0_error_by_t" not in report["recipes"]["regressor-l1"]
+    levels = [r["t"] for r in report["recipes"]["mf"]["x0_error_by_t"]]
+    assert levels[0] == 0.0 and levels[-1] == 1.0 and "## One-call depth estimate" in printed
+    for png in ("accuracy_vs_steps.png", "accuracy_vs_time.png", "x0_error_vs_t.png"):
         assert (out / png).stat().st_size > 1000
     assert (out / "REPORT.md").read_text().startswith("preset tiny")
 
@@ -83,3 +87,24 @@ def test_settings_count_network_evaluations():
     names = [s.name for s in sweep_settings(BUDGETS["small"])]
     assert len(names) == len(set(names))
     assert {"euler-1", "euler-50", "heun-10", "euler-4 shift-1", "euler-10 ens5-mean"} <= set(names)
+
+
+def test_x0_error_by_t_reads_the_models_estimate_at_each_noise_level(monkeypatch):
+    """The step-count diagnostic: the network given the GT depth noised to t. With a network
+    that returns its depth input (a perfect denoiser at t = 0 only), the error is 0 at t = 0
+    and grows with t; a t = 1 estimate is pure noise."""
+    from modality_forcing.backbones import build_model
+    from modality_forcing.bench.common import load_scenes
+    from modality_forcing.bench.x0_error import x0_error_by_t
+    from modality_forcing.config import model_preset
+
+    model = build_model(model_preset("tiny")).eval()
+    monkeypatch.setattr(model, "forward", lambda xt, t, text: {"depth": xt["depth"]})
+    scenes = load_scenes("val", 6, 16, 16)
+    rows = x0_error_by_t(model, scenes, levels=(0.0, 0.3, 1.0), chunk=4)
+    assert [r["t"] for r in rows] == [0.0, 0.3, 1.0] and all(r["images"] == 6 for r in rows)
+    assert rows[0]["abs_rel"] < 1e-3 < rows[1]["abs_rel"] < rows[2]["abs_rel"]
+    # the real network runs through the same path (every image scored or counted as NaN)
+    monkeypatch.undo()
+    real = x0_error_by_t(model, scenes, levels=(0.5,), chunk=4)
+    assert real[0]["images"] == 6 and 0 <= real[0]["nan_images"] <= 6

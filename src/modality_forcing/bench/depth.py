@@ -26,6 +26,7 @@ from ..sampling.config import SamplingConfig
 from .common import Budget, Scenes, Scorer, failures_section, load_scenes
 from .progress import bench_bar
 from .runs import publish, train_cached
+from .x0_error import x0_error_by_t
 
 # Targets (issue #11): MF's best setting within 1.1x the regressor's AbsRel; 4 steps within 5% of
 # MF's best; an ensemble of 5 better than one sample; uncertainty that correlates with the error.
@@ -110,7 +111,7 @@ def sweep_settings(budget: DepthBudget) -> list[SamplingConfig]:
         settings = [
             *(Setting(s) for s in (1, 2, 4, 10, 25, 50)),
             *(Setting(s, "heun") for s in (2, 4, 10)),
-            *(Setting(s, shift_mu=mu) for s in (4, 10) for mu in (-1.0, 1.0)),
+            *(Setting(s, shift_mu=mu) for s in (4, 10) for mu in (-1.0, 1.0, 1.1, 2.0)),
             *(Setting(10, t_min=t) for t in (0.01, 0.2)),
             *(Setting(s, ensemble=n, reduction=r) for s in (1, 4, 10) for r in ("median", "mean")),
         ]
@@ -246,6 +247,10 @@ def run_depth_benchmark(
             "test": {s: test_scorer(Setting(s)) for s in readouts},
             "curve": curve(run, run_dir, val, spec, is_reg),
         }  # fmt: skip
+        if not is_reg:  # the step-count diagnostic, on val (`bench/x0_error.py`)
+            report["recipes"][name]["x0_error_by_t"] = x0_error_by_t(
+                load_model(run["final"]), val, precision=spec.precision
+            )
         if name == MAIN:
             report["sweep"] = sweep(run["final"], spec, val, test, wide, run_dir)
     report["verdict"] = verdict(report)
@@ -389,6 +394,15 @@ def markdown(report: dict[str, Any]) -> str:
             f"- Spearman(uncertainty, error) per image, mean: {v['spearman_mean']:.3f}",
             f"- non-square (2:3) inputs, framing chosen on val: **{v.get('frame')}**",
         ]  # fmt: skip
+    curves = {n: r["x0_error_by_t"] for n, r in report["recipes"].items() if "x0_error_by_t" in r}
+    if curves:
+        levels = [r["t"] for r in next(iter(curves.values()))]
+        lines += ["", "## One-call depth estimate vs noise level (val AbsRel; image clean, the "
+                  "ground-truth depth noised to t; t = 1 is the 1-step readout)", "",
+                  "| recipe | " + " | ".join(f"t={t:g}" for t in levels) + " |",
+                  "|---|" + "---|" * len(levels)]  # fmt: skip
+        for name, rows in curves.items():
+            lines.append(f"| {name} | " + " | ".join(f"{r['abs_rel']:.4f}" for r in rows) + " |")
     lines += failures_section(report)
     return "\n".join(lines)
 
@@ -434,7 +448,24 @@ def plot(report: dict[str, Any], out: Path) -> list[Path]:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     paths.append(save_figure(fig, out / "accuracy_vs_time.png"))
+    curves = {n: r["x0_error_by_t"] for n, r in report["recipes"].items() if "x0_error_by_t" in r}
+    if curves:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for name, rows in curves.items():
+            ax.plot([r["t"] for r in rows], [r["abs_rel"] for r in rows], marker="o", label=name)
+        ax.set(xlabel="depth noise level t (image clean)", ylabel="val AbsRel of x0 estimate",
+               title="one-call depth estimate vs noise level")  # fmt: skip
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        paths.append(save_figure(fig, out / "x0_error_vs_t.png"))
     return paths
+
+
+def load_model(ckpt: str | Path) -> Any:
+    """The network of a checkpoint, on the CPU."""
+    from ..inference.pipeline import ModalityForcingPipeline
+
+    return ModalityForcingPipeline.from_pretrained(ckpt, device="cpu").model
 
 
 def save_figure(fig: Any, path: Path) -> Path:

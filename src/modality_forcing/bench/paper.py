@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from .common import REPLACEMENTS, Budget, load_scenes
-from .depth import DepthBudget, Setting, recipe_config
+from .depth import DepthBudget, Setting, load_model, recipe_config
 from .paper_eval import (
     Estimator,
     abs_rel_per_image,
@@ -138,12 +138,6 @@ def _pretrain_then_mf(
     )  # fmt: skip
 
 
-def _load(ckpt: str | Path) -> Any:
-    from ..inference.pipeline import ModalityForcingPipeline
-
-    return ModalityForcingPipeline.from_pretrained(ckpt, device="cpu").model
-
-
 def _params(model: Any) -> int:
     from ..model.mmdit import count_parameters
 
@@ -169,7 +163,7 @@ def run_paper_benchmark(
     runs = bench_bar(list(configs.items()), "paper: training runs")
     trained = {name: train_cached(cfg) for name, cfg in runs}
     claims = bench_bar(None, "paper: claims", total=6)
-    models = {name: _load(run["final"]) for name, run in trained.items()}
+    models = {name: load_model(run["final"]) for name, run in trained.items()}
     scenes = load_scenes("test", b.num_eval, *b.size)
     n, k = b.sample_steps, b.depth_steps
     own = {name: estimator(m, Setting(k)) for name, m in models.items()}
