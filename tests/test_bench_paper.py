@@ -13,6 +13,7 @@ from modality_forcing.bench.paper import BUDGETS, CONSISTENCY, run_configs, verd
 from modality_forcing.bench.paper_eval import score_depth
 from modality_forcing.cli import main
 from modality_forcing.config import resolve_train_config
+from modality_forcing.metrics.bootstrap import verdict_word
 
 
 def _finite_numbers(tree):
@@ -24,8 +25,11 @@ def _finite_numbers(tree):
 
 
 def test_tiny_paper_bench_produces_every_section(tmp_path, capsys):
-    out = tmp_path / "paper"
-    main(["bench", "paper", "--budget", "tiny", "--out", str(out)])
+    """Two training seeds: each seed's full report in OUT/seed<S>, then the comparisons over
+    seeds and scenes."""
+    top = tmp_path / "paper"
+    main(["bench", "paper", "--budget", "tiny", "--out", str(top), "--seeds", "0", "1"])
+    out = top / "seed0"
     captured = capsys.readouterr()
     text = captured.out
     assert "bench paper: claims: 100%" in captured.err  # every claim measured
@@ -94,6 +98,18 @@ def test_tiny_paper_bench_produces_every_section(tmp_path, capsys):
     for png in ("scaling.png", "schedules.png"):
         assert (out / png).stat().st_size > 1000
     assert (out / "REPORT.md").read_text().startswith("# The paper's claims in miniature")
+    # Over the seeds: every comparison of the per-seed reports, per-seed ratios that match each
+    # seed's own interval, one interval over seeds and scenes, the word it supports.
+    seed1 = json.loads((top / "seed1" / "paper.json").read_text())
+    combined = json.loads((top / "paper_seeds.json").read_text())
+    assert combined["seeds"] == [0, 1] and set(combined["comparisons"]) == set(seed1["intervals"])
+    for name, ci in combined["comparisons"].items():
+        own = [json.loads((top / f"seed{s}" / "paper.json").read_text())["intervals"][name]
+               for s in (0, 1)]  # fmt: skip
+        assert ci["per_seed"] == pytest.approx([o["ratio"] for o in own], rel=1e-6)
+        assert ci["num_seeds"] == 2 and ci["verdict"] == verdict_word(ci, ci["target"])
+    assert combined["comparisons"]["3: mf / regressor"]["target"] == 1.1
+    assert "over 2 training seeds" in (top / "REPORT_seeds.md").read_text()
 
 
 def test_run_plan_is_equal_compute_and_pretrains_before_post_training(tmp_path):

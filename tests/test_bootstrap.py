@@ -43,3 +43,20 @@ def test_non_finite_images_are_dropped_from_both_and_shapes_must_match():
     assert math.isnan(paired_ratio_ci(torch.tensor([math.nan]), torch.tensor([1.0]))["ratio"])
     with pytest.raises(ValueError, match="same images"):
         paired_ratio_ci(torch.ones(3), torch.ones(4))
+
+
+def test_seed_and_scene_interval_covers_the_spread_between_seeds():
+    from modality_forcing.metrics.bootstrap import seed_scene_ratio_ci, verdict_word
+
+    base = torch.rand(3, 40, generator=torch.Generator().manual_seed(0), dtype=torch.float64) + 1
+    same = seed_scene_ratio_ci(0.5 * base, base)  # every seed and scene exactly half
+    assert same["ratio"] == pytest.approx(0.5) and same["low"] == pytest.approx(0.5)
+    assert same["high"] == pytest.approx(0.5) and verdict_word(same) == "holds"
+    # seeds that disagree (one 20% better, one 10% worse): the interval spans them
+    spread = seed_scene_ratio_ci(base * torch.tensor([[0.8], [1.1], [1.0]]), base)
+    assert spread["per_seed"] == pytest.approx([0.8, 1.1, 1.0])
+    assert spread["low"] < 0.9 and spread["high"] > 1.05 and verdict_word(spread) == "not resolved"
+    worse = seed_scene_ratio_ci(1.5 * base, base)
+    assert verdict_word(worse) == "does not hold" and verdict_word(worse, target=2.0) == "holds"
+    with pytest.raises(ValueError, match="seeds, images"):
+        seed_scene_ratio_ci(base[0], base[0])

@@ -262,7 +262,8 @@ def _intervals(
     estimators = {**own, "regressor": reg}
     per_image = {name: abs_rel_per_image(estimators[name], scenes)
                  for name in {x for _, a, c in pairs for x in (a, c)}}  # fmt: skip
-    return {f"{claim}: {a} / {c}": paired_ratio_ci(per_image[a], per_image[c], seed=seed)
+    return {f"{claim}: {a} / {c}": {**paired_ratio_ci(per_image[a], per_image[c], seed=seed),
+                                    "per_image": [per_image[a].tolist(), per_image[c].tolist()]}
             for claim, a, c in pairs}  # fmt: skip
 
 

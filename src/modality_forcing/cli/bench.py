@@ -71,6 +71,11 @@ def _depth(args: argparse.Namespace) -> None:
 
 
 def _paper(args: argparse.Namespace) -> None:
+    if args.seeds:
+        from ..bench.paper_seeds import run_paper_seeds
+
+        run_paper_seeds(args.out, args.budget, args.seeds, args.precision, args.device)
+        return
     from ..bench.paper import run_paper_benchmark
 
     run_paper_benchmark(args.out, args.budget, precision=args.precision, device=args.device)
@@ -241,6 +246,10 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     p = _suite(suites, "paper", "the paper's six claims in miniature", "bench_out/paper",
                "report folder (REPORT.md, paper.json, plots)")  # fmt: skip
     _add_budget(p, "bench/paper.py", ("tiny", "small"))
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="train and score every run once per seed (OUT/seed<S>/), then report "
+                   "each comparison over seeds and scenes (REPORT_seeds.md); default: seed 0 "
+                   "only, into OUT")  # fmt: skip
     add_hardware(p, default=None)
     p.set_defaults(func=_paper)
 
