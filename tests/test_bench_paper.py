@@ -140,3 +140,22 @@ def test_images_that_score_nan_are_counted_and_printed():
     assert nan_failures(report) == ["image_to_depth.mf.least_squares: 1 of 3 images"]
     assert failures_section(report)[-1] == "- image_to_depth.mf.least_squares: 1 of 3 images"
     assert failures_section({"x": {**scores, "nan_images": 0}})[-1] == "none"
+
+
+def test_a_deliberately_worse_model_makes_the_verdict_fail():
+    """The verdict machinery of the claims can come out either way: the shipped (learned)
+    checkpoint against the same network made blind (it never sees the image, so it can only
+    predict an average scene) on the same test scenes."""
+    from modality_forcing.bench.common import load_scenes
+    from modality_forcing.bench.depth import Setting, load_model
+    from modality_forcing.bench.paper_eval import Estimator, abs_rel_per_image
+    from modality_forcing.demo import DEMO_CHECKPOINT
+    from modality_forcing.metrics.bootstrap import seed_scene_ratio_ci
+
+    scenes = load_scenes("test", 16, 32, 32)
+    seeing = Estimator(load_model(DEMO_CHECKPOINT), Setting(1), (32, 32), precision="fp32")
+    good = abs_rel_per_image(seeing, scenes)
+    blind = abs_rel_per_image(lambda images: seeing(torch.zeros_like(images)), scenes)
+    better = seed_scene_ratio_ci(good[None], blind[None])  # "the learned model is better"
+    worse = seed_scene_ratio_ci(blind[None], good[None])  # "the blind model is better"
+    assert verdict_word(better) == "holds" and verdict_word(worse) == "does not hold"
