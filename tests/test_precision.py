@@ -104,3 +104,12 @@ def test_cli_sample_honours_precision_fp32(ckpt, tmp_path, capsys):
     pipe = ModalityForcingPipeline.from_pretrained(ckpt, torch_dtype=torch.float32, device="cpu")
     out = pipe(prompt="a", num_inference_steps=2, generator=torch.Generator().manual_seed(0))
     np.testing.assert_array_equal(written, out.depth[0])
+
+
+def test_probe_cache_is_kept_per_kernel_instruction_set(monkeypatch):
+    """A cached 'bf16 is faster' must not carry over to a process whose kernels are limited to
+    AVX2 (ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA), where bf16 is emulated and far slower."""
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    full = P._cpu_key()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert P._cpu_key() != full and "isa=" in full

@@ -140,8 +140,12 @@ def cpu_name() -> str:
 
 
 def _cpu_key() -> str:
-    """What the probe result depends on: CPU model and flags, threads, torch version."""
-    return f"{cpu_name()}|threads={torch.get_num_threads()}|torch={torch.__version__}"
+    """What the probe result depends on: CPU model and flags, threads, torch version, and the
+    instruction set torch's and oneDNN's kernels actually use (`ATEN_CPU_CAPABILITY` and
+    `ONEDNN_MAX_CPU_ISA` can limit it below what the CPU has)."""
+    isa = f"{torch.backends.cpu.get_cpu_capability()}/{os.environ.get('ONEDNN_MAX_CPU_ISA', '')}"
+    return (f"{cpu_name()}|threads={torch.get_num_threads()}|torch={torch.__version__}"
+            f"|isa={isa}")  # fmt: skip
 
 
 def _cache_file() -> Path:
