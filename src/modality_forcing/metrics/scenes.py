@@ -14,8 +14,7 @@ import torch
 
 from ..data.attributes import palette_references, stack_attributes
 from ..data.procedural import SceneConfig, render_split
-from .alignment import aligned_metrics
-from .depth import region_abs_rel
+from .alignment import aligned_scores
 from .fidelity import skill
 
 DEPTH_RANGE = (1e-3, 30.0)  # the procedural benchmark's scored range (metres)
@@ -75,18 +74,17 @@ def load_fidelity_scenes(
 
 
 def depth_scores(pred: torch.Tensor, scenes: FidelityScenes) -> dict[str, float]:
-    """AbsRel / delta1 (least squares, per image, mean over images), AbsRel on object pixels
-    (same alignment, fitted on all pixels) and the same numbers for the prior, and the skill."""
+    """AbsRel / delta1 (least squares, per image, mean over the images that scored), AbsRel on
+    object pixels (same alignment, fitted on all pixels), the number of images that could not be
+    scored (`failed`), the same numbers for the prior, and the skill."""
+    objects = scenes.mask & torch.from_numpy(scenes.instance >= OBJECT_MIN)
     out: dict[str, float] = {}
     for name, p in (("", pred), ("prior_", scenes.prior.expand_as(scenes.depth))):
-        aligned, metrics = aligned_metrics(p, scenes.depth, scenes.mask, DEPTH_RANGE)
-        objects = scenes.mask & torch.from_numpy(scenes.instance >= OBJECT_MIN)
-        per_image = region_abs_rel(aligned, scenes.depth, objects, DEPTH_RANGE[0])
-        finite = metrics["abs_rel"][torch.isfinite(metrics["abs_rel"])]
-        out[f"{name}abs_rel"] = float(finite.mean())
-        out[f"{name}delta1"] = float(metrics["delta1"][torch.isfinite(metrics["delta1"])].mean())
-        out[f"{name}object_abs_rel"] = float(per_image[objects.flatten(1).any(1)].mean())
-        out[f"{name}failed"] = int((~torch.isfinite(metrics["abs_rel"])).sum())
+        _, scores = aligned_scores(p, scenes.depth, scenes.mask, DEPTH_RANGE, objects=objects)
+        out[f"{name}abs_rel"] = scores["abs_rel"]
+        out[f"{name}delta1"] = scores["delta1"]
+        out[f"{name}object_abs_rel"] = scores["object_abs_rel"]
+        out[f"{name}failed"] = scores["nan_images"]
     out["skill"] = skill(out["abs_rel"], out["prior_abs_rel"])
     out["object_skill"] = skill(out["object_abs_rel"], out["prior_object_abs_rel"])
     return out
