@@ -15,9 +15,7 @@ from pathlib import Path
 from modality_forcing.bench.common import load_scenes
 from modality_forcing.bench.depth import load_model
 from modality_forcing.bench.runs import write_json
-from modality_forcing.bench.x0_error import x0_error_by_t
-
-LEVELS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
+from modality_forcing.bench.x0_error import LEVELS, x0_error_by_t
 
 
 def main() -> None:

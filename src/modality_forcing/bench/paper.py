@@ -305,9 +305,9 @@ def _tuned_on_val(model: Any, modes: tuple[str, ...], b: PaperBudget, val: Any
     ]
     rows = []
     for mode, steps, shift in grid:
-        chosen = {"mode": mode, "steps": steps, "shift_mu": shift}
-        est = _chosen_estimator(model, chosen, b)
-        rows.append({**chosen, **image_to_depth(est, val, ("least_squares",))["least_squares"]})
+        setting = {"mode": mode, "steps": steps, "shift_mu": shift}
+        est = _chosen_estimator(model, setting, b)
+        rows.append({**setting, **image_to_depth(est, val, ("least_squares",))["least_squares"]})
     best = min(rows, key=lambda r: (r["nan_images"], r["abs_rel"]))
     chosen = {k: best[k] for k in ("mode", "steps", "shift_mu")}
     return {"val": rows, "chosen": chosen, "estimator": _chosen_estimator(model, chosen, b)}

@@ -17,7 +17,7 @@ from ..modalities import DEPTH, IMAGE, denormalize_depth, normalize_depth
 from ..precision import resolve_precision
 from .common import Scenes
 
-LEVELS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
+LEVELS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
 
 
 @torch.no_grad()
