@@ -39,11 +39,12 @@ def x0_error_by_t(model: Any, scenes: Scenes, levels: tuple[float, ...] = LEVELS
     mask = scenes.mask[:, None]
     clean, _ = normalize_depth(depth, mask)
     noise = torch.randn(clean.shape, generator=generator)
+    # the clean images, encoded once for every level
+    encoded = [model.codec.encode(part.to(device).float()) for part in scenes.images.split(chunk)]
     rows = []
     for level in levels:
         parts = []
-        for s in range(0, len(clean), chunk):
-            image = model.codec.encode(scenes.images[s : s + chunk].to(device).float())
+        for s, image in zip(range(0, len(clean), chunk), encoded, strict=True):
             b = image.shape[0]
             t = {
                 IMAGE: torch.zeros(b, device=device),
