@@ -115,20 +115,22 @@ def uncontract(c: torch.Tensor) -> torch.Tensor:
 
 
 def normalize_depth(
-    depth: torch.Tensor, valid_mask: torch.Tensor
+    depth: torch.Tensor, valid_mask: torch.Tensor, scale: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Metric depth -> network space: divide by the valid-pixel mean, then contract.
 
     Args:
         depth: [B, 1, H, W] depth (metres or any scale).
         valid_mask: [B, 1, H, W] bool.
+        scale: [B] divisor instead of the valid-pixel mean (depth completion divides a dense
+            map by the mean of its known points, the only scale known at inference).
 
     Returns:
         (normalised, scale): normalised [B, 1, H, W] in [0, 2), with invalid pixels set to 1.0
         (the unit mean, a neutral value; they must still be excluded from any loss), and scale
         [B], the per-sample mean that `denormalize_depth` multiplies back.
     """
-    scale = valid_mean(depth, valid_mask)
+    scale = valid_mean(depth, valid_mask) if scale is None else scale
     rel = depth / scale.view(-1, *([1] * (depth.dim() - 1)))
     rel = torch.where(valid_mask & torch.isfinite(rel), rel.clamp_min(0), torch.ones_like(rel))
     return contract(rel), scale

@@ -81,6 +81,9 @@ class ModelConfig:
     image_prediction: str = "velocity"  # what the image head predicts: `velocity` | `x0`
     text_pooled: bool = False  # the caption's mean token, through an MLP, added to every adaLN
     refine_width: int = 0  # > 0: a light conv refinement of each prediction (`PixelRefiner`)
+    # Known depth points (depth completion) enter the depth stream as two channels per pixel
+    # (value where known, a known/unknown mask) through a zero-initialised patch embedding
+    depth_hint: bool = False
     resolution: tuple[int, int] | None = None  # (H, W) trained at; set by the trainer
     text: TextConfig = field(default_factory=TextConfig)
     codec: CodecConfig = field(default_factory=CodecConfig)
@@ -141,6 +144,13 @@ class ForcingConfig:
     # Image-clean samples whose depth starts from pure noise (t_depth = 1): the one-step x0
     # readout that few-step image -> depth sampling starts from (`docs/depth_quality.md`).
     p_depth_readout: float = 0.5
+    # Depth completion (`flow/hints.py`; needs `model.depth_hint`): the share of image-clean
+    # samples that get known depth points, held clean in a hint input; the depth of those is
+    # normalised by the known points' mean. Points: LiDAR scanlines with `p_completion_lidar`
+    # (samples with intrinsics), else a log-uniform count in `completion_points` of random pixels.
+    p_completion: float = 0.0
+    completion_points: tuple[int, int] = (3, 600)
+    p_completion_lidar: float = 0.35
 
 
 @dataclass

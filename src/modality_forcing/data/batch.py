@@ -61,6 +61,12 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     if all("instance" in s for s in samples):
         instance = np.stack([np.asarray(s["instance"]) for s in samples])
         batch["object_mask"] = torch.from_numpy(instance >= FIRST_OBJECT_INSTANCE)[:, None]
+    if all(s.get("intrinsics") is not None for s in samples):  # LiDAR-like known points
+        from .sparsify import camera_pitch
+
+        batch["intrinsics"] = torch.tensor(np.stack([np.asarray(s["intrinsics"], np.float32)
+                                                     for s in samples]))  # fmt: skip
+        batch["pitch_deg"] = torch.tensor([camera_pitch(s) for s in samples], dtype=torch.float32)
     for name in extra_modalities():  # e.g. surface normals, when every sample has them
         if all(name in s for s in samples):
             x = torch.from_numpy(np.stack([np.asarray(s[name], np.float32) for s in samples]))

@@ -79,7 +79,11 @@ class DenoiserBase(nn.Module):
         return text if isinstance(text, TextTokens) else self.encode_text(list(text))
 
     def forward(
-        self, xt: dict[str, torch.Tensor], t: dict[str, torch.Tensor], text: TextTokens | list[str]
+        self,
+        xt: dict[str, torch.Tensor],
+        t: dict[str, torch.Tensor],
+        text: TextTokens | list[str],
+        hint: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Predict for every modality in `xt`.
 
@@ -87,12 +91,22 @@ class DenoiserBase(nn.Module):
             xt: modality -> [B, C, h, w] noisy grid (a held-clean modality is passed as is).
             t: modality -> [B] noise levels (t = 0 clean, 1 noise).
             text: captions, or precomputed `TextTokens` (e.g. the empty-prompt unconditional).
+            hint: [B, 2, H, W] known depth points on the depth grid (`flow/hints.py`: the
+                normalised value where known, then the known mask), for a model with
+                `depth_hint`; None: none known.
 
         Returns:
             modality -> [B, C, h, w] prediction: velocity or x0 per the modality registry and
             the model's config.
         """
-        return self.predict(xt, t, self.text_tokens(text))
+        if hint is None:
+            return self.predict(xt, t, self.text_tokens(text))
+        if not getattr(self.cfg, "depth_hint", False):
+            raise ValueError(
+                "this model has no input for known depth points (`depth_hint` is off in its "
+                "config); fine-tune one with `model.depth_hint=true`"
+            )
+        return self.predict(xt, t, self.text_tokens(text), hint=hint)
 
     def predict(
         self, xt: dict[str, torch.Tensor], t: dict[str, torch.Tensor], text: TextTokens

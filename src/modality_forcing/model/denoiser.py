@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from ..modalities import IMAGE, get_modality
+from ..modalities import DEPTH, IMAGE, get_modality
 from .base import DenoiserBase
 from .codecs import ImageCodec, build_codec
 from .factory import register_family
@@ -68,7 +68,11 @@ class ModalityForcingModel(DenoiserBase):
         return text if isinstance(text, TextTokens) else self.text_encoder(list(text), trim=True)
 
     def predict(
-        self, xt: dict[str, torch.Tensor], t: dict[str, torch.Tensor], text: TextTokens
+        self,
+        xt: dict[str, torch.Tensor],
+        t: dict[str, torch.Tensor],
+        text: TextTokens,
+        hint: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Image (velocity or x0, `image_prediction`) and depth (x0) on their grids; image only
         is plain T2I."""
@@ -88,7 +92,9 @@ class ModalityForcingModel(DenoiserBase):
         _, h, w, p = shapes[IMAGE] if IMAGE in shapes else next(iter(shapes.values()))
         device = next(iter(xt.values())).device
         rope = self._rope(h // p, w // p, device)
-        out = self.dit(tokens, t, text.tokens, text.mask, rope)
+        if hint is not None:
+            hint = patchify(hint, self.patch_size(DEPTH))
+        out = self.dit(tokens, t, text.tokens, text.mask, rope, hint)
         out = {m: unpatchify(out[m], *shapes[m]) for m in out}
         return self._refine(out, xt, t) if self.cfg.refine_width > 0 else out
 

@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..config import ModelConfig
-from ..modalities import IMAGE, get_modality
+from ..modalities import DEPTH, IMAGE, get_modality
 from .layers import (
     Modulation,
     RopeTable,
@@ -268,6 +268,11 @@ class MMDiT(nn.Module):
             {m: nn.Parameter(torch.zeros(d)) for m in self.modalities}
         )
         self.time_in = nn.ModuleDict({m: TimestepEmbedder(d) for m in self.modalities})
+        if cfg.depth_hint:
+            # Known depth points (value, mask) per pixel, patchified like depth, into the depth
+            # tokens; zero at init, so a model gains the input without changing what it does,
+            # and bias-free, so "nothing known" (all zeros) adds exactly nothing.
+            self.hint_embed = nn.Linear(2 * token_dims[DEPTH], d, bias=False)
         if cfg.text_pooled:
             # The caption's mean token into every adaLN vector (as SD3's pooled text): a global
             # summary that reaches every block's modulation, not only attention.
@@ -300,7 +305,8 @@ class MMDiT(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
-                nn.init.zeros_(module.bias)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
         # Modality ids: small random, so image and depth tokens differ from the first step.
         for p in self.modality_embed.values():
             nn.init.normal_(p, std=0.02)
@@ -320,6 +326,8 @@ class MMDiT(nn.Module):
         for head in self.final.values():
             nn.init.zeros_(head.linear.weight)
             nn.init.zeros_(head.linear.bias)
+        if self.cfg.depth_hint:
+            nn.init.zeros_(self.hint_embed.weight)
 
     def time_vectors(self, t: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Per-modality conditioning vectors [B, D] from each modality's own noise level."""
@@ -338,6 +346,7 @@ class MMDiT(nn.Module):
         text: torch.Tensor,
         text_mask: torch.Tensor | None,
         rope: tuple[torch.Tensor, torch.Tensor],
+        hint: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Predict per-modality patch values.
 
@@ -348,6 +357,8 @@ class MMDiT(nn.Module):
             text: [B, L, text_dim] text-encoder tokens.
             text_mask: [B, L] bool, True on real tokens (None = attend to all).
             rope: (cos, sin) [N, head_dim] for the shared image/depth grid.
+            hint: [B, N, 2 * depth token_dim] patchified known depth points (value, mask), for
+                a model with `depth_hint` and depth in `tokens`; None: no point is known.
 
         Returns:
             modality -> [B, N, token_dim] predictions (velocity or x0 per the registry).
@@ -355,6 +366,11 @@ class MMDiT(nn.Module):
         xs = {TEXT: self.txt_in(text)}
         for m, x in tokens.items():
             xs[m] = self.embed[m](x) + self.modality_embed[m]
+        if hint is not None:
+            if not self.cfg.depth_hint or DEPTH not in tokens:
+                raise ValueError("known depth points need a model with `depth_hint: true` and "
+                                 "the depth stream in its input")  # fmt: skip
+            xs[DEPTH] = xs[DEPTH] + self.hint_embed(hint.to(xs[DEPTH].dtype))
         vecs = self.time_vectors({m: t[m] for m in tokens})
         if self.cfg.text_pooled:
             pooled = self.pooled_in(masked_mean(text, text_mask))

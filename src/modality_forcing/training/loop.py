@@ -153,8 +153,13 @@ class Trainer(RunState):
     def _init_from(self, path: str) -> None:
         src = load_model(path, self.device)
         missing, _ = self.model.load_state_dict(src.state_dict(), strict=False)
+        # Inputs a run adds to its source start at zero (the depth-hint embedding): allowed.
+        added = [k for k in missing if k.endswith("hint_embed.weight")]
+        missing = [k for k in missing if k not in added]
         if missing:
             raise ValueError(f"init_from '{path}' lacks {len(missing)} tensors, e.g. {missing[:3]}")
+        if added:
+            self.log(f"new zero-initialised inputs not in {path}: {added}")
         if read_meta(path).get("stage") == "t2i" and self.cfg.stage == "mf":
             n = copy_image_stream_to_depth(self.model)
             self.log(f"initialised {n} depth-stream tensors from the image stream of {path}")

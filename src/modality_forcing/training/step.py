@@ -24,10 +24,11 @@ import torch
 
 from ..config import ForcingConfig, TrainConfig
 from ..flow.fill import fill_missing
+from ..flow.hints import batch_known_masks, hint_rng, hint_tensor, known_points
 from ..flow.loss import LossOutput, flow_loss, object_weights
-from ..flow.noise_levels import NoiseLevels, logit_normal, sample_noise_levels
+from ..flow.noise_levels import IMAGE_CLEAN, NoiseLevels, logit_normal, sample_noise_levels
 from ..flow.path import PathSample, interpolate
-from ..modalities import DEPTH, IMAGE
+from ..modalities import DEPTH, IMAGE, normalize_depth, valid_mean
 
 Predict = Callable[..., dict[str, torch.Tensor]]  # (xt, t, captions) -> predictions
 
@@ -112,6 +113,7 @@ class ForcingBatch:
     captions: list[str]  # after caption dropout
     draws: SampleDraws
     weight: dict[str, torch.Tensor]  # modality -> per-pixel loss weights [B, 1, h, w]
+    hint: torch.Tensor | None = None  # [B, 2, H, W] known depth points (depth completion)
 
     @property
     def x0(self) -> dict[str, torch.Tensor]:
@@ -147,6 +149,9 @@ def forcing_batch(
     x0 = {m: x0_all[m] for m in plan.modalities}
     shapes = {m: tuple(x.shape) for m, x in x0.items()}
     draws = draw_for_samples(cfg.seed, start_index, shapes, plan.forcing, cfg.caption_dropout)
+    hint = None
+    if DEPTH in x0 and plan.forcing.p_completion > 0:
+        x0[DEPTH], hint = _completion(batch, x0[DEPTH], valid, draws, start_index, cfg, plan)
     path = {}
     for m, x in x0.items():
         t, noise = draws.levels.t[m].to(device), draws.noise[m].to(device)
@@ -165,7 +170,34 @@ def forcing_batch(
     if cfg.loss.object_weight != 1.0 and "object_mask" in batch and IMAGE in x0:
         weight[IMAGE] = object_weights(batch["object_mask"], cfg.loss.object_weight,
                                        x0[IMAGE].shape[-2:])  # fmt: skip
-    return ForcingBatch(path, active, valid, captions, draws, weight)
+    return ForcingBatch(path, active, valid, captions, draws, weight, hint)
+
+
+def _completion(
+    batch: dict[str, Any], depth: torch.Tensor, valid: torch.Tensor, draws: SampleDraws,
+    start: int, cfg: TrainConfig, plan: StagePlan,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Depth completion samples: a `p_completion` share of the image-clean ones get known
+    points (`flow/hints.py`); their depth is renormalised by the known points' mean (the
+    scale known at inference) and the points go into the hint input. Returns (x0 depth, hint
+    [B, 2, H, W], zeros for the other samples)."""
+    f = plan.forcing
+    if not cfg.model.depth_hint:
+        raise ValueError("forcing.p_completion > 0 needs model.depth_hint: true (the input "
+                         "that known depth points enter through)")  # fmt: skip
+    b = depth.shape[0]
+    rngs = [hint_rng(cfg.seed, start + i) for i in range(b)]
+    pick = torch.tensor([rng.random() < f.p_completion for rng in rngs])
+    chosen = pick & (draws.levels.corner == IMAGE_CLEAN) & valid.flatten(1).any(1).cpu()
+    known = batch_known_masks(batch, valid, chosen, rngs, f.completion_points,
+                              f.p_completion_lidar).to(depth.device)  # fmt: skip
+    chosen = chosen.to(depth.device) & known.flatten(1).any(1)
+    metric = batch["depth"].to(depth.device).float()
+    scale = valid_mean(metric, known)
+    renormalised, _ = normalize_depth(metric, valid, scale=scale)
+    depth = torch.where(chosen.view(-1, 1, 1, 1), renormalised, depth)
+    normalised, _ = known_points(metric, known)
+    return depth, hint_tensor(normalised, known)
 
 
 def batch_loss(
@@ -177,7 +209,8 @@ def batch_loss(
 ) -> LossOutput:
     """Forward pass (`predict`: the model, or its DDP/FSDP wrapper) and the flow loss; with a
     `teacher`, the image velocity is also pulled toward the teacher's."""
-    pred = predict(fb.xt, fb.t, fb.captions)
+    extra = {} if fb.hint is None else {"hint": fb.hint}
+    pred = predict(fb.xt, fb.t, fb.captions, **extra)
     teacher_v = None
     if teacher is not None:
         with torch.no_grad():
