@@ -44,6 +44,7 @@ def _cmd_sample(args: argparse.Namespace) -> None:
         prompts=args.prompt or [],
         image=args.image,
         depth=args.depth,
+        sparse=args.sparse,
         seeds=args.seeds,
         sampling=sampling_from(args, refine_depth=args.refine),
         fov_deg=args.fov,
@@ -60,7 +61,8 @@ def _cmd_sample(args: argparse.Namespace) -> None:
 def add_sample(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "sample",
-        help="generate with a checkpoint: joint, image_to_depth, depth_to_image, marginal",
+        help="generate with a checkpoint: joint, image_to_depth, depth_to_image, marginal, "
+        "depth_completion",
         description="Sample any mode of a trained checkpoint. Each input x seed gets a folder with "
         "rgb.png, depth.npy (relative depth, unit mean), depth16.png, colour maps, uncertainty, "
         "cloud.ply/.glb and metadata.json; all together get index.html and contact_sheet.png.",
@@ -69,7 +71,10 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
         "--ckpt", default=None, help="checkpoint directory (default: the shipped checkpoint)"
     )
     p.add_argument(
-        "--mode", default="joint", choices=["joint", "image_to_depth", "depth_to_image", "marginal"]
+        "--mode",
+        default="joint",
+        choices=["joint", "image_to_depth", "depth_to_image", "marginal", "depth_completion"],
+        help="depth_completion: --image + --sparse known points -> depth in metres",
     )
     p.add_argument("--prompt", action="append", help="text prompt (repeat for several)")
     p.add_argument("--image", default=None, help="image file or folder (image_to_depth)")
@@ -77,6 +82,12 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
         "--recursive", action="store_true", help="--image FOLDER: its subfolders' images too"
     )
     p.add_argument("--depth", default=None, help="depth .npy (m) or 16-bit .png (mm)")
+    p.add_argument(
+        "--sparse",
+        default=None,
+        help="depth_completion: known depth points, a .npy map in metres (0 = unknown) or "
+        "[N, 3] rows of x, y, metres; a 16-bit .png in millimetres; or an .npz with depth + mask",
+    )
     p.add_argument("--out", default="outputs/samples", help="output folder")
     p.add_argument(
         "--format",

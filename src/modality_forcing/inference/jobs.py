@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from ..data.decode import SkipCounter
 from ..data.inputs import IMAGE_SUFFIXES, InputError, read_depth, read_image
+from ..data.sparse_points import SPARSE_KINDS, read_sparse
 from ..sampling.config import SamplingConfig, sampling_record
 from .export import save_result
 from .gallery import write_gallery
@@ -31,6 +32,7 @@ class SampleRequest:
     prompts: list[str] = field(default_factory=list)
     image: str | None = None  # a file or a directory of images (image_to_depth)
     depth: str | None = None  # a depth file (.npy metres / 16-bit .png millimetres)
+    sparse: str | None = None  # depth_completion: known points (`data/sparse_points.py`)
     seeds: list[int] = field(default_factory=lambda: [0])
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     fov_deg: float = 60.0
@@ -78,6 +80,19 @@ def _inputs(req: SampleRequest) -> list[dict[str, Any]]:
             {"name": _name(f, root), "prompt": prompts[0], "image": f}
             for f in image_files(req.image, req.recursive)
         ]
+    if req.sparse is not None and req.mode != "depth_completion":
+        raise ValueError(f"--sparse is for --mode depth_completion, not {req.mode}")
+    if req.mode == "depth_completion":
+        if req.image is None or req.sparse is None:
+            raise ValueError("--mode depth_completion needs --image FILE and --sparse FILE "
+                             f"(known depth points: {SPARSE_KINDS})")  # fmt: skip
+        if Path(req.image).is_dir():
+            raise ValueError("--mode depth_completion takes one --image file (its points in "
+                             "--sparse), not a folder")  # fmt: skip
+        files = image_files(req.image)
+        read_sparse(req.sparse)  # a bad points file fails here, before any sampling
+        return [{"name": _name(files[0], Path(req.image)), "prompt": prompts[0],
+                 "image": files[0], "sparse": req.sparse}]  # fmt: skip
     if req.mode == "depth_to_image":
         if req.depth is None:
             raise ValueError("--mode depth_to_image needs --depth PATH")
@@ -91,12 +106,14 @@ def write_job(
     outputs: frozenset[str] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Save the first result of a pipeline output (np) and return its gallery entry."""
+    space = "metric" if meta.get("mode") == "depth_completion" else "relative"
     files = save_result(
         folder,
         image=out.image[0] if out.image is not None else None,
         depth=out.depth[0] if out.depth is not None else None,
         uncertainty=out.uncertainty[0] if out.uncertainty is not None else None,
-        fov_deg=fov_deg, metadata={"depth_space": "relative", **meta}, outputs=outputs,
+        fov_deg=fov_deg, outputs=outputs,
+        metadata={"depth_space": space, **meta},
     )  # fmt: skip
     return {"title": title, "caption": meta.get("prompt", ""), "mode": meta.get("mode", ""),
             "files": files}  # fmt: skip
@@ -122,8 +139,9 @@ def run_sample_jobs(
                 skipped.record("unreadable_image", str(item["image"]), str(err))
                 continue
         run = dataclasses.replace(settings, seed=seed)
+        extra = {"sparse_depth": item["sparse"]} if "sparse" in item else {}
         out = pipe(prompt=item["prompt"], image=image, depth=item.get("depth"), mode=req.mode,
-                   sampling=run, height=height, width=width)  # fmt: skip
+                   sampling=run, height=height, width=width, **extra)  # fmt: skip
         meta = {"prompt": item["prompt"], "mode": req.mode, **sampling_record(run)}
         name = f"{i:03d}_{item['name']}_s{seed}"
         entries.append(write_job(out_dir / name, f"{item['name']} (seed {seed})", out, meta,

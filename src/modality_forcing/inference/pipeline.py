@@ -37,6 +37,7 @@ from ..sampling.config import ModeDefaults, SamplingConfig, mode_defaults, own_s
 from ..sampling.ensemble import ensemble_depth
 from ..sampling.generate import GIVEN_BY_MODE, generate
 from ..training.checkpoint import load_model, read_sampling, write_checkpoint
+from .completion import frame_points, sparse_batch
 from .conventions import (
     OUTPUT_TYPES,
     ModalityForcingOutput,
@@ -199,6 +200,8 @@ class ModalityForcingPipeline:
         ensembling_kwargs: dict[str, Any] | None = None,
         callback_on_step_end: StepEndCallback | None = None,
         latents: dict[str, torch.Tensor] | None = None,
+        sparse_depth: Any = None,
+        sparse_mask: Any = None,
     ) -> ModalityForcingOutput | tuple[Any, Any, Any]:
         """Run one mode. `sampling` holds every sampler setting (`SamplingConfig`); the
         diffusers-style keywords (`num_inference_steps`, `guidance_scale`, `ensemble_size`, ...)
@@ -207,7 +210,10 @@ class ModalityForcingPipeline:
         `callback(step, num_steps)` is called after every sampler step (once per sampling run:
         an ensemble is one run per image). `frame`: how given inputs of another size reach the
         working size, `letterbox` (keeps the aspect ratio) or `stretch`; outputs come back at the
-        input size either way."""
+        input size either way. `depth_completion`: `image` plus known depth points
+        `sparse_depth` (a file, an [H, W] map in metres with 0 where unknown, or [N, 3] rows of
+        x, y, metres; optional `sparse_mask`; a list, one per image) -> dense depth in metres,
+        the known points kept (`data/sparse_points.py`, `inference/completion.py`)."""
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"unknown output_type '{output_type}'; choose from {OUTPUT_TYPES}")
         unknown = sorted(set(ensembling_kwargs or {}) - {"reduction"})
@@ -218,6 +224,19 @@ class ModalityForcingPipeline:
             log2_alpha=log2_alpha, shift_mu=shift_mu, solver=solver, refine_depth=refine_depth,
             frame=frame, reduction=(ensembling_kwargs or {}).get("reduction"),
         )  # fmt: skip
+        if mode == "depth_completion":
+            if batch_size is not None or cfg.ensemble > 1:
+                raise ValueError("depth_completion runs one sample per image: no batch_size "
+                                 "or ensemble_size")  # fmt: skip
+            cfg = self.sampling_for(mode, cfg)
+            if generator is None and cfg.seed is not None:
+                generator = torch.Generator().manual_seed(cfg.seed)
+            out = self._completion(prompt, image, sparse_depth, sparse_mask, cfg, generator,
+                                   processing_resolution, match_input_resolution, callback,
+                                   callback_on_step_end, output_type)  # fmt: skip
+            return out if return_dict else (out.image, out.depth, out.uncertainty)
+        if sparse_depth is not None:
+            raise ValueError(f"`sparse_depth` is for mode 'depth_completion', not '{mode}'")
         if batch_size is not None:
             if batch_size < 1:
                 raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -308,6 +327,44 @@ class ModalityForcingPipeline:
             dep = given["depth"] / valid_mean(given["depth"], given["depth"] > 0).view(-1, 1, 1, 1)
         out = format_output(img, dep, unc, output_type)
         return out if return_dict else (out.image, out.depth, out.uncertainty)
+
+    def _completion(
+        self, prompt: Any, image: Any, sparse: Any, sparse_mask: Any, cfg: SamplingConfig,
+        generator: torch.Generator | None, processing_resolution: Any,
+        match_input_resolution: bool, callback: Any, callback_on_step_end: Any, output_type: str,
+    ) -> ModalityForcingOutput:  # fmt: skip
+        """Image + known points -> metric depth (`__call__` with mode `depth_completion`)."""
+        if image is None:
+            raise ValueError("mode 'depth_completion' needs `image`")
+        if sparse is None:
+            raise ValueError("mode 'depth_completion' needs `sparse_depth` (known depth points)")
+        img = image_tensor(image).to(self.device)
+        depth, known = sparse_batch(sparse, sparse_mask, img.shape[0], tuple(img.shape[-2:]))
+        depth, known = depth.to(self.device), known.to(self.device)
+        if isinstance(processing_resolution, int):
+            processing_resolution = (processing_resolution, processing_resolution)
+        size = tuple(processing_resolution or self.resolution)
+        elongated = aspect_excess(*img.shape[-2:], size)
+        if elongated > MAX_ASPECT:
+            raise InputError(f"the image is {elongated:.1f}x more elongated than the model's "
+                             f"{size[1]}x{size[0]} frame (at most {MAX_ASPECT:g}x for depth "
+                             "completion); crop it closer to the frame's aspect ratio")  # fmt: skip
+        framed, box = fit_frame(img, size, cfg.frame, pad_value=-1.0)
+        points, hit, _ = frame_points(depth, known, size, cfg.frame)
+        out = generate(
+            self.model, "depth_completion", self._prompts(prompt, img.shape[0]), *size,
+            image=framed, depth=points, valid_mask=hit, num_steps=cfg.steps,
+            shift_mu=cfg.shift_mu, solver=cfg.solver, t_min=cfg.t_min, generator=generator,
+            autocast_dtype=self.precision.autocast_dtype,
+            progress=self._progress(callback, cfg.steps, "depth_completion"),
+            after_step=self._step_end(callback_on_step_end),
+        )  # fmt: skip
+        if match_input_resolution:  # at the input size, every known point exactly as given
+            dep = torch.where(known, depth, unletterbox(out.depth.float(), box))
+            img_out = img
+        else:
+            dep, img_out = content(out.depth, box), content(framed, box)
+        return format_output(img_out, dep, None, output_type)
 
     def set_progress_bar_config(self, **kwargs: Any) -> None:
         """tqdm options of the per-step progress bar (e.g. `disable=False` to show it; it is off

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-MODES = ("joint", "marginal", "depth_to_image", "image_to_depth")
+MODES = ("joint", "marginal", "depth_to_image", "image_to_depth", "depth_completion")
 SOLVERS = ("euler", "heun")
 REDUCTIONS = ("median", "mean")  # sampling/ensemble.py
 FRAMES = ("letterbox", "stretch")  # inputs of another size: keep the aspect ratio, or resize
@@ -110,8 +110,18 @@ def _per_mode(steps: int, guidance: float, shift_mu: float, log2_alpha: float, *
 FORMAT_DEFAULTS: dict[str, dict[str, ModeDefaults]] = {
     # Image -> depth in 1 step: the x0 readout the recipe trains for (`p_depth_readout`); more
     # steps turn the estimate into a posterior sample and lose accuracy (docs/depth_quality.md).
-    "native": _per_mode(25, 3.0, 1.1, 0.0, image_to_depth={"guidance": 1.0, "steps": 1}),
-    "official": _per_mode(50, 4.0, 1.1, 5.0, image_to_depth={"guidance": 1.0}),
+    # Depth completion: no text guidance either, steps as chosen on val by `bench completion`.
+    "native": _per_mode(
+        25,
+        3.0,
+        1.1,
+        0.0,
+        image_to_depth={"guidance": 1.0, "steps": 1},
+        depth_completion={"guidance": 1.0, "steps": 1},
+    ),
+    "official": _per_mode(
+        50, 4.0, 1.1, 5.0, image_to_depth={"guidance": 1.0}, depth_completion={"guidance": 1.0}
+    ),
 }
 
 # A checkpoint's own defaults (meta.json `sampling`): {field: {mode: value}}, {field: (type, min)}.

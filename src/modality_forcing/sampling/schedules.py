@@ -66,6 +66,9 @@ MODES: dict[str, Callable[[torch.Tensor, float], dict[str, torch.Tensor]]] = {
     "joint": _joint,
     "shared": _shared,
     "image_to_depth": _image_to_depth,
+    # image + known depth points -> depth: the image -> depth matrix; the known pixels are held
+    # at t = 0 inside the depth column by the sampler (`flow/hints.py`)
+    "depth_completion": _image_to_depth,
     "depth_to_image": _depth_to_image,
     "marginal": _marginal,
 }
