@@ -56,6 +56,14 @@ def _sparse(args: argparse.Namespace) -> None:
     )
 
 
+def _completion(args: argparse.Namespace) -> None:
+    from ..bench.completion import PATTERNS, run_completion_benchmark
+
+    run_completion_benchmark(args.out, args.ckpt, args.reference, args.budget,
+                             tuple(args.patterns or PATTERNS), args.precision or "auto",
+                             args.device)  # fmt: skip
+
+
 def _depth(args: argparse.Namespace) -> None:
     from ..bench.depth import run_depth_benchmark
 
@@ -222,6 +230,40 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     )
     add_hardware(p, default=None)
     p.set_defaults(func=_sparse)
+
+    p = _suite(
+        suites,
+        "completion",
+        "depth completion from known points in metres (random points, LiDAR) against image -> "
+        "depth + a least-squares fit, guidance toward the points and interpolation; settings "
+        "chosen on val, reported on test",
+        "bench_out/completion",
+        "report folder (REPORT.md, completion.json)",
+    )
+    p.add_argument(
+        "--ckpt", default=None, help="checkpoint with a depth-hint input (default: the shipped one)"
+    )
+    p.add_argument(
+        "--reference",
+        default=None,
+        help="a checkpoint never trained for completion, for the paste-only design (default: "
+        "the shipped one)",
+    )
+    p.add_argument(
+        "--budget",
+        choices=["tiny", "default"],
+        default="default",
+        help="scenes and sweeps (bench/completion.py BUDGETS; tiny: a smoke test)",
+    )
+    p.add_argument(
+        "--patterns",
+        nargs="+",
+        default=None,
+        help="known-point patterns: random:N (N random pixels) or lidar:B (B beams); default "
+        "random:100 random:500 lidar:32 lidar:64",
+    )
+    add_hardware(p, default=None)
+    p.set_defaults(func=_completion)
 
     p = _suite(
         suites,
