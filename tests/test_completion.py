@@ -264,3 +264,52 @@ def test_bench_completion_tiny(tmp_path):
             assert v["verdict"] in ("holds", "not resolved", "does not hold")
     assert report["patterns"]["random:30"]["known_pixels_test"]["mean"] == 30
     assert "## lidar:16" in (tmp_path / "b" / "REPORT.md").read_text()
+
+
+def _png16(path, metres):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.round(metres * 256).astype(np.uint16)).save(path)
+
+
+def test_eval_kitti_depth_completion_with_its_lidar_scan(scene, tmp_path):
+    """`eval --dataset kitti_dc --sparse given` on files written in the devkit's layout."""
+    ckpt = tmp_path / "ckpt"
+    _save(ckpt, _model(True))
+    root = tmp_path / "kitti" / "depth_selection" / "val_selection_cropped"
+    rng = np.random.default_rng(0)
+    for frame in ("0000000005", "0000000011"):
+        gt = scene["depth"] * rng.uniform(2, 6)
+        scan = np.where(rng.random(gt.shape) < 0.05, gt, 0)
+        stem = "2011_09_26_drive_0002_sync_{}_" + frame + "_image_02.png"
+        (root / "image").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(scene["image"]).save(root / "image" / stem.format("image"))
+        _png16(root / "velodyne_raw" / stem.format("velodyne_raw"), scan)
+        _png16(root / "groundtruth_depth" / stem.format("groundtruth_depth"), gt)
+    run = [sys.executable, "-m", "modality_forcing", "eval", "--dataset", "kitti_dc",
+           "--data-root", str(tmp_path / "kitti"), "--ckpt", str(ckpt), "--sparse", "given",
+           "--out", str(tmp_path / "ev"), "--precision", "fp32", "--steps", "2"]  # fmt: skip
+    done = subprocess.run(run, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert set(summary["protocols"]) == {"none", "least_squares"}
+    assert summary["protocols"]["none"]["num_scored"] == 2
+    bad = subprocess.run([*run[:-6], "--sparse", "lidar:x", "--out", str(tmp_path / "e2")],
+                         capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode != 0 and "unknown point pattern 'lidar:x'" in bad.stderr
+
+
+def test_completion_predictor_draws_fixed_points(tmp_path):
+    from modality_forcing.data.benchmarks import get_benchmark
+    from modality_forcing.inference.predict import CompletionPredictor
+
+    ckpt = tmp_path / "ckpt"
+    _save(ckpt, _model(True))
+    bench = get_benchmark("procedural", None, split="test", num=2, height=32, width=32)
+    for spec in ("random:40", "lidar:32"):
+        predict = CompletionPredictor(ckpt, spec, precision="fp32")
+        sample = bench[1]
+        known = predict.known(sample)
+        assert np.array_equal(known, predict.known(sample))  # one fixed draw per sample
+        assert (known > 0).sum() == 40 if spec == "random:40" else (known > 0).sum() > 40
+        np.testing.assert_allclose(known[known > 0], sample["depth"][known > 0])
+        np.testing.assert_allclose(predict(sample)[known > 0], known[known > 0], rtol=1e-5)

@@ -39,7 +39,8 @@ import torch
 
 from ..data.letterbox import frame as fit_frame
 from ..data.letterbox import unletterbox
-from ..data.sparsify import camera_pitch, lidar
+from ..data.sparse_points import point_mask
+from ..data.sparsify import camera_pitch
 from ..inference.completion import (
     complete,
     fit_to_points,
@@ -111,23 +112,12 @@ def load_sensor_scenes(split: str, num: int, size: tuple[int, int]) -> SensorSce
 def known_masks(scenes: SensorScenes, pattern: str, split: str) -> torch.Tensor:
     """[N, 1, H, W] known pixels of `pattern` (`random:N` | `lidar:B`), one fixed draw per scene
     (seeded by the split, the pattern and the scene index)."""
-    kind, _, arg = pattern.partition(":")
-    if kind not in ("random", "lidar") or not arg.isdigit() or int(arg) < 1:
-        raise ValueError(f"unknown point pattern '{pattern}'; use random:N or lidar:B (N, B >= 1)")
     out = torch.zeros_like(scenes.valid)
     salt = sum(pattern.encode()) * 1000 + (0 if split == "val" else 1)
     for i in range(out.shape[0]):
         rng = np.random.default_rng([salt, i])
-        valid = scenes.valid[i, 0].numpy()
-        if kind == "random":
-            idx = np.flatnonzero(valid)
-            pick = rng.choice(idx, size=min(int(arg), idx.size), replace=False)
-            mask = np.zeros(valid.size, bool)
-            mask[pick] = True
-            mask = mask.reshape(valid.shape)
-        else:
-            mask = lidar(scenes.depth[i, 0].numpy(), valid, scenes.intrinsics[i], rng,
-                         beams=int(arg), pitch_deg=scenes.pitch[i])  # fmt: skip
+        depth, valid = scenes.depth[i, 0].numpy(), scenes.valid[i, 0].numpy()
+        mask = point_mask(pattern, depth, valid, rng, scenes.intrinsics[i], scenes.pitch[i])
         out[i, 0] = torch.from_numpy(mask)
     return out
 

@@ -255,7 +255,18 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         return
 
     predictions = args.predictions
-    if args.ckpt is not None:
+    protocol = args.protocol
+    if args.sparse is not None:
+        if args.ckpt is None:
+            raise ValueError("--sparse (depth completion) needs --ckpt")
+        from ..inference.predict import CompletionPredictor
+
+        predictions = CompletionPredictor(
+            args.ckpt, args.sparse, sampling_from(args, seed=args.seed), args.precision,
+            args.device,
+        )  # fmt: skip
+        protocol = ["none", "least_squares"] if protocol == "all" else protocol
+    elif args.ckpt is not None:
         from ..inference.predict import DepthPredictor
 
         predictions = DepthPredictor(
@@ -268,7 +279,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         args.out,
         split=args.split,
         split_file=args.split_file,
-        protocol=args.protocol,
+        protocol=protocol,
         limit=args.limit,
         depth_range=args.depth_range,
         size=args.size,
@@ -298,7 +309,7 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--dataset",
         required=True,
-        help="nyuv2, kitti, eth3d, scannet, diode, folder or procedural",
+        help="nyuv2, kitti, kitti_dc, eth3d, scannet, diode, folder or procedural",
     )
     p.add_argument("--data-root", default=None, help="dataset root folder")
     p.add_argument("--split", default=None, help="split name (each dataset has a default)")
@@ -307,6 +318,15 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
         "--protocol",
         default="all",
         help="least_squares, least_squares_disparity, median, robust, none, or all",
+    )
+    p.add_argument(
+        "--sparse",
+        default=None,
+        metavar="SPEC",
+        help="with --ckpt: depth completion from known points, scored in metres: random:N (N "
+        "random ground-truth pixels per image; NYUv2 with 500 is Marigold-DC's protocol), "
+        "lidar:B (procedural), or given (the benchmark's own input: kitti_dc's LiDAR scan). "
+        "--protocol all then means none (metric) and least_squares",
     )
     p.add_argument("--out", default="eval_out", help="report folder")
     p.add_argument("--limit", type=int, default=None, help="first N samples (procedural: N)")

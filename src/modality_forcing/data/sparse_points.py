@@ -155,3 +155,31 @@ def sparse_map(
     if arr[known].max() > np.finfo(np.float32).max:
         raise InputError(f"{name} holds depths too large for float32")
     return np.where(known, arr, 0.0).astype(np.float32), known
+
+
+def point_mask(
+    spec: str, depth: np.ndarray, valid: np.ndarray, rng: np.random.Generator,
+    intrinsics: np.ndarray | None = None, pitch_deg: float = 0.0,
+) -> np.ndarray:  # fmt: skip
+    """bool [H, W] known pixels drawn from a dense map by `spec`: `random:N` (N uniformly random
+    valid pixels, Marigold-DC's protocol with N = 500) or `lidar:B` (a B-beam spinning LiDAR,
+    `sparsify.lidar`; needs the camera `intrinsics`)."""
+    from .sparsify import lidar
+
+    kind, n = parse_point_spec(spec)
+    if kind == "lidar":
+        if intrinsics is None:
+            raise ValueError(f"'{spec}' needs the camera intrinsics (procedural scenes have them)")
+        return lidar(depth, valid, intrinsics, rng, beams=n, pitch_deg=pitch_deg)
+    idx = np.flatnonzero(valid)
+    mask = np.zeros(valid.size, bool)
+    mask[rng.choice(idx, size=min(n, idx.size), replace=False)] = True
+    return mask.reshape(valid.shape)
+
+
+def parse_point_spec(spec: str) -> tuple[str, int]:
+    """`random:N` / `lidar:B` -> (kind, N or B); anything else is refused, naming the forms."""
+    kind, _, arg = spec.partition(":")
+    if kind not in ("random", "lidar") or not arg.isdigit() or int(arg) < 1:
+        raise ValueError(f"unknown point pattern '{spec}'; use random:N or lidar:B (N, B >= 1)")
+    return kind, int(arg)

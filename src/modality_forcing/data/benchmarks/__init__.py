@@ -1,4 +1,5 @@
-"""Depth benchmark readers (NYUv2, KITTI, ETH3D, ScanNet, DIODE, folder, procedural) by name.
+"""Depth benchmark readers (NYUv2, KITTI, KITTI depth completion, ETH3D, ScanNet, DIODE, folder,
+procedural) by name.
 
 Each reads the dataset's distributed format from a user-supplied root and yields samples in the
 `data/batch.py` convention with `valid_mask` = the protocol's evaluation mask; see each module.
@@ -13,11 +14,13 @@ from .base import Benchmark
 from .diode import DIODE
 from .folder import Folder, Procedural
 from .kitti import KITTI
+from .kitti_dc import KITTIDepthCompletion
 from .listed import ETH3D, ScanNet
 from .nyuv2 import NYUv2
 
 BENCHMARKS: dict[str, type[Benchmark]] = {
-    cls.name: cls for cls in (NYUv2, KITTI, ETH3D, ScanNet, DIODE, Folder, Procedural)
+    cls.name: cls
+    for cls in (NYUv2, KITTI, KITTIDepthCompletion, ETH3D, ScanNet, DIODE, Folder, Procedural)
 }
 
 
