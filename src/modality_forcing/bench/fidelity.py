@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..data.attributes import COLOURS, region_colours
-from ..metrics.alignment import aligned_metrics
+from ..metrics.alignment import aligned_scores
 from ..metrics.fidelity import (
     above_chance,
     attribute_scores,
@@ -147,9 +147,12 @@ def score_fidelity(
             own = estimate(images01)
             joint_depth = torch.cat([r.depth[:, 0] for r in results]).double()
             everywhere = torch.ones_like(own, dtype=torch.bool)
-            _, metrics = aligned_metrics(joint_depth, own.clamp_min(DEPTH_RANGE[0]), everywhere,
-                                         DEPTH_RANGE)  # fmt: skip
-            out[mode]["consistency_abs_rel"] = float(metrics["abs_rel"].nanmean())
+            # An image whose joint depth cannot be aligned (constant) is counted, not dropped
+            # silently: `consistency` holds the images scored and the NaN ones (`nan_failures`).
+            _, scores = aligned_scores(joint_depth, own.clamp_min(DEPTH_RANGE[0]), everywhere,
+                                       DEPTH_RANGE)  # fmt: skip
+            out[mode]["consistency"] = {k: scores[k] for k in ("abs_rel", "images", "nan_images")}
+            out[mode]["consistency_abs_rel"] = scores["abs_rel"]
         bar.update()
     bar.close()
     return out
