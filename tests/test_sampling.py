@@ -328,3 +328,36 @@ def test_diffusers_style_arguments(pipe, capsys):
     pipe(prompt="a box", mode="joint", num_inference_steps=2)
     pipe.set_progress_bar_config(disable=True)
     assert "joint" in capsys.readouterr().err
+
+
+def test_repaint_resampling_rows_and_renoise():
+    from modality_forcing.sampling.sampler import renoise
+    from modality_forcing.sampling.schedules import resampled
+
+    base = scheduling_matrix("image_to_depth", 2)
+    rows = resampled(base, 2)[:, 1].tolist()
+    assert rows == [1.0, 0.5, 1.0, 0.5, 1.0, 0.5, 0.0, 0.5, 0.0, 0.5, 0.0]
+    assert torch.equal(resampled(base, 0), base)
+    # re-noising keeps the flow path's marginal: x_t = (1 - t) x0 + t eps at the new level
+    g = torch.Generator().manual_seed(0)
+    x0, n = 0.7, 200_000
+    t_now, t_next = torch.full((n,), 0.3), torch.full((n,), 0.8)
+    x = (1 - 0.3) * x0 + 0.3 * torch.randn(n, 1, generator=g)
+    up = renoise(x, t_now, t_next, torch.randn(n, 1, generator=g))
+    assert abs(float(up.mean()) - (1 - 0.8) * x0) < 0.01 and abs(float(up.std()) - 0.8) < 0.01
+
+
+def test_sampler_calls_the_network_only_on_falling_rows():
+    from modality_forcing.sampling.schedules import resampled
+
+    calls = []
+
+    def fn(x, t, cond):
+        calls.append(float(t[DEPTH][0]))
+        return {DEPTH: torch.zeros_like(x[DEPTH])}
+
+    schedule = resampled(scheduling_matrix("image_to_depth", 3), 1)
+    shapes = {IMAGE: (1, 3, 4, 4), DEPTH: (1, 1, 4, 4)}
+    sample(fn, schedule, (IMAGE, DEPTH), shapes, None, given={IMAGE: torch.zeros(1, 3, 4, 4)},
+           generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert len(calls) == 3 * 2  # each of 3 steps taken twice; the 3 jumps back call nothing

@@ -123,7 +123,11 @@ def failures_section(report: Any) -> list[str]:
 # noise draw for the replaced image over the whole trajectory, or a fresh draw at every step.
 REPLACEMENT = "image_to_depth_replacement"
 REPLACEMENT_FRESH = "image_to_depth_replacement_fresh"
-REPLACEMENTS = (REPLACEMENT, REPLACEMENT_FRESH)
+# ... and with RePaint's resampling: each step taken, re-noised and retaken REPAINT_JUMPS times
+# (fresh noise for the replaced image at every call; 1 + REPAINT_JUMPS calls per step)
+REPLACEMENT_REPAINT = "image_to_depth_replacement_repaint"
+REPAINT_JUMPS = 2
+REPLACEMENTS = (REPLACEMENT, REPLACEMENT_FRESH, REPLACEMENT_REPAINT)
 
 
 def imposed_by_replacement(clean: dict[str, torch.Tensor],
@@ -174,8 +178,10 @@ def sample_depths(
         given: dict[str, Any] = {"image": part}
         if mode in REPLACEMENTS:
             latent = model.codec.encode(part.to(next(model.parameters()).device).float())
-            fresh = generator if mode == REPLACEMENT_FRESH else None
+            fresh = generator if mode in (REPLACEMENT_FRESH, REPLACEMENT_REPAINT) else None
             given = {"before_call": imposed_by_replacement({IMAGE: latent}, fresh)}
+            if mode == REPLACEMENT_REPAINT:
+                given["resample"] = REPAINT_JUMPS
         out = generate(
             model, "shared" if mode in REPLACEMENTS else mode, [""] * part.shape[0], *size,
             num_steps=setting.steps, solver=setting.solver, shift_mu=setting.shift_mu,

@@ -16,7 +16,7 @@ from ..flow.hints import hint_tensor, known_points, paste_known, paste_velocity
 from ..modalities import DEPTH, IMAGE, denormalize_depth, normalize_depth
 from .sampler import SamplerConfig, StateHook, StepHook, sample
 from .schedules import MODES as SCHEDULES
-from .schedules import scheduling_matrix
+from .schedules import resampled, scheduling_matrix
 
 GIVEN_BY_MODE = {
     "joint": (),
@@ -58,6 +58,7 @@ def generate(
     latents: dict[str, torch.Tensor] | None = None,
     after_step: StepHook | None = None,
     paste: bool = True,
+    resample: int = 0,
 ) -> Generation:
     """Sample one mode for a batch of captions (B = len(captions)).
 
@@ -73,6 +74,8 @@ def generate(
         valid_mask: [B, 1, H, W] bool for `depth` (default: depth > 0).
         paste: `depth_completion` only: overwrite every step's depth prediction at the known
             pixels (default on); a model with `depth_hint` also gets the points as its hint.
+        resample: RePaint jumps back per step (`schedules.resampled`; 0: none); each jump adds
+            one network call per step.
         num_steps, guidance_scale, log2_alpha, shift_mu, solver: sampler settings.
         t_min: clamp of x0 -> velocity conversions (None: the model's `depth_t_min`).
         generator: seeds the initial noise.
@@ -110,7 +113,8 @@ def generate(
         )
     modalities = tuple(model.cfg.modalities)
     shapes = {m: (b, *model.grid_shape(m, height, width)) for m in modalities}
-    schedule = scheduling_matrix(mode, num_steps, shift_mu, log2_alpha, modalities)
+    schedule = resampled(scheduling_matrix(mode, num_steps, shift_mu, log2_alpha, modalities),
+                         resample)  # fmt: skip
     cond = model.encode_text(captions)
     uncond = model.encode_text([""] * b) if guidance_scale != 1.0 else None
 

@@ -2,7 +2,9 @@
 
 The network is any callable `fn(xt: dict, t: dict, text) -> dict` of per-modality predictions;
 this module never imports the model. Columns of the schedule held at 0 are given modalities (never
-modified); columns held at 1 are absent (not passed to the network at all, i.e. the marginal).
+modified); columns held at 1 are absent (not passed to the network at all, i.e. the marginal). A
+row whose moving columns rise (t goes up) re-noises them without a network call (`renoise`:
+RePaint's jump back, `schedules.resampled`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,17 @@ DenoiseFn = Callable[
 ]
 StateHook = Callable[[dict[str, torch.Tensor], dict[str, torch.Tensor]], None]  # (state, t)
 StepHook = Callable[[int, dict[str, torch.Tensor], dict[str, torch.Tensor]], None]  # (k, state, t)
+
+
+def renoise(x: torch.Tensor, t_now: torch.Tensor, t_next: torch.Tensor,
+            noise: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    """A state at noise level t_now [B] taken up to t_next >= t_now on the flow path
+    x_t = (1 - t) x0 + t eps: scaled by a = (1 - t_next) / (1 - t_now) and given fresh noise of
+    std sqrt(t_next^2 - a^2 t_now^2), so its marginal is the path's at t_next."""
+    shape = (-1, *([1] * (x.dim() - 1)))
+    a = ((1 - t_next) / (1 - t_now).clamp_min(1e-12)).view(shape)
+    std = (t_next.view(shape) ** 2 - a**2 * t_now.view(shape) ** 2).clamp_min(0).sqrt()
+    return a * x + std * noise.to(x)
 
 
 @dataclass
@@ -120,10 +133,20 @@ def sample(
     for k in range(num_steps):
         t_now = {m: cols[m][k].float().expand(batch).to(device) for m in state}
         t_next = {m: cols[m][k + 1].float().expand(batch).to(device) for m in state}
+        moving = [m for m in state if bool(cols[m][k + 1] != cols[m][k])]
+        rising = [m for m in moving if bool(cols[m][k + 1] > cols[m][k])]
+        if rising:  # a jump back: re-noise, no network call
+            if len(rising) != len(moving):
+                raise ValueError(f"schedule row {k + 1} raises {rising} but lowers the others")
+            for m in rising:
+                noise = torch.randn(state[m].shape, generator=generator, dtype=torch.float32)
+                state[m] = renoise(state[m], t_now[m], t_next[m], noise)
+            if progress is not None:
+                progress(k + 1, num_steps)
+            continue
         if before_call is not None:
             before_call(state, t_now)
         v = _velocity(fn, state, t_now, cond, uncond, cfg)
-        moving = [m for m in state if bool(cols[m][k + 1] != cols[m][k])]
         proposal = {
             m: state[m] + (t_next[m] - t_now[m])[:, None, None, None] * v[m] for m in moving
         }

@@ -95,3 +95,17 @@ def scheduling_matrix(
     columns = MODES[mode](base_timesteps(num_steps, shift_mu), log2_alpha)
     # Further modalities (e.g. normals) follow the depth column: generated with depth, or given.
     return torch.stack([columns.get(m, columns[DEPTH]) for m in modalities], dim=1)
+
+
+def resampled(schedule: torch.Tensor, jumps: int) -> torch.Tensor:
+    """RePaint's resampling (Lugmayr et al., CVPR 2022) as rows of a scheduling matrix: every step
+    k -> k + 1 is taken, undone by a jump back to row k (re-noising, `sampler.renoise`) and
+    taken again, `jumps` times over, before moving on. 0 jumps: the schedule unchanged."""
+    if jumps < 0:
+        raise ValueError(f"resampling jumps must be >= 0, got {jumps}")
+    if jumps == 0:
+        return schedule
+    rows = [schedule[0]]
+    for k in range(schedule.shape[0] - 1):
+        rows += [schedule[k + 1], schedule[k]] * jumps + [schedule[k + 1]]
+    return torch.stack(rows)
