@@ -287,7 +287,7 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
 
     p = _suite(suites, "paper", "the paper's six claims in miniature", "bench_out/paper",
                "report folder (REPORT.md, paper.json, plots)")  # fmt: skip
-    _add_budget(p, "bench/paper.py", ("tiny", "small"))
+    _add_budget(p, "bench/paper.py", ("tiny", "small", "medium"))
     p.add_argument("--seeds", type=int, nargs="+", default=None,
                    help="train and score every run once per seed (OUT/seed<S>/), then report "
                    "each comparison over seeds and scenes (REPORT_seeds.md); default: seed 0 "
