@@ -313,3 +313,18 @@ def test_completion_predictor_draws_fixed_points(tmp_path):
         assert (known > 0).sum() == 40 if spec == "random:40" else (known > 0).sum() > 40
         np.testing.assert_allclose(known[known > 0], sample["depth"][known > 0])
         np.testing.assert_allclose(predict(sample)[known > 0], known[known > 0], rtol=1e-5)
+
+
+def test_npz_points_are_refused_from_their_zip_directory(tmp_path):
+    from modality_forcing.data.sparse_points import read_sparse
+
+    np.savez_compressed(tmp_path / "p.npz", depth=np.zeros((30, 30)), mask=np.zeros((30, 30)))
+    with pytest.raises(InputError, match="once decompressed, above"):
+        read_sparse(tmp_path / "p.npz", max_pixels=10)  # 10 float64 values + header
+    assert read_sparse(tmp_path / "p.npz", max_pixels=900)[0].shape == (30, 30)
+    (tmp_path / "broken.npz").write_bytes(b"PK not a zip")
+    with pytest.raises(InputError, match=r"not a readable \.npz"):
+        read_sparse(tmp_path / "broken.npz")
+    (tmp_path / "empty.npy").write_bytes(b"")
+    with pytest.raises(InputError, match="cannot read sparse depth"):
+        read_sparse(tmp_path / "empty.npy")

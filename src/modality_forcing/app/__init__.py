@@ -1,7 +1,8 @@
-"""`modality-forcing app`: a Gradio web UI for the three modes of one checkpoint.
+"""`modality-forcing app`: a Gradio web UI for the four modes of one checkpoint.
 
-Tabs text -> RGB + depth, image -> depth and depth -> image call `ModalityForcingPipeline`; every
-request writes its files with `export.save_result` into its own folder (colour maps, 16-bit PNG,
+Tabs text -> RGB + depth, image -> depth, depth -> image and image + known points -> metric depth
+(depth completion) call `ModalityForcingPipeline`; every request writes its files with
+`jobs.write_job` (as `modality-forcing sample` does) into its own folder (colour maps, 16-bit PNG,
 PLY/GLB point cloud) and the UI shows them. Examples are procedural scenes rendered at startup.
 The server trusts nothing a request sends: files must be ones Gradio received, sizes are checked
 from file headers before decoding, every number is clamped, and one sampler runs at a time.
@@ -27,7 +28,7 @@ from PIL import Image
 
 from ..data.procedural import SceneConfig, render_split
 from ..demo import demo_checkpoint
-from ..inference.export import save_result
+from ..inference.jobs import write_job
 from ..inference.pipeline import ModalityForcingPipeline
 from ..sampling.config import sampling_record
 from .requests import (  # noqa: F401 (the request checks are part of the app's API)
@@ -36,6 +37,7 @@ from .requests import (  # noqa: F401 (the request checks are part of the app's 
     MAX_PIXELS,
     MAX_PROMPT_CHARS,
     MAX_SIDE,
+    NUM_POINTS,
     Settings,
     _check_windows,
     _upload,
@@ -44,7 +46,9 @@ from .requests import (  # noqa: F401 (the request checks are part of the app's 
     gr,
     read_depth_upload,
     read_image_upload,
+    read_known_points,
     request_settings,
+    sample_points,
 )
 
 MAX_FILE_SIZE = "20mb"  # per uploaded file, enforced by Gradio's upload route (HTTP 413)
@@ -56,7 +60,8 @@ EXAMPLE_SCALE = 4  # examples are rendered at 4x the working resolution: crisper
 RESULT_MAX_AGE_S = 3600  # result folders older than this are removed on the next request
 DOWNLOADS = ("depth", "depth16", "cloud_ply", "cloud_glb", "uncertainty", "metadata")
 API_NAMES = {"joint": "text_to_rgbd", "image_to_depth": "image_to_depth",
-             "depth_to_image": "depth_to_image"}  # fmt: skip
+             "depth_to_image": "depth_to_image",
+             "depth_completion": "depth_completion"}  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
@@ -67,24 +72,32 @@ API_NAMES = {"joint": "text_to_rgbd", "image_to_depth": "image_to_depth",
 def render_examples(
     out_dir: Path, resolution: tuple[int, int], num: int = NUM_EXAMPLES
 ) -> dict[str, list[list[Any]]]:
-    """Procedural example inputs: val captions, test-scene PNGs and .npy depth (metres).
+    """Procedural example inputs: val captions, test-scene PNGs, .npy depth (metres) and .npy
+    known points (NUM_POINTS rows of x, y, metres).
 
     Returns:
         rows for `gr.Examples`, keyed by mode: joint [[caption]], image_to_depth [[png]],
-        depth_to_image [[npy, caption]].
+        depth_to_image [[npy, caption]], depth_completion [[png, points npy, None]] (no dense
+        depth: an example replaces one the user gave).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     h, w = resolution
     captions = [s["caption"] for s in render_split("val", 0, num, SceneConfig(height=8, width=8))]
     scenes = render_split("test", 0, num, SceneConfig(EXAMPLE_SCALE * h, EXAMPLE_SCALE * w))
-    rows: dict[str, list[list[Any]]] = {"joint": [[c] for c in captions],
-                                        "image_to_depth": [], "depth_to_image": []}  # fmt: skip
-    for s in scenes:
+    rows: dict[str, list[list[Any]]] = {"joint": [[c] for c in captions], "image_to_depth": [],
+                                        "depth_to_image": [], "depth_completion": []}  # fmt: skip
+    for i, s in enumerate(scenes):
         png, npy = out_dir / f"{s['key']}.png", out_dir / f"{s['key']}_depth.npy"
+        points = out_dir / f"{s['key']}_points.npy"
+        depth = np.where(s["valid_mask"], s["depth"], 0).astype(np.float32)
         Image.fromarray(s["image"]).save(png)
-        np.save(npy, np.where(s["valid_mask"], s["depth"], 0).astype(np.float32))
+        np.save(npy, depth)
+        known = sample_points(depth, NUM_POINTS, seed=i)
+        y, x = np.nonzero(known)
+        np.save(points, np.stack([x, y, known[y, x]], axis=1).astype(np.float32))  # [N, 3]
         rows["image_to_depth"].append([str(png)])
         rows["depth_to_image"].append([str(npy), s["caption"]])
+        rows["depth_completion"].append([str(png), str(points), None])
     return rows
 
 
@@ -106,17 +119,31 @@ class _Served:
     examples: Path  # uploads may also come from here (the examples' own files)
 
 
-def _run(app: _Served, mode: str, progress: Any, upload: Any = None, **raw: Any) -> tuple[Any, ...]:
-    """Clamp the settings, read the upload, sample one mode, save its files, return the values
-    of `_output_components`."""
+def _inputs(app: _Served, mode: str, s: Settings, uploads: tuple[Any, ...]
+            ) -> tuple[dict[str, Any], dict[str, Any], str]:  # fmt: skip
+    """A request's pipeline inputs read from its uploads, with what they add to the metadata
+    and to the info line."""
+    roots = (app.examples,)
+    if mode == "image_to_depth":
+        image = read_image_upload(uploads[0], roots)
+        _check_windows(app.pipe, image, s)
+        return {"image": image}, {}, ""
+    if mode == "depth_to_image":
+        return {"prompt": s.prompt, "depth": read_depth_upload(uploads[0], roots)}, {}, ""
+    if mode == "depth_completion":
+        known = read_known_points(*uploads, s.num_points, s.seed, roots)
+        note = f"; depth in metres, {known.count} known points from {known.source}"
+        return ({"image": known.image, "sparse_depth": known.depth},
+                {"known_points": known.count}, note)  # fmt: skip
+    return {"prompt": s.prompt}, {}, ""
+
+
+def _run(app: _Served, mode: str, progress: Any, *uploads: Any, **raw: Any) -> tuple[Any, ...]:
+    """Clamp the settings, read the uploads, sample one mode, save its files (metric depth marked
+    so by `write_job`), return the values of `_output_components`."""
     s = request_settings(app.pipe, mode, raw)
     sampling = app.pipe.sampling_for(mode, s.sampling(mode))
-    call: dict[str, Any] = {} if mode == "image_to_depth" else {"prompt": s.prompt}
-    if mode == "image_to_depth":
-        call["image"] = read_image_upload(upload, (app.examples,))
-        _check_windows(app.pipe, call["image"], s)
-    elif mode == "depth_to_image":
-        call["depth"] = read_depth_upload(upload, (app.examples,))
+    call, meta, note = _inputs(app, mode, s, uploads)
     start = time.perf_counter()
 
     def step(k: int, n: int) -> None:
@@ -125,17 +152,13 @@ def _run(app: _Served, mode: str, progress: Any, upload: Any = None, **raw: Any)
     progress(0, desc="starting")
     try:
         out = app.pipe(mode=mode, sampling=sampling, callback=step, **call)
-        files = save_result(
-            _new_result_dir(app.results), image=out.image[0], depth=out.depth[0],
-            uncertainty=None if out.uncertainty is None else out.uncertainty[0],
-            fov_deg=s.fov, metadata={"mode": mode, "prompt": s.prompt,
-                                     **sampling_record(sampling)},
-        )  # fmt: skip
+        meta |= {"mode": mode, "prompt": s.prompt, **sampling_record(sampling)}
+        files = write_job(_new_result_dir(app.results), mode, out, meta, s.fov)["files"]
     except ValueError as err:  # e.g. a depth map with no valid pixel after letterboxing
         raise _user_error(str(err)) from None
     h, w = out.depth[0].shape
     info = (f"**{mode.replace('_', ' ')}**: {w}x{h} px, {s.steps} steps, seed {s.seed}, "
-            f"{time.perf_counter() - start:.1f} s")  # fmt: skip
+            f"{time.perf_counter() - start:.1f} s{note}")  # fmt: skip
     if s.adjusted:
         info += f" ({', '.join(s.adjusted)} moved into the sliders' range)"
     get = lambda key: str(files[key]) if key in files else None  # noqa: E731
@@ -176,10 +199,13 @@ def _slider(name: str, default: float, label: str) -> Any:
 
 
 def _controls(pipe: ModalityForcingPipeline, mode: str) -> tuple[Any, Any, Any, Any]:
-    """Steps, guidance, seed and field of view (the controls every tab shares)."""
+    """Steps, guidance, seed and field of view (the controls every tab shares); guidance is None
+    for depth completion, which has no prompt to guide by (its sampler ignores the scale)."""
     d = control_defaults(pipe, mode)
     steps = _slider("steps", d["steps"], "steps")
-    guidance = _slider("guidance", d["guidance"], "guidance scale (1 = off)")
+    guidance = None
+    if mode != "depth_completion":
+        guidance = _slider("guidance", d["guidance"], "guidance scale (1 = off)")
     seed = gr.Number(value=d["seed"], precision=0, minimum=BOUNDS["seed"].lo,
                      maximum=BOUNDS["seed"].hi, label="seed")  # fmt: skip
     fov = _slider("fov", d["fov"], "vertical field of view (deg, point cloud)")
@@ -260,13 +286,49 @@ def _tab_depth_to_image(app: _Served, rows: list[list[Any]]) -> None:
                  api_name=API_NAMES["depth_to_image"], **EVENT)  # fmt: skip
 
 
+def _tab_depth_completion(app: _Served, rows: list[list[Any]]) -> None:
+    with gr.Row():
+        with gr.Column(scale=1):
+            image = gr.Image(label="image (any size: letterboxed, never stretched)",
+                             type="filepath", sources=["upload", "clipboard"])  # fmt: skip
+            gr.Markdown(
+                "Known depth on the image's pixel grid, one of: a **points file** (.npy in metres "
+                "with 0 = unknown, or [N, 3] rows of x, y, metres; 16-bit .png in millimetres; "
+                ".npz with `depth` and `mask`), or a **dense depth map** (.npy metres, 16-bit .png "
+                "mm, .exr) that points are drawn from at random (the seed picks them)."
+            )
+            sparse = gr.File(label="points file (.npy, .png, .npz)")
+            dense = gr.File(label="or a dense depth map to sample (.npy, .png, .exr)")
+            d = control_defaults(app.pipe, "depth_completion")
+            num_points = gr.Number(value=d["num_points"], precision=0,
+                                   minimum=BOUNDS["num_points"].lo,
+                                   maximum=BOUNDS["num_points"].hi,
+                                   label="points to sample from a dense depth file")  # fmt: skip
+            steps, _, seed, fov = _controls(app.pipe, "depth_completion")
+            button = gr.Button("Complete depth", variant="primary", elem_id="run-depth-completion")
+            gr.Examples(rows, inputs=[image, sparse, dense], label="procedural test scenes, "
+                        f"{NUM_POINTS} known points each")  # fmt: skip
+        outputs = _output_components()
+
+    def fn(
+        image: Any, sparse: Any, dense: Any, num_points: Any, steps: Any, seed: Any, fov: Any,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008
+    ) -> tuple[Any, ...]:  # fmt: skip
+        return _run(app, "depth_completion", progress, image, sparse, dense,
+                    num_points=num_points, steps=steps, seed=seed, fov=fov)  # fmt: skip
+
+    button.click(fn, [image, sparse, dense, num_points, steps, seed, fov], outputs,
+                 api_name=API_NAMES["depth_completion"], **EVENT)  # fmt: skip
+
+
 def build_app(
     pipe_or_ckpt: ModalityForcingPipeline | str | Path | None = None,
     work_dir: str | Path | None = None,
     precision: str = "auto",
     device: str | None = None,
 ) -> gr.Blocks:
-    """The Gradio app: three tabs over one pipeline, queued (one sampler at a time, at most
+    """The Gradio app: four tabs over one pipeline (text -> RGB + depth, image -> depth,
+    depth -> image, image + points -> metric depth), queued (one sampler at a time, at most
     QUEUE_SIZE waiting, no route around the queue).
 
     Args:
@@ -289,12 +351,14 @@ def build_app(
         ("Text -> RGB + Depth", _tab_joint, "joint"),
         ("Image -> Depth", _tab_image_to_depth, "image_to_depth"),
         ("Depth -> Image", _tab_depth_to_image, "depth_to_image"),
+        ("Image + Points -> Depth", _tab_depth_completion, "depth_completion"),
     ]
     with gr.Blocks(title="Modality Forcing", delete_cache=(RESULT_MAX_AGE_S,) * 2) as app:
         gr.Markdown(
-            "## Modality Forcing: one model for text -> image + depth, image -> depth and "
-            f"depth -> image\nWorking resolution {h}x{w}; inputs of any size are letterboxed and "
-            "outputs cropped back. Depth is relative (unit mean)."
+            "## Modality Forcing: one model for text -> image + depth, image -> depth, depth -> "
+            "image and image + known points -> depth\nWorking resolution "
+            f"{h}x{w}; inputs of any size are letterboxed and outputs cropped back. Depth is "
+            "relative (unit mean), except from image + points: metres."
         )
         for label, make_tab, mode in tabs:
             with gr.Tab(label, id=mode):

@@ -1,5 +1,6 @@
 """The web app's requests: the sliders' ranges enforced on the server, and uploads checked
-before anything is decoded (files Gradio received, sizes from headers, EXR headers, tiling)."""
+before anything is decoded (files Gradio received, sizes from headers, EXR and NPZ headers,
+tiling); depth completion's image and known points put on one pixel grid."""
 
 from __future__ import annotations
 
@@ -9,9 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from ..data.inputs import DEPTH_KINDS, InputError, read_depth, read_image
 from ..data.letterbox import MAX_ASPECT, aspect_excess, tile_windows
+from ..data.sparse_points import (
+    SPARSE_KINDS,
+    point_mask,
+    points_to_map,
+    read_sparse,
+    sparse_map,
+)
 from ..inference.pipeline import ModalityForcingPipeline
 from ..sampling.config import SamplingConfig
 
@@ -32,6 +41,7 @@ MAX_SIDE = 1024
 # a 16 MP depth PNG already peaks near 350 MB while it is decoded and shrunk.
 MAX_PIXELS = 16_000_000
 MAX_PROMPT_CHARS = 1000
+NUM_POINTS = 500  # depth completion: known points drawn from a dense depth upload by default
 FILE_DATA = "gradio.FileData"  # the `meta._type` of a file Gradio has checked and cached
 
 
@@ -70,6 +80,7 @@ BOUNDS = {
     "ensemble": Bound(1, 10),
     "fov": Bound(20, 120),
     "seed": Bound(0, 2**31 - 1),
+    "num_points": Bound(1, MAX_PIXELS),
 }
 # The costliest ordinary request: image -> depth of an elongated image runs one sampler per
 # window, so windows * ensemble * steps is capped at what the sliders allow for one window.
@@ -80,7 +91,8 @@ def control_defaults(pipe: ModalityForcingPipeline, mode: str) -> dict[str, floa
     """Each control's starting value (the sliders' and the one NaN or junk is replaced by)."""
     d = pipe.defaults[mode]
     return {"steps": d.steps, "guidance": d.guidance, "log2_alpha": d.log2_alpha,
-            "ensemble": 3 if mode == "image_to_depth" else 1, "fov": 60, "seed": 0}  # fmt: skip
+            "ensemble": 3 if mode == "image_to_depth" else 1, "fov": 60, "seed": 0,
+            "num_points": NUM_POINTS}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -94,6 +106,7 @@ class Settings:
     ensemble: int
     fov: float
     seed: int
+    num_points: int
     adjusted: tuple[str, ...] = ()
 
     def sampling(self, mode: str) -> SamplingConfig:
@@ -101,7 +114,7 @@ class Settings:
         fields: dict[str, Any] = {"steps": self.steps, "guidance": self.guidance, "seed": self.seed}
         if mode == "joint":
             fields |= {"log2_alpha": self.log2_alpha, "refine_depth": self.ensemble > 1}
-        if mode != "depth_to_image":
+        if mode in ("joint", "image_to_depth"):
             fields["ensemble"] = self.ensemble
         return SamplingConfig(**fields)
 
@@ -160,25 +173,29 @@ def _message(err: Exception, path: Path, name: str) -> str:
     return str(err).replace(str(path), name).rstrip(".")
 
 
-def read_image_upload(payload: Any, roots: tuple[Path, ...] = ()) -> np.ndarray:
-    """Uploaded image -> uint8 [H, W, 3] (EXIF rotation applied, 16-bit scaled, at most MAX_SIDE a
-    side; more than MAX_PIXELS refused from the header, before decoding)."""
+def read_image_upload(
+    payload: Any, roots: tuple[Path, ...] = (), max_side: int | None = MAX_SIDE
+) -> np.ndarray:
+    """Uploaded image -> uint8 [H, W, 3] (EXIF rotation applied, 16-bit scaled, at most `max_side`
+    a side; more than MAX_PIXELS refused from the header, before decoding)."""
     path, name = _upload(payload, "an image", roots)
     try:
-        return read_image(path, max_pixels=MAX_PIXELS, max_side=MAX_SIDE)
+        return read_image(path, max_pixels=MAX_PIXELS, max_side=max_side)
     except InputError as err:
         hint = "Upload a PNG, JPEG or WebP image."
         raise _user_error(f"{_message(err, path, name)}. {hint}") from None
 
 
-def read_depth_upload(payload: Any, roots: tuple[Path, ...] = ()) -> np.ndarray:
+def read_depth_upload(
+    payload: Any, roots: tuple[Path, ...] = (), max_side: int | None = MAX_SIDE
+) -> np.ndarray:
     """Uploaded depth map -> float32 [H, W] (.npy metres, 16-bit .png millimetres, .exr), at
-    most MAX_SIDE a side; more than MAX_PIXELS refused from the header, before decoding."""
+    most `max_side` a side; more than MAX_PIXELS refused from the header, before decoding."""
     path, name = _upload(payload, f"a depth map ({DEPTH_KINDS})", roots)
     try:
         if path.suffix.lower() == ".exr":
             _check_exr_header(path)
-        return read_depth(path, max_pixels=MAX_PIXELS, max_side=MAX_SIDE)
+        return read_depth(path, max_pixels=MAX_PIXELS, max_side=max_side)
     except (InputError, ImportError) as err:  # ImportError: .exr without OpenEXR installed
         raise _user_error(f"{_message(err, path, name)}. Expected a {DEPTH_KINDS}.") from None
 
@@ -217,3 +234,83 @@ def _check_windows(pipe: ModalityForcingPipeline, image: np.ndarray, s: Settings
             f"{s.ensemble} x {s.steps} steps is above the limit of {MAX_SAMPLER_RUNS:.0f}. Lower "
             "the steps or ensemble size, or crop the image."
         )
+
+
+# --------------------------------------------------------------------------------------------
+# depth completion: an image and its known depth points, on one pixel grid
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KnownPoints:
+    """Depth completion's inputs on the image's pixel grid (at most MAX_SIDE a side)."""
+
+    image: np.ndarray  # uint8 [H, W, 3]
+    depth: np.ndarray  # float32 [H, W] metres, 0 where unknown
+    source: str  # where the points came from, for the info line
+
+    @property
+    def count(self) -> int:
+        return int(np.count_nonzero(self.depth))
+
+
+def read_known_points(
+    image: Any, sparse: Any, dense: Any, num_points: int, seed: int, roots: tuple[Path, ...] = ()
+) -> KnownPoints:
+    """An uploaded image and its known depth points: a points file (`sparse`, any file form of
+    `data/sparse_points.py`) or `num_points` valid pixels drawn with `seed` from a dense depth map
+    (`dense`), exactly one of the two. Points are checked on the image's full pixel grid; an
+    image above MAX_SIDE is then shrunk as `read_image_upload` shrinks it, and the points move
+    with it (points landing on one pixel are averaged)."""
+    if (sparse is None) == (dense is None):
+        given = "both were given" if sparse is not None else "neither was given"
+        raise _user_error(
+            f"Give known depth points one way ({given}): a points file ({SPARSE_KINDS}), or a "
+            "dense depth map to sample points from."
+        )
+    full = read_image_upload(image, roots, max_side=None)
+    size = full.shape[:2]
+    if sparse is not None:
+        path, name = _upload(sparse, "a points file", roots)
+        depth, source = _read_points(path, name, size), f"'{name}'"
+    else:
+        dense_depth = read_depth_upload(dense, roots, max_side=None)
+        if dense_depth.shape != size:
+            (dh, dw), (h, w) = dense_depth.shape, size
+            raise _user_error(f"The dense depth map is {dw}x{dh} pixels but the image is {w}x{h}; "
+                              "give depth on the image's own pixel grid.")  # fmt: skip
+        depth, source = sample_points(dense_depth, num_points, seed), "the dense depth map"
+    small, depth = _shrink(full, depth)
+    if small.shape != full.shape:
+        source += f", shrunk with the image from {size[1]}x{size[0]}"
+    return KnownPoints(small, depth, source)
+
+
+def sample_points(depth: np.ndarray, num: int, seed: int) -> np.ndarray:
+    """`num` valid pixels (all of them, when fewer) of a dense depth map [H, W] (0 = invalid),
+    drawn with `seed`: the same map with every other pixel 0 (unknown)."""
+    mask = point_mask(f"random:{num}", depth, depth > 0, np.random.default_rng(seed))
+    return np.where(mask, depth, 0.0).astype(np.float32)
+
+
+def _read_points(path: Path, name: str, size: tuple[int, int]) -> np.ndarray:
+    """A checked points upload -> known depth [H, W] metres on the image grid `size`."""
+    try:
+        sparse, mask = read_sparse(path, max_pixels=MAX_PIXELS)
+        return sparse_map(sparse, mask, size, f"'{name}'")[0]
+    except InputError as err:
+        raise _user_error(f"{_message(err, path, name)}.") from None
+
+
+def _shrink(image: np.ndarray, depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """An image above MAX_SIDE a side shrunk (aspect kept, as `read_image` does) and its known
+    depth [H, W] moved onto the smaller grid: pixel centres scaled, points on one pixel averaged."""
+    h, w = image.shape[:2]
+    if max(h, w) <= MAX_SIDE:
+        return image, depth
+    small = Image.fromarray(image)
+    small.thumbnail((MAX_SIDE, MAX_SIDE))
+    rows, cols = np.nonzero(depth)
+    points = np.stack([(cols + 0.5) * (small.width / w), (rows + 0.5) * (small.height / h),
+                       depth[rows, cols]], axis=1)  # fmt: skip  # [N, 3] x, y, metres
+    return np.asarray(small), points_to_map(points, (small.height, small.width), "points")[0]

@@ -13,6 +13,7 @@ size differs from the image's.
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ def read_sparse(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndar
         raise InputError(f"sparse depth file '{path}' does not exist")
     try:
         if suffix == ".npz":
+            check_npz_members(path, max_pixels)
             with np.load(path, allow_pickle=False) as z:
                 if "depth" not in z:
                     raise InputError(f"'{path}' has no `depth` array (it holds {list(z.keys())})")
@@ -55,10 +57,28 @@ def read_sparse(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndar
             return np.asarray(arr), None
         _check_pixels(str(path), *image_size(path), max_pixels)
         return decode_depth_png(path.read_bytes(), str(path)), None
-    except (CorruptFileError, OSError, ValueError) as err:
+    except (CorruptFileError, OSError, ValueError, EOFError) as err:
         if isinstance(err, InputError):
             raise
-        raise InputError(f"cannot read sparse depth from '{path}': {err}") from None
+        raise InputError(f"cannot read sparse depth from '{path}': {err or 'empty file'}") from None
+
+
+def check_npz_members(path: Path, max_pixels: int) -> None:
+    """Refuse an .npz whose zip directory declares a member larger than a `max_pixels` float64
+    map, before anything is decompressed: a small archive can hold gigabytes of zeros. (Python's
+    zipfile stops reading a member at its declared size.)"""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            largest = max((m.file_size for m in archive.infolist()), default=0)
+    except (zipfile.BadZipFile, OSError) as err:
+        raise InputError(f"'{path}' is not a readable .npz archive ({err})") from None
+    limit = 8 * max_pixels + 4096  # float64 values plus the .npy header
+    if largest > limit:
+        raise InputError(
+            f"'{path}' holds an array of {largest / 1e6:.0f} MB once decompressed, above the "
+            f"limit of {limit / 1e6:.0f} MB ({max_pixels / 1e6:.0f} MP of float64); downsize it "
+            "first"
+        )
 
 
 def _numpy(x: Any) -> np.ndarray:
