@@ -32,10 +32,10 @@ from modality_forcing.training.loop import Trainer
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _model(hint: bool, seed: int = 3) -> ModalityForcingModel:
+def _model(hint: bool, seed: int = 3, refine: int = 0) -> ModalityForcingModel:
     torch.manual_seed(0)
     cfg = model_preset("tiny")
-    cfg.resolution, cfg.depth_hint = (16, 16), hint
+    cfg.resolution, cfg.depth_hint, cfg.refine_width = (16, 16), hint, refine
     model = ModalityForcingModel(cfg)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():  # a random (not zero-initialised) network, so outputs vary
@@ -211,13 +211,26 @@ def test_completion_training_share(tmp_path):
 
 def test_a_hint_model_trains_from_a_checkpoint_without_it(tmp_path):
     src = tmp_path / "src"
-    _save(src, _model(False))
+    source = _model(False, refine=8)
+    _save(src, source)
     cfg = _train_cfg(tmp_path, **{"model.depth_hint": "true", "forcing.p_completion": 0.5,
-                                  "init_from": str(src)})  # fmt: skip
+                                  "init_from": str(src), "model.refine_width": 8})  # fmt: skip
     trainer = Trainer(cfg)
-    assert trainer.model.dit.hint_embed.weight.abs().sum() == 0
+    model = trainer.model
+    assert model.dit.hint_embed.weight.abs().sum() == 0
+    conv = model.refine[DEPTH].net[0].weight  # the refiner's hint inputs: appended, zero
+    old = source.refine[DEPTH].net[0].weight
+    assert conv.shape[1] == old.shape[1] + 2 and conv[:, -2:].abs().sum() == 0
+    torch.testing.assert_close(conv[:, :-2], old)
+    x = {IMAGE: torch.rand(1, 3, 16, 16), DEPTH: torch.randn(1, 1, 16, 16)}
+    t = {IMAGE: torch.zeros(1), DEPTH: torch.full((1,), 0.5)}
+    hint = torch.ones(1, 2, 16, 16)
+    with torch.no_grad():  # it computes what its source did, points or not
+        torch.testing.assert_close(model.eval()(x, t, [""], hint=hint)[DEPTH],
+                                   source(x, t, [""])[DEPTH])  # fmt: skip
     trainer.run()
-    assert trainer.model.dit.hint_embed.weight.abs().sum() > 0  # it learns from the points
+    assert model.dit.hint_embed.weight.abs().sum() > 0  # it learns from the points
+    assert model.refine[DEPTH].net[0].weight[:, -2:].abs().sum() > 0
 
 
 def test_cli_depth_completion_writes_metric_depth(scene, tmp_path):

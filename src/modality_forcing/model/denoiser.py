@@ -20,6 +20,8 @@ from .layers import grid_positions, patchify, rope_2d, unpatchify
 from .mmdit import MMDiT
 from .text import TextTokens, build_text_encoder
 
+HINT_CHANNELS = 2  # known depth value, known mask (`flow/hints.hint_tensor`)
+
 
 class PixelRefiner(nn.Module):
     """A light residual conv net on one modality's unpatchified prediction, zero at init.
@@ -57,6 +59,7 @@ class ModalityForcingModel(DenoiserBase):
         self.dit = MMDiT(cfg, dims, cfg.text.dim)
         if cfg.refine_width > 0:
             context = sum(self.channels(m) + 1 for m in cfg.modalities)  # each x_t and its t
+            context += HINT_CHANNELS if cfg.depth_hint else 0  # the known points, last
             self.refine = nn.ModuleDict({
                 m: PixelRefiner(self.channels(m), context, cfg.refine_width)
                 for m in cfg.modalities
@@ -92,17 +95,18 @@ class ModalityForcingModel(DenoiserBase):
         _, h, w, p = shapes[IMAGE] if IMAGE in shapes else next(iter(shapes.values()))
         device = next(iter(xt.values())).device
         rope = self._rope(h // p, w // p, device)
-        if hint is not None:
-            hint = patchify(hint, self.patch_size(DEPTH))
-        out = self.dit(tokens, t, text.tokens, text.mask, rope, hint)
+        hint_tokens = None if hint is None else patchify(hint, self.patch_size(DEPTH))
+        out = self.dit(tokens, t, text.tokens, text.mask, rope, hint_tokens)
         out = {m: unpatchify(out[m], *shapes[m]) for m in out}
-        return self._refine(out, xt, t) if self.cfg.refine_width > 0 else out
+        return self._refine(out, xt, t, hint) if self.cfg.refine_width > 0 else out
 
     def _refine(
-        self, out: dict[str, torch.Tensor], xt: dict[str, torch.Tensor], t: dict[str, torch.Tensor]
-    ) -> dict[str, torch.Tensor]:
+        self, out: dict[str, torch.Tensor], xt: dict[str, torch.Tensor],
+        t: dict[str, torch.Tensor], hint: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:  # fmt: skip
         """Each prediction refined from [prediction, every modality's x_t and t] (zeros for an
-        absent modality). Needs every modality on one pixel grid (the pixel codec)."""
+        absent modality), and for a `depth_hint` model the known points (zeros: none known).
+        Needs every modality on one pixel grid (the pixel codec)."""
         ref = next(iter(out.values()))
         b, _, h, w = ref.shape
         context = []
@@ -117,6 +121,9 @@ class ModalityForcingModel(DenoiserBase):
                 context += [x.to(ref.dtype), t[m].to(ref.dtype).view(b, 1, 1, 1).expand(b, 1, h, w)]
             else:
                 context.append(ref.new_zeros(b, self.channels(m) + 1, h, w))
+        if self.cfg.depth_hint:
+            context.append(ref.new_zeros(b, HINT_CHANNELS, h, w) if hint is None
+                           else hint.to(ref.dtype))  # fmt: skip
         ctx = torch.cat(context, 1)
         refined = {}
         for m, pred in out.items():

@@ -64,6 +64,23 @@ def copy_image_stream_to_depth(model: torch.nn.Module) -> int:
     return copied
 
 
+def with_added_inputs(src: dict[str, torch.Tensor], dst: dict[str, torch.Tensor]
+                      ) -> tuple[dict[str, torch.Tensor], list[str]]:  # fmt: skip
+    """`src` weights for a model (`dst`) whose refiner convolutions take more input channels
+    (appended last, e.g. the depth hint): the extra input channels are zero, so the grown model
+    computes what the source did until it learns to use them. Returns (weights, grown keys)."""
+    out, grown = dict(src), []
+    for key, w in src.items():
+        target = dst.get(key)
+        if (target is not None and key.startswith("refine.") and w.dim() == 4
+                and target.shape[0] == w.shape[0] and target.shape[2:] == w.shape[2:]
+                and target.shape[1] > w.shape[1]):  # fmt: skip
+            pad = w.new_zeros(w.shape[0], target.shape[1] - w.shape[1], *w.shape[2:])
+            out[key] = torch.cat([w, pad], 1)
+            grown.append(key)
+    return out, grown
+
+
 class Trainer(RunState):
     """Holds the model, optimiser, EMA and data source of one run; `run()` is the loop."""
 
@@ -152,9 +169,11 @@ class Trainer(RunState):
     # ----------------------------------------------------------------------------- setup
     def _init_from(self, path: str) -> None:
         src = load_model(path, self.device)
-        missing, _ = self.model.load_state_dict(src.state_dict(), strict=False)
-        # Inputs a run adds to its source start at zero (the depth-hint embedding): allowed.
-        added = [k for k in missing if k.endswith("hint_embed.weight")]
+        # Inputs a run adds to its source start at zero (the depth-hint embedding, the hint
+        # channels of the pixel refiner's first convolution): allowed.
+        weights, grown = with_added_inputs(src.state_dict(), self.model.state_dict())
+        missing, _ = self.model.load_state_dict(weights, strict=False)
+        added = [k for k in missing if k.endswith("hint_embed.weight")] + grown
         missing = [k for k in missing if k not in added]
         if missing:
             raise ValueError(f"init_from '{path}' lacks {len(missing)} tensors, e.g. {missing[:3]}")
