@@ -23,6 +23,7 @@ from modality_forcing.inference.completion import (
     guided_depth,
     interpolate_points,
     least_squares_to_points,
+    residual_interpolation,
 )
 from modality_forcing.modalities import DEPTH, IMAGE
 from modality_forcing.model.denoiser import ModalityForcingModel
@@ -160,6 +161,8 @@ def test_baselines():
     corners = torch.zeros(1, 1, 8, 8, dtype=torch.bool)
     corners[..., 0, 0] = corners[..., 0, 7] = corners[..., 7, 0] = corners[..., 7, 7] = True
     torch.testing.assert_close(interpolate_points(plane * corners, corners), plane)
+    bent = plane + torch.linspace(0, 1, 8).view(1, 1, 8, 1)  # the truth: off by a linear ramp
+    torch.testing.assert_close(residual_interpolation(plane, bent * corners, corners), bent)
     model = _model(False)
     image = torch.rand(2, 3, 16, 16, generator=g) * 2 - 1
     depth = torch.rand(2, 1, 16, 16, generator=g) * 4 + 1

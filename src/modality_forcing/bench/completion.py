@@ -19,8 +19,10 @@ Methods (inference compute in network-evaluation units, a forward pass 1, forwar
              and step size chosen on val), then the same fit;
   (c)        the points alone, interpolated (linear, nearest outside their hull);
   trivial    the points' mean depth everywhere (the completion analogue of the mean-map prior).
-Designs (test only, not chosen): ours without pasting (the hint alone), and pasting alone with
-a checkpoint never trained for completion (`--reference`, default the shipped one).
+Designs (test only, every step count listed, none chosen): ours without pasting (the hint
+alone), pasting alone with a checkpoint never trained for completion (`--reference`, default the
+shipped one), and a post-step for ours-without-paste and for (a): the prediction's errors at the
+points interpolated between them and added (`residual_interpolation`).
 Each stochastic method runs with several sampling seeds; ratios to (a) and (b) come with an
 interval over seeds and scenes (`metrics/bootstrap.seed_scene_ratio_ci`).
 """
@@ -47,6 +49,7 @@ from ..inference.completion import (
     frame_points,
     guided_depth,
     interpolate_points,
+    residual_interpolation,
 )
 from ..metrics.bootstrap import describe, seed_scene_ratio_ci, verdict_word
 from ..metrics.depth import depth_metrics
@@ -186,6 +189,9 @@ def methods(model: Any, reference: Any, dtype: torch.dtype | None, budget: Compl
         return lambda c, s: guided_depth(model, c.image, c.points, c.hit, steps, size,
                                          generator=gen(s), autocast_dtype=dtype)  # fmt: skip
 
+    def corrected(method: Method) -> Method:
+        return lambda c, s: residual_interpolation(method(c, s), c.points, c.hit)
+
     def trivial(c: Case, s: int) -> torch.Tensor:
         mean = (c.points * c.hit).flatten(1).sum(1) / c.hit.flatten(1).sum(1).clamp_min(1)
         return mean.view(-1, 1, 1, 1).expand_as(c.points).clone()
@@ -202,11 +208,20 @@ def methods(model: Any, reference: Any, dtype: torch.dtype | None, budget: Compl
         "design: hint, no paste": {f"{n} steps": (ours(n, paste=False), n) for n in budget.steps},
         "design: paste only (no completion training)": {
             f"{n} steps": (ours(n, net=reference), n) for n in budget.steps},
+        "design: hint, no paste, + residual interpolation": {
+            f"{n} steps": (corrected(ours(n, paste=False)), n) for n in budget.steps},
+        "design: (a) + residual interpolation": {
+            f"{n} steps": (corrected(fitted(n)), n) for n in budget.steps},
     }  # fmt: skip
 
 
 CHOSEN_ON_VAL = ("ours", "(a) image -> depth + LS fit", "(b) guidance + LS fit")
-DESIGNS = ("design: hint, no paste", "design: paste only (no completion training)")
+DESIGNS = (
+    "design: hint, no paste",
+    "design: paste only (no completion training)",
+    "design: hint, no paste, + residual interpolation",
+    "design: (a) + residual interpolation",
+)
 
 
 def _mean(x: torch.Tensor) -> float:
