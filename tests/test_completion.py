@@ -280,6 +280,7 @@ def test_bench_completion_tiny(tmp_path):
             assert v["verdict"] in ("holds", "not resolved", "does not hold")
     assert report["patterns"]["random:30"]["known_pixels_test"]["mean"] == 30
     assert "## lidar:16" in (tmp_path / "b" / "REPORT.md").read_text()
+    assert (tmp_path / "b" / "examples_lidar16.png").stat().st_size > 0
 
 
 def _png16(path, metres):

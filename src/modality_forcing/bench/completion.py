@@ -254,12 +254,16 @@ def run_completion_benchmark(
         "sensor_size": list(sensor), "precision": choice.precision, "device": choice.device,
         "patterns": {},
     }  # fmt: skip
+    Path(out).mkdir(parents=True, exist_ok=True)
     split_scenes = {s: load_sensor_scenes(s, n, sensor)
                     for s, n in (("val", b.num_val), ("test", b.num_test))}  # fmt: skip
     for pattern in bench_bar(list(patterns), "completion: patterns"):
         cases = {s: Case.build(sc, known_masks(sc, pattern, s), b.size)
                  for s, sc in split_scenes.items()}  # fmt: skip
-        report["patterns"][pattern] = _pattern(cases, runs, b)
+        report["patterns"][pattern], shown = _pattern(cases, runs, b)
+        name = f"examples_{pattern.replace(':', '')}.png"
+        write_examples(Path(out) / name, cases["test"], shown)
+        report["patterns"][pattern]["examples"] = name
     write_json(Path(out) / "completion.json", report)
     text = completion_table(report)
     (Path(out) / "REPORT.md").write_text(text)
@@ -267,9 +271,15 @@ def run_completion_benchmark(
     return report
 
 
+EXAMPLES = 4  # test scenes drawn per pattern in examples_<pattern>.png
+EXAMPLE_METHODS = ("ours", "(a) image -> depth + LS fit", "(c) interpolation")
+
+
 def _pattern(cases: dict[str, Case], runs: dict[str, dict[str, tuple[Method, int]]],
-             b: CompletionBudget) -> dict[str, Any]:  # fmt: skip
+             b: CompletionBudget) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:  # fmt: skip
+    """One pattern's report, and the first test scenes' predictions of `EXAMPLE_METHODS`."""
     val, test = cases["val"], cases["test"]
+    shown: dict[str, torch.Tensor] = {}
     known = test.known.flatten(1).sum(1).double()
     out: dict[str, Any] = {
         "known_pixels_test": {"mean": float(known.mean()), "fraction": float(
@@ -293,7 +303,10 @@ def _pattern(cases: dict[str, Case], runs: dict[str, dict[str, tuple[Method, int
         for key in chosen:
             fn, cost = settings[key]
             seeds = b.seeds if cost > 0 else b.seeds[:1]
-            scores = [test.scores(fn(test, s)) for s in seeds]
+            preds = [fn(test, s) for s in seeds]
+            if name in EXAMPLE_METHODS:
+                shown[name] = test.finish(preds[0][:EXAMPLES])
+            scores = [test.scores(p) for p in preds]
             abs_rel = torch.stack([s["abs_rel"] for s in scores])  # [S, N]
             rmse = torch.stack([s["rmse"] for s in scores])
             nan = int((~torch.isfinite(abs_rel)).sum())
@@ -310,7 +323,38 @@ def _pattern(cases: dict[str, Case], runs: dict[str, dict[str, tuple[Method, int
         ci = seed_scene_ratio_ci(ours, per_image[base])
         out["verdicts"][base] = {**ci, "target": target, "verdict": verdict_word(ci, target),
                                  "text": describe(ci, target)}  # fmt: skip
-    return out
+    return out, shown
+
+
+def write_examples(path: Path, case: Case, shown: dict[str, torch.Tensor]) -> None:
+    """A PNG grid, one row per test scene: image, known points, ground truth, each shown
+    method's metric depth (one colour range per row: the ground truth's), ours' AbsRel map.
+    Known points are drawn 3x3 so they show."""
+    from PIL import Image
+
+    from ..data.colormap import colorize_depth, colorize_uncertainty
+
+    rows = []
+    for i in range(next(iter(shown.values())).shape[0]):
+        gt = case.scenes.depth[i, 0].numpy()
+        valid = case.scenes.valid[i, 0].numpy()
+        lo, hi = np.percentile(gt[valid], [2, 98])
+        known = case.known[i, 0].numpy()
+        grown = torch.nn.functional.max_pool2d(case.known[i : i + 1].float(), 3, 1, 1)[0, 0]
+        points = np.where(grown.numpy() > 0, 1.0, 0.0)
+        spread = torch.nn.functional.max_pool2d(torch.from_numpy(np.where(known, gt, 0))[None],
+                                                3, 1, 1)[0].numpy()  # fmt: skip
+        image = ((case.scenes.images[i].permute(1, 2, 0).numpy() + 1) * 127.5).round()
+        tiles = [image.astype(np.uint8),
+                 colorize_depth(spread, points > 0, value_range=(lo, hi)),
+                 colorize_depth(gt, valid, value_range=(lo, hi))]  # fmt: skip
+        tiles += [colorize_depth(shown[m][i, 0].numpy(), valid, value_range=(lo, hi))
+                  for m in EXAMPLE_METHODS if m in shown]  # fmt: skip
+        ours = shown["ours"][i, 0].numpy()
+        error = np.where(valid, np.abs(ours - gt) / np.maximum(gt, 1e-6), 0)
+        tiles.append(colorize_uncertainty(error, valid))
+        rows.append(np.concatenate(tiles, 1))
+    Image.fromarray(np.concatenate(rows, 0)).save(path)
 
 
 def completion_table(report: dict[str, Any]) -> str:
@@ -336,7 +380,9 @@ def completion_table(report: dict[str, Any]) -> str:
             for key, t in row["test"].items():
                 lines.append(f"| {name} | {key} | {t['cost']} | {t['abs_rel']:.4f} | "
                              f"{t['rmse']:.3f} | {t['nan_images']} of {t['images']} |")  # fmt: skip
-        lines += [""]
+        lines += ["", f"Test scenes, one per row: image, known points, ground truth, "
+                  f"{', '.join(EXAMPLE_METHODS)}, ours' AbsRel (viridis, 0 to its 98th pct.): "
+                  f"![{pattern}]({r['examples']})", ""]  # fmt: skip
         for base, v in r["verdicts"].items():
             want = "at most" if v["target"] < 1 else "below"
             lines.append(f"- ours / {base} AbsRel: {v['text']} (target: {want} {v['target']:g}): "

@@ -34,17 +34,19 @@ def _apply_cmap(
 
 
 def colorize_depth(
-    depth: np.ndarray, valid_mask: np.ndarray | None = None, cmap: str = "Spectral"
-) -> np.ndarray:
+    depth: np.ndarray, valid_mask: np.ndarray | None = None, cmap: str = "Spectral",
+    value_range: tuple[float, float] | None = None,
+) -> np.ndarray:  # fmt: skip
     """Depth [H, W] -> uint8 [H, W, 3]: near = red, far = blue (Spectral), invalid = black.
 
-    The range is the 2nd-98th percentile of valid depth, so one far pixel does not flatten it.
+    The range is the 2nd-98th percentile of valid depth, so one far pixel does not flatten it,
+    or `value_range` (lo, hi), e.g. one range for maps that are compared side by side.
     """
     depth = np.asarray(depth, np.float32)
     valid = valid_depth_mask(depth, valid_mask)
     if not valid.any():
         return np.zeros((*depth.shape, 3), np.uint8)
-    lo, hi = np.percentile(depth[valid], [2, 98])
+    lo, hi = value_range or np.percentile(depth[valid], [2, 98])
     return _apply_cmap(depth, valid, float(lo), float(hi), cmap)
 
 
