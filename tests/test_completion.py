@@ -27,6 +27,7 @@ from modality_forcing.inference.completion import (
 )
 from modality_forcing.modalities import DEPTH, IMAGE
 from modality_forcing.model.denoiser import ModalityForcingModel
+from modality_forcing.sampling.config import SamplingConfig
 from modality_forcing.training.checkpoint import write_checkpoint
 from modality_forcing.training.loop import Trainer
 
@@ -57,12 +58,14 @@ def _points(depth: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     return out
 
 
-@pytest.mark.parametrize("hint", [False, True])
-def test_completion_keeps_known_points_and_is_metric(scene, hint):
+@pytest.mark.parametrize(("hint", "post"), [(False, "paste"), (True, "paste"), (True, "fit"),
+                                           (True, "residual")])  # fmt: skip
+def test_completion_keeps_known_points(scene, hint, post):
     pipe = ModalityForcingPipeline(_model(hint))
     sparse = _points(scene["depth"], 40)
     out = pipe(image=scene["image"], sparse_depth=sparse, mode="depth_completion",
-               num_inference_steps=2, generator=torch.Generator().manual_seed(1))  # fmt: skip
+               sampling=SamplingConfig(steps=2, completion_post=post),
+               generator=torch.Generator().manual_seed(1))  # fmt: skip
     d, known = out.depth[0], sparse > 0
     assert d.shape == scene["depth"].shape and np.isfinite(d).all() and (d >= 0).all()
     np.testing.assert_allclose(d[known], sparse[known], rtol=1e-5)

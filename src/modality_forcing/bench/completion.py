@@ -11,18 +11,18 @@ in (as the pipeline does), and it is scored there against the dense ground truth
 alignment: AbsRel and RMSE (metres) over every valid pixel.
 
 Methods (inference compute in network-evaluation units, a forward pass 1, forward + backward 3):
-  ours       the `depth_completion` mode of the checkpoint (hint input + pasted points),
-             steps chosen on val;
+  ours       the `depth_completion` mode of the checkpoint (the hint input), steps and post-step
+             (`SamplingConfig.completion_post`: paste / fit / residual) chosen on val;
   (a)        image -> depth of the same checkpoint, then least-squares scale + shift to the points
-             (steps chosen on val);
+             (steps chosen on val, and, with the same tuning effort as ours, whether the fit's
+             errors at the points are interpolated and added: `residual`);
   (b)        image -> depth guided toward the points through the network at every step (steps
              and step size chosen on val), then the same fit;
   (c)        the points alone, interpolated (linear, nearest outside their hull);
   trivial    the points' mean depth everywhere (the completion analogue of the mean-map prior).
-Designs (test only, every step count listed, none chosen): ours without pasting (the hint
-alone), pasting alone with a checkpoint never trained for completion (`--reference`, default the
-shipped one), and a post-step for ours-without-paste and for (a): the prediction's errors at the
-points interpolated between them and added (`residual_interpolation`).
+Designs (test only, every step count listed, none chosen): the hint alone (no post-step), and
+pasting alone with a checkpoint never trained for completion (`--reference`, default the shipped
+one).
 Each stochastic method runs with several sampling seeds; ratios to (a) and (b) come with an
 interval over seeds and scenes (`metrics/bootstrap.seed_scene_ratio_ci`).
 """
@@ -44,6 +44,7 @@ from ..data.letterbox import unletterbox
 from ..data.sparse_points import point_mask
 from ..data.sparsify import camera_pitch
 from ..inference.completion import (
+    POSTS,
     complete,
     fit_to_points,
     frame_points,
@@ -163,8 +164,8 @@ def methods(model: Any, reference: Any, dtype: torch.dtype | None, budget: Compl
     def gen(seed: int) -> torch.Generator:
         return torch.Generator().manual_seed(seed)
 
-    def ours(steps: int, paste: bool = True, net: Any = model) -> Method:
-        return lambda c, s: complete(net, c.image, c.points, c.hit, steps=steps, paste=paste,
+    def ours(steps: int, post: str = "paste", net: Any = model) -> Method:
+        return lambda c, s: complete(net, c.image, c.points, c.hit, steps=steps, post=post,
                                      generator=gen(s), autocast_dtype=dtype)  # fmt: skip
 
     def fitted(steps: int) -> Method:
@@ -197,31 +198,26 @@ def methods(model: Any, reference: Any, dtype: torch.dtype | None, budget: Compl
         return mean.view(-1, 1, 1, 1).expand_as(c.points).clone()
 
     return {
-        "ours": {f"{n} steps": (ours(n), n) for n in budget.steps},
-        "(a) image -> depth + LS fit": {f"{n} steps": (fitted(n), n) for n in budget.steps},
+        "ours": {f"{n} steps, {post}": (ours(n, post), n)
+                 for n in budget.steps for post in POSTS},
+        "(a) image -> depth + LS fit": {
+            **{f"{n} steps": (fitted(n), n) for n in budget.steps},
+            **{f"{n} steps, residual": (corrected(fitted(n)), n) for n in budget.steps}},
         "(b) guidance + LS fit": {
             f"{n} steps, size {z:g}": (guided(n, z), 3 * n)
             for n in budget.guidance_steps for z in budget.guidance_sizes
         },
         "(c) interpolation": {"linear": (lambda c, s: interpolate_points(c.points, c.hit), 0)},
         "trivial: the points' mean": {"constant": (trivial, 0)},
-        "design: hint, no paste": {f"{n} steps": (ours(n, paste=False), n) for n in budget.steps},
+        "design: the hint alone (no post-step)": {
+            f"{n} steps": (ours(n, "none"), n) for n in budget.steps},
         "design: paste only (no completion training)": {
             f"{n} steps": (ours(n, net=reference), n) for n in budget.steps},
-        "design: hint, no paste, + residual interpolation": {
-            f"{n} steps": (corrected(ours(n, paste=False)), n) for n in budget.steps},
-        "design: (a) + residual interpolation": {
-            f"{n} steps": (corrected(fitted(n)), n) for n in budget.steps},
     }  # fmt: skip
 
 
 CHOSEN_ON_VAL = ("ours", "(a) image -> depth + LS fit", "(b) guidance + LS fit")
-DESIGNS = (
-    "design: hint, no paste",
-    "design: paste only (no completion training)",
-    "design: hint, no paste, + residual interpolation",
-    "design: (a) + residual interpolation",
-)
+DESIGNS = ("design: the hint alone (no post-step)", "design: paste only (no completion training)")
 
 
 def _mean(x: torch.Tensor) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..sampling.config import FRAMES, REDUCTIONS, SOLVERS, SamplingConfig
+from ..sampling.config import COMPLETION_POSTS, FRAMES, REDUCTIONS, SOLVERS, SamplingConfig
 
 
 def size(text: str) -> tuple[int, int]:
@@ -50,6 +50,12 @@ SAMPLING_FLAGS: dict[str, dict] = {
     "log2_alpha": {"type": float, "help": "joint: depth lags the image if > 0 (the tilt)"},
     "ensemble": {"type": int, "help": "image -> depth samples per input (default 1)"},
     "reduction": {"choices": list(REDUCTIONS), "help": "of an ensemble (default median)"},
+    "completion_post": {
+        "choices": list(COMPLETION_POSTS),
+        "help": "depth_completion: paste the known points into every step (default), fit the "
+        "prediction to them (least-squares scale + shift), or interpolate its errors at them "
+        "(residual)",
+    },
     "frame": {
         "choices": list(FRAMES),
         "help": "how inputs of another size reach the model's working size (default "

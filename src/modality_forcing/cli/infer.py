@@ -17,6 +17,7 @@ SAMPLE_FLAGS = (
     "ensemble",
     "reduction",
     "frame",
+    "completion_post",
 )
 
 

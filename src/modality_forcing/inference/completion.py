@@ -24,10 +24,12 @@ from ..data.letterbox import Box
 from ..data.letterbox import frame as fit_frame
 from ..flow.path import x0_to_velocity
 from ..modalities import DEPTH, IMAGE, uncontract
+from ..sampling.config import COMPLETION_POSTS
 from ..sampling.generate import generate
 from ..sampling.schedules import scheduling_matrix
 
 COST = {"forward": 1, "forward+backward": 3}
+POSTS = COMPLETION_POSTS
 
 
 def frame_points(
@@ -70,16 +72,31 @@ def sparse_batch(sparse: Any, mask: Any, batch: int, size: tuple[int, int]
 
 def complete(
     model: Any, image: torch.Tensor, depth: torch.Tensor, known: torch.Tensor, steps: int = 1,
-    paste: bool = True, generator: torch.Generator | None = None,
-    autocast_dtype: torch.dtype | None = None, **kwargs: Any,
+    post: str = "paste", generator: torch.Generator | None = None,
+    autocast_dtype: torch.dtype | None = None, captions: list[str] | None = None, **kwargs: Any,
 ) -> torch.Tensor:  # fmt: skip
     """Dense metric depth [B, 1, H, W] from images [B, 3, H, W] in [-1, 1] and known points
-    (depth [B, 1, H, W] metres, known [B, 1, H, W] bool) at the model's working size."""
+    (depth [B, 1, H, W] metres, known [B, 1, H, W] bool) at the model's working size.
+
+    `post`: how the points shape the result beyond the hint input (`SamplingConfig.
+    completion_post`): `paste` (into every step's prediction: per-pixel t = 0), `fit` (the
+    unpasted prediction fitted to them by least squares, scale and shift, then written in),
+    `residual` (the unpasted prediction's errors at the points interpolated between them and
+    added), or `none` (the model's own prediction, a design ablation).
+    """
+    if post not in (*POSTS, "none"):
+        raise ValueError(f"unknown completion post-step '{post}'; choose from {list(POSTS)}")
     h, w = image.shape[-2:]
-    out = generate(model, "depth_completion", [""] * image.shape[0], h, w, image=image,
-                   depth=depth, valid_mask=known, num_steps=steps, paste=paste,
-                   generator=generator, autocast_dtype=autocast_dtype, **kwargs)  # fmt: skip
-    return out.depth
+    captions = captions or [""] * image.shape[0]
+    out = generate(model, "depth_completion", captions, h, w, image=image, depth=depth,
+                   valid_mask=known, num_steps=steps, paste=post == "paste",
+                   generator=generator, autocast_dtype=autocast_dtype, **kwargs).depth  # fmt: skip
+    depth, known = depth.to(out.device), known.to(out.device).bool()
+    if post == "fit":
+        return torch.where(known, depth, fit_to_points(out.float(), depth, known))
+    if post == "residual":
+        return residual_interpolation(out.float(), depth, known)
+    return out
 
 
 def least_squares_to_points(rel: torch.Tensor, depth: torch.Tensor, known: torch.Tensor
@@ -104,8 +121,14 @@ def fit_to_points(rel: torch.Tensor, depth: torch.Tensor, known: torch.Tensor) -
     clamped to stay positive."""
     s, b = least_squares_to_points(rel.double(), depth.double(), known)
     out = s.view(-1, 1, 1, 1) * rel.double() + b.view(-1, 1, 1, 1)
-    floor = 1e-3 * depth.flatten(1).amax(1).double().view(-1, 1, 1, 1)
-    return torch.maximum(out, floor).to(rel.dtype)
+    return positive(out, depth).to(rel.dtype)
+
+
+def positive(pred: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
+    """A metric prediction kept above 1/1000 of the deepest known point (a fit or correction
+    can cross zero far from the points; depth cannot)."""
+    floor = 1e-3 * depth.flatten(1).amax(1).to(pred.dtype).view(-1, 1, 1, 1)
+    return torch.maximum(pred, floor)
 
 
 def guided_depth(
@@ -180,6 +203,7 @@ def residual_interpolation(pred: torch.Tensor, depth: torch.Tensor, known: torch
                            ) -> torch.Tensor:  # fmt: skip
     """A dense prediction [B, 1, H, W] corrected by its own errors at the known points,
     interpolated (`interpolate_points`) between them: exact at the points, the prediction's
-    shape elsewhere (a classic depth-completion post-step, measured in `bench completion`)."""
+    shape elsewhere (a classic depth-completion post-step, measured in `bench completion`),
+    kept `positive`."""
     residual = torch.where(known.bool(), depth - pred.to(depth.dtype), 0.0)
-    return pred + interpolate_points(residual, known).to(pred)
+    return positive(pred + interpolate_points(residual, known).to(pred), depth)

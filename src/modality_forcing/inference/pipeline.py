@@ -37,7 +37,7 @@ from ..sampling.config import ModeDefaults, SamplingConfig, mode_defaults, own_s
 from ..sampling.ensemble import ensemble_depth
 from ..sampling.generate import GIVEN_BY_MODE, generate
 from ..training.checkpoint import load_model, read_sampling, write_checkpoint
-from .completion import frame_points, sparse_batch
+from .completion import complete, frame_points, sparse_batch
 from .conventions import (
     OUTPUT_TYPES,
     ModalityForcingOutput,
@@ -351,19 +351,18 @@ class ModalityForcingPipeline:
                              "completion); crop it closer to the frame's aspect ratio")  # fmt: skip
         framed, box = fit_frame(img, size, cfg.frame, pad_value=-1.0)
         points, hit, _ = frame_points(depth, known, size, cfg.frame)
-        out = generate(
-            self.model, "depth_completion", self._prompts(prompt, img.shape[0]), *size,
-            image=framed, depth=points, valid_mask=hit, num_steps=cfg.steps,
-            shift_mu=cfg.shift_mu, solver=cfg.solver, t_min=cfg.t_min, generator=generator,
-            autocast_dtype=self.precision.autocast_dtype,
+        pred = complete(
+            self.model, framed, points, hit, cfg.steps, cfg.completion_post, generator,
+            self.precision.autocast_dtype, self._prompts(prompt, img.shape[0]),
+            shift_mu=cfg.shift_mu, solver=cfg.solver, t_min=cfg.t_min,
             progress=self._progress(callback, cfg.steps, "depth_completion"),
             after_step=self._step_end(callback_on_step_end),
         )  # fmt: skip
         if match_input_resolution:  # at the input size, every known point exactly as given
-            dep = torch.where(known, depth, unletterbox(out.depth.float(), box))
+            dep = torch.where(known, depth, unletterbox(pred.float(), box))
             img_out = img
         else:
-            dep, img_out = content(out.depth, box), content(framed, box)
+            dep, img_out = content(pred, box), content(framed, box)
         return format_output(img_out, dep, None, output_type)
 
     def set_progress_bar_config(self, **kwargs: Any) -> None:

@@ -18,6 +18,8 @@ MODES = ("joint", "marginal", "depth_to_image", "image_to_depth", "depth_complet
 SOLVERS = ("euler", "heun")
 REDUCTIONS = ("median", "mean")  # sampling/ensemble.py
 FRAMES = ("letterbox", "stretch")  # inputs of another size: keep the aspect ratio, or resize
+# depth completion: how the known points shape the result (`inference/completion.finish`)
+COMPLETION_POSTS = ("paste", "fit", "residual")
 
 
 @dataclass(frozen=True)
@@ -46,9 +48,11 @@ class SamplingConfig:
     frame: str = "letterbox"  # given inputs of another size: `letterbox` | `stretch`
     seed: int | None = None
     refine_depth: bool = False  # generation modes: re-estimate depth from the generated image
+    completion_post: str = "paste"  # depth completion: paste | fit | residual
 
     def __post_init__(self) -> None:
-        for name, allowed in (("solver", SOLVERS), ("reduction", REDUCTIONS), ("frame", FRAMES)):
+        for name, allowed in (("solver", SOLVERS), ("reduction", REDUCTIONS), ("frame", FRAMES),
+                              ("completion_post", COMPLETION_POSTS)):  # fmt: skip
             if getattr(self, name) not in allowed:
                 raise ValueError(
                     f"unknown {name} '{getattr(self, name)}'; choose from {list(allowed)}"
