@@ -18,7 +18,8 @@ Methods (inference compute in network-evaluation units, a forward pass 1, forwar
              errors at the points are interpolated and added: `residual`);
   (b)        image -> depth guided toward the points through the network at every step (steps
              and step size chosen on val), then the same fit;
-  (c)        the points alone, interpolated (linear, nearest outside their hull);
+  (c)        the points alone, interpolated (linear, nearest outside their hull) at the sensor
+             resolution;
   trivial    the points' mean depth everywhere (the completion analogue of the mean-map prior).
 Designs (test only, every step count listed, none chosen): the hint alone (no post-step), and
 pasting alone with a checkpoint never trained for completion (`--reference`, default the shipped
@@ -144,8 +145,10 @@ class Case:
         return cls(scenes, known, image, points, hit, box)
 
     def finish(self, pred: torch.Tensor) -> torch.Tensor:
-        """A working-size prediction [N, 1, h, w] metres -> the sensor resolution, points in."""
-        up = unletterbox(pred.float().cpu(), self.box)
+        """A working-size prediction [N, 1, h, w] metres -> the sensor resolution, points in
+        (a prediction already at the sensor resolution is taken as it is)."""
+        pred = pred.float().cpu()
+        up = pred if pred.shape[-2:] == self.known.shape[-2:] else unletterbox(pred, self.box)
         return torch.where(self.known, self.scenes.depth, up)
 
     def scores(self, pred: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -207,7 +210,9 @@ def methods(model: Any, reference: Any, dtype: torch.dtype | None, budget: Compl
             f"{n} steps, size {z:g}": (guided(n, z), 3 * n)
             for n in budget.guidance_steps for z in budget.guidance_sizes
         },
-        "(c) interpolation": {"linear": (lambda c, s: interpolate_points(c.points, c.hit), 0)},
+        # at the sensor resolution: interpolation needs no working grid
+        "(c) interpolation": {"linear": (lambda c, s: interpolate_points(
+            torch.where(c.known, c.scenes.depth, 0.0), c.known), 0)},
         "trivial: the points' mean": {"constant": (trivial, 0)},
         "design: the hint alone (no post-step)": {
             f"{n} steps": (ours(n, "none"), n) for n in budget.steps},
