@@ -278,6 +278,7 @@ def test_bench_completion_tiny(tmp_path):
         assert ours["chosen_on_val"] in ours["val"]  # chosen on val, reported on test
         assert list(ours["test"]) == [ours["chosen_on_val"]]
         assert set(r["verdicts"]) == {"(a) image -> depth + LS fit", "(b) guidance + LS fit",
+                                      "(a') (a) + residual interpolation",
                                       "(c) interpolation"}  # fmt: skip
         for v in r["verdicts"].values():
             assert v["verdict"] in ("holds", "not resolved", "does not hold")

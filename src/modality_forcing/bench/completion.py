@@ -14,8 +14,9 @@ Methods (inference compute in network-evaluation units, a forward pass 1, forwar
   ours       the `depth_completion` mode of the checkpoint (the hint input), steps and post-step
              (`SamplingConfig.completion_post`: paste / fit / residual) chosen on val;
   (a)        image -> depth of the same checkpoint, then least-squares scale + shift to the points
-             (steps chosen on val, and, with the same tuning effort as ours, whether the fit's
-             errors at the points are interpolated and added: `residual`);
+             (steps chosen on val);
+  (a')       (a), then its errors at the points interpolated between them and added (the post-
+             step ours may choose, `residual`, given to the baseline too);
   (b)        image -> depth guided toward the points through the network at every step (steps
              and step size chosen on val), then the same fit;
   (c)        the points alone, interpolated (linear, nearest outside their hull) at the sensor
@@ -203,9 +204,9 @@ def methods(model: Any, reference: Any, dtype: torch.dtype | None, budget: Compl
     return {
         "ours": {f"{n} steps, {post}": (ours(n, post), n)
                  for n in budget.steps for post in POSTS},
-        "(a) image -> depth + LS fit": {
-            **{f"{n} steps": (fitted(n), n) for n in budget.steps},
-            **{f"{n} steps, residual": (corrected(fitted(n)), n) for n in budget.steps}},
+        "(a) image -> depth + LS fit": {f"{n} steps": (fitted(n), n) for n in budget.steps},
+        "(a') (a) + residual interpolation": {
+            f"{n} steps": (corrected(fitted(n)), n) for n in budget.steps},
         "(b) guidance + LS fit": {
             f"{n} steps, size {z:g}": (guided(n, z), 3 * n)
             for n in budget.guidance_steps for z in budget.guidance_sizes
@@ -221,7 +222,8 @@ def methods(model: Any, reference: Any, dtype: torch.dtype | None, budget: Compl
     }  # fmt: skip
 
 
-CHOSEN_ON_VAL = ("ours", "(a) image -> depth + LS fit", "(b) guidance + LS fit")
+CHOSEN_ON_VAL = ("ours", "(a) image -> depth + LS fit", "(a') (a) + residual interpolation",
+                 "(b) guidance + LS fit")  # fmt: skip
 DESIGNS = ("design: the hint alone (no post-step)", "design: paste only (no completion training)")
 
 
@@ -319,8 +321,9 @@ def _pattern(cases: dict[str, Case], runs: dict[str, dict[str, tuple[Method, int
         out["methods"][name] = row
     ours = per_image["ours"]
     out["verdicts"] = {}
-    for base, target in (("(a) image -> depth + LS fit", TARGET), ("(b) guidance + LS fit", 1.0),
-                         ("(c) interpolation", 1.0)):  # fmt: skip
+    for base, target in (("(a) image -> depth + LS fit", TARGET),
+                         ("(a') (a) + residual interpolation", 1.0),
+                         ("(b) guidance + LS fit", 1.0), ("(c) interpolation", 1.0)):  # fmt: skip
         ci = seed_scene_ratio_ci(ours, per_image[base])
         out["verdicts"][base] = {**ci, "target": target, "verdict": verdict_word(ci, target),
                                  "text": describe(ci, target)}  # fmt: skip
