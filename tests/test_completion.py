@@ -71,16 +71,19 @@ def test_completion_keeps_known_points(scene, hint, post):
     np.testing.assert_allclose(d[known], sparse[known], rtol=1e-5)
 
 
-def test_scale_is_recovered_exactly_from_the_points(scene):
-    """A scene whose depth is a scaled copy gets the same completion, scaled: the points' mean
+@pytest.mark.parametrize("post", ["paste", "fit", "residual"])
+def test_scale_is_recovered_exactly_from_the_points(post):
+    """A training scene's depth scaled by k gets the same completion, scaled: the points' mean
     fixes the metric scale, with no ground-truth alignment."""
+    scene = render_split("train", 3, 1, SceneConfig(height=24, width=32, shadows=False))[0]
     pipe = ModalityForcingPipeline(_model(True))
     sparse = _points(scene["depth"], 60)
 
     def run(k):
         gen = torch.Generator().manual_seed(5)
         return pipe(image=scene["image"], sparse_depth=sparse * k, mode="depth_completion",
-                    num_inference_steps=2, generator=gen).depth[0]  # fmt: skip
+                    sampling=SamplingConfig(steps=2, completion_post=post),
+                    generator=gen).depth[0]  # fmt: skip
 
     base = run(1.0)
     for k in (0.25, 3.0, 40.0):
