@@ -81,7 +81,7 @@ class CompletionBudget:
 
 
 BUDGETS = {
-    "tiny": CompletionBudget("tiny", 3, 3, size=(16, 16), sensor_scale=2, steps=(1, 2),
+    "tiny": CompletionBudget("tiny", 3, 5, size=(16, 16), sensor_scale=2, steps=(1, 2),
                              guidance_steps=(1,), guidance_sizes=(0.1,), seeds=(0, 1)),
     "default": CompletionBudget("default", 64, 128),
 }  # fmt: skip
@@ -308,7 +308,7 @@ def _pattern(cases: dict[str, Case], runs: dict[str, dict[str, tuple[Method, int
             seeds = b.seeds if cost > 0 else b.seeds[:1]
             preds = [fn(test, s) for s in seeds]
             if name in EXAMPLE_METHODS:
-                shown[name] = test.finish(preds[0][:EXAMPLES])
+                shown[name] = test.finish(preds[0])[:EXAMPLES]
             scores = [test.scores(p) for p in preds]
             abs_rel = torch.stack([s["abs_rel"] for s in scores])  # [S, N]
             rmse = torch.stack([s["rmse"] for s in scores])

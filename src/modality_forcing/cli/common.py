@@ -52,9 +52,9 @@ SAMPLING_FLAGS: dict[str, dict] = {
     "reduction": {"choices": list(REDUCTIONS), "help": "of an ensemble (default median)"},
     "completion_post": {
         "choices": list(COMPLETION_POSTS),
-        "help": "depth_completion: paste the known points into every step (default), fit the "
-        "prediction to them (least-squares scale + shift), or interpolate its errors at them "
-        "(residual)",
+        "help": "depth_completion: paste the known points into every step, fit the prediction "
+        "to them (least-squares scale + shift), or interpolate its errors at them (residual, "
+        "the default: best on val in bench completion)",
     },
     "frame": {
         "choices": list(FRAMES),

@@ -30,6 +30,7 @@ from ..sampling.schedules import scheduling_matrix
 
 COST = {"forward": 1, "forward+backward": 3}
 POSTS = COMPLETION_POSTS
+MAX_CONTRACTED = 1.95  # network-space depth read by the guided baseline: 20x the mean at most
 
 
 def frame_points(
@@ -141,9 +142,10 @@ def guided_depth(
     At each step the depth x0 prediction is fitted to the points (`least_squares_to_points`),
     the mean relative error of the fitted prediction on the points is differentiated through the
     network with respect to the noisy depth x_t, and the Euler step's result moves against that
-    gradient by `step_size` (relative to the gradient's mean magnitude; diffusion posterior
-    sampling's form, so a single step is guided too); the result is fitted to the points. Cost
-    per step: one forward and one backward pass (`COST`).
+    gradient, at most `step_size` at any pixel (the gradient over its largest magnitude;
+    diffusion posterior sampling's form, so a single step is guided too); the result is fitted
+    to the points. Depth is read within `MAX_CONTRACTED` (20x the mean), so one stray pixel
+    cannot dominate the fit. Cost per step: one forward and one backward pass (`COST`).
     """
     b, _, h, w = image.shape
     device = next(model.parameters()).device
@@ -162,17 +164,17 @@ def guided_depth(
             with torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
                                 enabled=autocast_dtype is not None):  # fmt: skip
                 pred = model({IMAGE: x_img, DEPTH: x}, {IMAGE: zeros, DEPTH: t_now}, text)[DEPTH]
-            rel = uncontract(pred.float())
+            rel = uncontract(pred.float().clamp(0.0, MAX_CONTRACTED))
             s, shift = least_squares_to_points(rel, depth, known)
             fitted = s.view(-1, 1, 1, 1) * rel + shift.view(-1, 1, 1, 1)
             err = ((fitted - depth).abs() / depth.clamp_min(1e-6))[known]
             loss = err.mean()
             (grad,) = torch.autograd.grad(loss, x)
-        scale = grad.abs().flatten(1).mean(1).clamp_min(1e-12).view(-1, 1, 1, 1)
+        scale = grad.abs().flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)
         x = x.detach()
         v = x0_to_velocity(x, pred.detach().float(), t_now, t_min)
         x = x + (t_next - t_now).view(-1, 1, 1, 1) * v - step_size * grad / scale
-    return fit_to_points(uncontract(x), depth, known)
+    return fit_to_points(uncontract(x.clamp(0.0, MAX_CONTRACTED)), depth, known)
 
 
 def interpolate_points(depth: torch.Tensor, known: torch.Tensor) -> torch.Tensor:

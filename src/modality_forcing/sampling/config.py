@@ -48,7 +48,9 @@ class SamplingConfig:
     frame: str = "letterbox"  # given inputs of another size: `letterbox` | `stretch`
     seed: int | None = None
     refine_depth: bool = False  # generation modes: re-estimate depth from the generated image
-    completion_post: str = "paste"  # depth completion: paste | fit | residual
+    # depth completion: paste | fit | residual (residual: best on val over random:100 / 500 and
+    # lidar:32 / 64 points, `bench completion`, docs/completion.md)
+    completion_post: str = "residual"
 
     def __post_init__(self) -> None:
         for name, allowed in (("solver", SOLVERS), ("reduction", REDUCTIONS), ("frame", FRAMES),
