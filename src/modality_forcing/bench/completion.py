@@ -23,8 +23,9 @@ Methods (inference compute in network-evaluation units, a forward pass 1, forwar
              resolution;
   trivial    the points' mean depth everywhere (the completion analogue of the mean-map prior).
 Designs (test only, every step count listed, none chosen): the hint alone (no post-step), and
-pasting alone with a checkpoint never trained for completion (`--reference`, default the shipped
-one).
+pasting alone with its hint input unused, in `--reference`: a checkpoint never trained for
+completion (the committed report used `mf8`, the shipped checkpoint before completion; git
+9b025a3), by default the shipped one (then the row measures the hint input's share).
 Each stochastic method runs with several sampling seeds; ratios to (a) and (b) come with an
 interval over seeds and scenes (`metrics/bootstrap.seed_scene_ratio_ci`).
 """
@@ -168,9 +169,10 @@ def methods(model: Any, reference: Any, dtype: torch.dtype | None, budget: Compl
     def gen(seed: int) -> torch.Generator:
         return torch.Generator().manual_seed(seed)
 
-    def ours(steps: int, post: str = "paste", net: Any = model) -> Method:
+    def ours(steps: int, post: str = "paste", net: Any = model, hint: bool = True) -> Method:
         return lambda c, s: complete(net, c.image, c.points, c.hit, steps=steps, post=post,
-                                     generator=gen(s), autocast_dtype=dtype)  # fmt: skip
+                                     generator=gen(s), autocast_dtype=dtype,
+                                     use_hint=hint)  # fmt: skip
 
     def fitted(steps: int) -> Method:
         def run(c: Case, s: int) -> torch.Tensor:
@@ -218,7 +220,7 @@ def methods(model: Any, reference: Any, dtype: torch.dtype | None, budget: Compl
         "design: the hint alone (no post-step)": {
             f"{n} steps": (ours(n, "none"), n) for n in budget.steps},
         "design: paste only (no completion training)": {
-            f"{n} steps": (ours(n, net=reference), n) for n in budget.steps},
+            f"{n} steps": (ours(n, net=reference, hint=False), n) for n in budget.steps},
     }  # fmt: skip
 
 
@@ -233,19 +235,18 @@ def _mean(x: torch.Tensor) -> float:
 
 
 def run_completion_benchmark(
-    out: str | Path, ckpt: str | Path | None = None, reference: str | Path | None = None,
+    out: str | Path, ckpt: str | Path, reference: str | Path,
     budget: str = "default", patterns: tuple[str, ...] = PATTERNS, precision: str = "auto",
     device: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Choose every method's setting on val per pattern, score the chosen ones on test over the
     budget's seeds; write OUT/completion.json and OUT/REPORT.md and print the table."""
-    from ..demo import DEMO_CHECKPOINT
     from ..inference.pipeline import ModalityForcingPipeline
 
     if budget not in BUDGETS:
         raise ValueError(f"unknown budget '{budget}'; choose from {sorted(BUDGETS)}")
     b = BUDGETS[budget]
-    ckpt, reference = Path(ckpt or DEMO_CHECKPOINT), Path(reference or DEMO_CHECKPOINT)
+    ckpt, reference = Path(ckpt), Path(reference)
     model = ModalityForcingPipeline.from_pretrained(ckpt, device=device).model
     ref = ModalityForcingPipeline.from_pretrained(reference, device=device).model
     choice = resolve_precision(precision, next(model.parameters()).device)

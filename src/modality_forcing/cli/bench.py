@@ -58,8 +58,10 @@ def _sparse(args: argparse.Namespace) -> None:
 
 def _completion(args: argparse.Namespace) -> None:
     from ..bench.completion import PATTERNS, run_completion_benchmark
+    from ..demo import demo_checkpoint
 
-    run_completion_benchmark(args.out, args.ckpt, args.reference, args.budget,
+    shipped = demo_checkpoint(None)
+    run_completion_benchmark(args.out, args.ckpt or shipped, args.reference or shipped, args.budget,
                              tuple(args.patterns or PATTERNS), args.precision or "auto",
                              args.device)  # fmt: skip
 
@@ -246,8 +248,8 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--reference",
         default=None,
-        help="a checkpoint never trained for completion, for the paste-only design (default: "
-        "the shipped one)",
+        help="a checkpoint never trained for completion, for the paste-only design row (its "
+        "hint input, if any, unused; default: the shipped one)",
     )
     p.add_argument(
         "--budget",

@@ -59,6 +59,7 @@ def generate(
     after_step: StepHook | None = None,
     paste: bool = True,
     resample: int = 0,
+    use_hint: bool = True,
 ) -> Generation:
     """Sample one mode for a batch of captions (B = len(captions)).
 
@@ -74,6 +75,8 @@ def generate(
         valid_mask: [B, 1, H, W] bool for `depth` (default: depth > 0).
         paste: `depth_completion` only: overwrite every step's depth prediction at the known
             pixels (default on); a model with `depth_hint` also gets the points as its hint.
+        use_hint: `depth_completion` only: False leaves a `depth_hint` model's hint input empty
+            (a design ablation: the points enter by pasting alone).
         resample: RePaint jumps back per step (`schedules.resampled`; 0: none); each jump adds
             one network call per step.
         num_steps, guidance_scale, log2_alpha, shift_mu, solver: sampler settings.
@@ -110,6 +113,7 @@ def generate(
             depth.to(device).float(),
             None if valid_mask is None else valid_mask.to(device),
             paste,
+            use_hint,
         )
     modalities = tuple(model.cfg.modalities)
     shapes = {m: (b, *model.grid_shape(m, height, width)) for m in modalities}
@@ -151,14 +155,15 @@ class Completion:
     paste: bool
 
     @classmethod
-    def of(cls, model: Any, depth: torch.Tensor, known: torch.Tensor | None, paste: bool
-           ) -> Completion:  # fmt: skip
+    def of(cls, model: Any, depth: torch.Tensor, known: torch.Tensor | None, paste: bool,
+           use_hint: bool = True) -> Completion:  # fmt: skip
         known = depth > 0 if known is None else known.bool() & (depth > 0)
         if not known.flatten(1).any(1).all():
             raise ValueError("depth completion needs at least one known (positive) depth point "
                              "per image")  # fmt: skip
         normalised, scale = known_points(depth, known)
-        hint = hint_tensor(normalised, known) if getattr(model.cfg, "depth_hint", False) else None
+        hinted = use_hint and getattr(model.cfg, "depth_hint", False)
+        hint = hint_tensor(normalised, known) if hinted else None
         return cls(normalised, known, scale, hint, paste)
 
     @property
