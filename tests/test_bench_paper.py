@@ -72,7 +72,11 @@ def test_tiny_paper_bench_produces_every_section(tmp_path, capsys):
         ("mf", {"image_to_depth"}),
         (
             "shared-t (replacement)",
-            {"image_to_depth_replacement", "image_to_depth_replacement_fresh"},
+            {
+                "image_to_depth_replacement",
+                "image_to_depth_replacement_fresh",
+                "image_to_depth_replacement_repaint",
+            },
         ),
     ):
         sweep = report["shared_t_sweep"][name]
