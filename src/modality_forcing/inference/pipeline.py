@@ -270,20 +270,14 @@ class ModalityForcingPipeline:
             "after_step": self._step_end(callback_on_step_end),
         }  # fmt: skip
         ensemble_size, frame = cfg.ensemble, cfg.frame
-        if isinstance(processing_resolution, int):
-            processing_resolution = (processing_resolution, processing_resolution)
-        resolution = tuple(processing_resolution or self.resolution)
+        resolution = self._working_size(processing_resolution)
         size = resolution
         if not given:  # generation from text: any size the patch grid allows
             size = (height or size[0], width or size[1])
         in_h, in_w = next(iter(given.values())).shape[-2:] if given else size
         elongated = aspect_excess(in_h, in_w, size)
-        if elongated > MAX_ASPECT and mode != "image_to_depth":
-            raise InputError(
-                f"the input is {in_w}x{in_h} pixels, {elongated:.1f}x more elongated than the "
-                f"model's {size[1]}x{size[0]} frame (at most {MAX_ASPECT:g}x for {mode}); crop "
-                "it closer to the frame's aspect ratio"
-            )
+        if mode != "image_to_depth":  # image -> depth tiles an elongated input instead
+            self._check_aspect(in_h, in_w, size, mode)
         img, dep, unc = None, None, None
         box = None
         if latents is not None and (
@@ -334,21 +328,13 @@ class ModalityForcingPipeline:
         match_input_resolution: bool, callback: Any, callback_on_step_end: Any, output_type: str,
     ) -> ModalityForcingOutput:  # fmt: skip
         """Image + known points -> metric depth (`__call__` with mode `depth_completion`)."""
-        if image is None:
-            raise ValueError("mode 'depth_completion' needs `image`")
+        img = self._givens("depth_completion", image, None)["image"]
         if sparse is None:
             raise ValueError("mode 'depth_completion' needs `sparse_depth` (known depth points)")
-        img = image_tensor(image).to(self.device)
         depth, known = sparse_batch(sparse, sparse_mask, img.shape[0], tuple(img.shape[-2:]))
         depth, known = depth.to(self.device), known.to(self.device)
-        if isinstance(processing_resolution, int):
-            processing_resolution = (processing_resolution, processing_resolution)
-        size = tuple(processing_resolution or self.resolution)
-        elongated = aspect_excess(*img.shape[-2:], size)
-        if elongated > MAX_ASPECT:
-            raise InputError(f"the image is {elongated:.1f}x more elongated than the model's "
-                             f"{size[1]}x{size[0]} frame (at most {MAX_ASPECT:g}x for depth "
-                             "completion); crop it closer to the frame's aspect ratio")  # fmt: skip
+        size = self._working_size(processing_resolution)
+        self._check_aspect(*img.shape[-2:], size, "depth_completion")
         framed, box = fit_frame(img, size, cfg.frame, pad_value=-1.0)
         points, hit, _ = frame_points(depth, known, size, cfg.frame)
         pred = complete(
@@ -404,6 +390,24 @@ class ModalityForcingPipeline:
         return hook
 
     # ------------------------------------------------------------------------------ helpers
+    def _working_size(self, processing_resolution: int | tuple[int, int] | None
+                      ) -> tuple[int, int]:  # fmt: skip
+        """(H, W) the model works at: `processing_resolution` (N or (H, W)), else its own."""
+        if isinstance(processing_resolution, int):
+            processing_resolution = (processing_resolution, processing_resolution)
+        return tuple(processing_resolution or self.resolution)
+
+    @staticmethod
+    def _check_aspect(in_h: int, in_w: int, size: tuple[int, int], mode: str) -> None:
+        """Refuse an input far more elongated than the working frame (a mode that cannot tile)."""
+        elongated = aspect_excess(in_h, in_w, size)
+        if elongated > MAX_ASPECT:
+            raise InputError(
+                f"the input is {in_w}x{in_h} pixels, {elongated:.1f}x more elongated than the "
+                f"model's {size[1]}x{size[0]} frame (at most {MAX_ASPECT:g}x for {mode}); crop "
+                "it closer to the frame's aspect ratio"
+            )
+
     def _givens(self, mode: str, image: Any, depth: Any) -> dict[str, torch.Tensor]:
         needs = GIVEN_BY_MODE[mode]
         given = {}
