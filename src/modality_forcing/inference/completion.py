@@ -151,8 +151,7 @@ def guided_depth(
     device = next(model.parameters()).device
     x_img = model.codec.encode(image.to(device).float())
     schedule = scheduling_matrix("image_to_depth", steps, shift_mu)[:, 1].float()
-    g = torch.randn((b, *model.grid_shape(DEPTH, h, w)), generator=generator).to(device)
-    x = g
+    x = torch.randn((b, *model.grid_shape(DEPTH, h, w)), generator=generator).to(device)
     text = model.encode_text([""] * b)
     depth, known = depth.to(device).float(), known.to(device).bool()
     t_min = model.cfg.depth_t_min

@@ -24,7 +24,7 @@ import torch
 
 from ..config import ForcingConfig, TrainConfig
 from ..flow.fill import fill_missing
-from ..flow.hints import batch_known_masks, hint_rng, hint_tensor, known_points
+from ..flow.hints import batch_known_masks, hint_rng, hint_tensor
 from ..flow.loss import LossOutput, flow_loss, object_weights
 from ..flow.noise_levels import IMAGE_CLEAN, NoiseLevels, logit_normal, sample_noise_levels
 from ..flow.path import PathSample, interpolate
@@ -196,8 +196,8 @@ def _completion(
     scale = valid_mean(metric, known)
     renormalised, _ = normalize_depth(metric, valid, scale=scale)
     depth = torch.where(chosen.view(-1, 1, 1, 1), renormalised, depth)
-    normalised, _ = known_points(metric, known)
-    return depth, hint_tensor(normalised, known)
+    # The known pixels are valid ones, so their hint values are the renormalised depth there.
+    return depth, hint_tensor(renormalised, known)
 
 
 def batch_loss(
