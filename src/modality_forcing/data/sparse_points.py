@@ -184,17 +184,14 @@ def point_mask(
     """bool [H, W] known pixels drawn from a dense map by `spec`: `random:N` (N uniformly random
     valid pixels, Marigold-DC's protocol with N = 500) or `lidar:B` (a B-beam spinning LiDAR,
     `sparsify.lidar`; needs the camera `intrinsics`)."""
-    from .sparsify import lidar
+    from .sparsify import lidar, random_pixels
 
     kind, n = parse_point_spec(spec)
     if kind == "lidar":
         if intrinsics is None:
             raise ValueError(f"'{spec}' needs the camera intrinsics (procedural scenes have them)")
         return lidar(depth, valid, intrinsics, rng, beams=n, pitch_deg=pitch_deg)
-    idx = np.flatnonzero(valid)
-    mask = np.zeros(valid.size, bool)
-    mask[rng.choice(idx, size=min(n, idx.size), replace=False)] = True
-    return mask.reshape(valid.shape)
+    return random_pixels(valid, n, rng)
 
 
 def parse_point_spec(spec: str) -> tuple[str, int]:

@@ -130,6 +130,15 @@ def lidar(
     return hit & valid
 
 
+def random_pixels(valid: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """bool mask of `valid`'s shape: min(n, #valid) of its True pixels, uniformly at random
+    without replacement."""
+    idx = np.flatnonzero(valid)
+    out = np.zeros(valid.size, bool)
+    out[rng.choice(idx, size=min(n, idx.size), replace=False)] = True
+    return out.reshape(valid.shape)
+
+
 def _subsample(
     valid: np.ndarray,
     ratio: float,
@@ -145,12 +154,10 @@ def _subsample(
     if n == 0:
         return out.reshape(valid.shape)
     if weights is None:
-        keep = rng.choice(idx, size=n, replace=False)
-    else:
-        # Gumbel top-k = weighted sampling without replacement, O(N) instead of rng.choice's loop.
-        keys = np.log(weights.reshape(-1)[idx]) + rng.gumbel(size=idx.size)
-        keep = idx[np.argpartition(-keys, n - 1)[:n]]
-    out[keep] = True
+        return random_pixels(valid, n, rng)
+    # Gumbel top-k = weighted sampling without replacement, O(N) instead of rng.choice's loop.
+    keys = np.log(weights.reshape(-1)[idx]) + rng.gumbel(size=idx.size)
+    out[idx[np.argpartition(-keys, n - 1)[:n]]] = True
     return out.reshape(valid.shape)
 
 

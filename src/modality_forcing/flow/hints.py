@@ -79,12 +79,12 @@ def hint_rng(seed: int, index: int) -> np.random.Generator:
 def random_known(valid: np.ndarray, rng: np.random.Generator, count: tuple[int, int]
                  ) -> np.ndarray:  # fmt: skip
     """bool [H, W]: a log-uniform number in `count` (lo, hi) of uniformly random valid pixels."""
-    idx = np.flatnonzero(valid)
-    lo, hi = max(1, count[0]), max(1, min(count[1], idx.size))
-    n = min(idx.size, round(math.exp(rng.uniform(math.log(lo), math.log(max(lo, hi))))))
-    out = np.zeros(valid.size, bool)
-    out[rng.choice(idx, size=n, replace=False)] = True
-    return out.reshape(valid.shape)
+    from ..data.sparsify import random_pixels
+
+    total = int(valid.sum())
+    lo, hi = max(1, count[0]), max(1, min(count[1], total))
+    return random_pixels(valid, round(math.exp(rng.uniform(math.log(lo), math.log(max(lo, hi))))),
+                         rng)  # fmt: skip
 
 
 def draw_known_mask(
