@@ -58,9 +58,16 @@ def init_distributed(device: str | None = None) -> DistEnv:
     return DistEnv(rank=rank, world_size=world, local_rank=local, device=chosen)
 
 
-def shutdown() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+def shutdown(finished: bool = True) -> None:
+    """Leave the process group before the process exits. A rank that finished waits for the
+    others first: one that exits while another still runs collectives (a preview, a save) can
+    abort in gloo's teardown ("terminate called without an active exception"). A rank that
+    failed leaves at once (a barrier would wait for ranks that may never arrive)."""
+    if not dist.is_initialized():
+        return
+    if finished:
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def check_same_config(config: dict[str, Any], env: DistEnv) -> None:

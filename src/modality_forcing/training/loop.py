@@ -415,4 +415,10 @@ def train(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None) ->
     """Run training to `cfg.max_steps` (or `max_minutes`); returns the final checkpoint dir."""
     if not math.isfinite(cfg.optim.lr) or cfg.optim.lr <= 0:
         raise ValueError(f"optim.lr must be a positive number, got {cfg.optim.lr}")
-    return Trainer(cfg, resume=resume).run(stop_at=stop_at)
+    finished = False
+    try:
+        final = Trainer(cfg, resume=resume).run(stop_at=stop_at)
+        finished = True
+        return final
+    finally:
+        D.shutdown(finished)
