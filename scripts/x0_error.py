@@ -27,10 +27,20 @@ def main() -> None:
     p.add_argument("--size", type=int, default=32, help="square render size of the val scenes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", default="fp32", choices=["auto", "bf16", "fp32"])
-    p.add_argument("--steps", type=int, nargs="*", default=[1, 2, 4, 10],
-                   help="Euler step counts of the sampling sweep (none: skip it)")
-    p.add_argument("--shifts", type=float, nargs="+", default=[0.0, 1.1, 2.0],
-                   help="time shifts (shift_mu) of the sampling sweep")
+    p.add_argument(
+        "--steps",
+        type=int,
+        nargs="*",
+        default=[1, 2, 4, 10],
+        help="Euler step counts of the sampling sweep (none: skip it)",
+    )
+    p.add_argument(
+        "--shifts",
+        type=float,
+        nargs="+",
+        default=[0.0, 1.1, 2.0],
+        help="time shifts (shift_mu) of the sampling sweep",
+    )
     p.add_argument("--out", default="docs/depth_steps/x0_error.json")
     args = p.parse_args()
     scenes = load_scenes("val", args.num_val, args.size, args.size)
@@ -38,8 +48,11 @@ def main() -> None:
     out = Path(args.out)
     scorer = Scorer(args.ckpt, scenes, (args.size, args.size),
                     out.with_name(out.stem + "_scores.json"), args.precision)  # fmt: skip
-    sampled = [{"steps": n, "shift_mu": mu, **scorer(Setting(n, shift_mu=mu))}
-               for n in args.steps for mu in (args.shifts if n > 1 else args.shifts[:1])]
+    sampled = [
+        {"steps": n, "shift_mu": mu, **scorer(Setting(n, shift_mu=mu))}
+        for n in args.steps
+        for mu in (args.shifts if n > 1 else args.shifts[:1])
+    ]
     report = {"ckpt": str(args.ckpt), "split": "val", "num_scenes": args.num_val,
               "size": args.size, "seed": args.seed, "precision": args.precision,
               "rows": rows, "sampled": sampled}  # fmt: skip
