@@ -1,20 +1,33 @@
 """`modality-forcing bench depth --budget tiny` end to end: trains the regressor and MF recipes at
-equal compute, scores curves and the inference sweep, writes the report and plots, resumes."""
+equal compute, scores curves and the inference sweep, writes the report and plots, resumes, and
+combines training seeds."""
 
 import json
 import math
 
 import pytest
 
-from modality_forcing.bench.depth import BUDGETS, RECIPES, Setting, recipe_config, sweep_settings
+from modality_forcing.bench.depth import (
+    ANY_COMPUTE,
+    BUDGETS,
+    EQUAL_COMPUTE,
+    RECIPES,
+    Setting,
+    recipe_config,
+    sweep_settings,
+)
 from modality_forcing.cli import main
 from modality_forcing.config import resolve_train_config
+from modality_forcing.metrics.bootstrap import verdict_word
 
 
 def test_tiny_depth_bench_end_to_end(tmp_path, capsys, monkeypatch):
-    out = tmp_path / "depth"
-    args = ["bench", "depth", "--budget", "tiny", "--out", str(out)]
+    """Two training seeds: each seed's full report in OUT/seed<S>, then MF against the
+    regressor over seeds and scenes."""
+    top = tmp_path / "depth"
+    args = ["bench", "depth", "--budget", "tiny", "--out", str(top), "--seeds", "0", "1"]
     main(args)
+    out = top / "seed0"
     captured = capsys.readouterr()
     printed = captured.out
     assert "## Recipes at equal compute" in printed and "## Verdicts" in printed
@@ -57,6 +70,30 @@ def test_tiny_depth_bench_end_to_end(tmp_path, capsys, monkeypatch):
     for png in ("accuracy_vs_steps.png", "accuracy_vs_time.png", "x0_error_vs_t.png"):
         assert (out / png).stat().st_size > 1000
     assert (out / "REPORT.md").read_text().startswith("preset tiny")
+    # the mean-depth prior, scored like a model, and every recipe's skill over it
+    prior = report["prior"]["test"]
+    assert 0 < prior["abs_rel"] < 10 and f"test AbsRel {prior['abs_rel']:.4f}" in printed
+    mf_one = report["recipes"]["mf"]["test"]["1"]
+    assert f"{1 - mf_one['abs_rel'] / prior['abs_rel']:.3f} / " in printed
+    # the verdict's comparisons, paired over the test scenes: the ratio is the verdict's own
+    equal = report["intervals"][EQUAL_COMPUTE]
+    assert equal["setting"] == v["equal_compute_setting"]
+    assert equal["ratio"] == pytest.approx(v["ratio_to_regressor"], rel=1e-6)
+    assert [len(x) for x in equal["per_image"]] == [budget["num_test"]] * 2
+    assert report["intervals"][ANY_COMPUTE]["setting"] == v["best_setting"]
+    # over the seeds: per-seed ratios that match each seed's own, one interval, its word
+    combined = json.loads((top / "depth_seeds.json").read_text())
+    assert combined["seeds"] == [0, 1] and set(combined["comparisons"]) == {
+        EQUAL_COMPUTE,
+        ANY_COMPUTE,
+    }
+    for name, ci in combined["comparisons"].items():
+        own = [json.loads((top / f"seed{s}" / "depth.json").read_text())["intervals"][name]
+               for s in (0, 1)]  # fmt: skip
+        assert ci["per_seed"] == pytest.approx([o["ratio"] for o in own], rel=1e-6)
+        assert ci["target"] == 1.1 and ci["verdict"] == verdict_word(ci, 1.1)
+    assert combined["chosen_on_val"]["0"]["MF at 1 evaluation"] == v["equal_compute_setting"]
+    assert "bench depth over 2 training seeds" in (top / "REPORT_seeds.md").read_text()
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")

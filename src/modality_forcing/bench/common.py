@@ -127,6 +127,7 @@ REPLACEMENT_FRESH = "image_to_depth_replacement_fresh"
 # (fresh noise for the replaced image at every call; 1 + REPAINT_JUMPS calls per step)
 REPLACEMENT_REPAINT = "image_to_depth_replacement_repaint"
 REPAINT_JUMPS = 2
+PER_IMAGE = "abs_rel_per_image"  # `score`'s per-image AbsRel (cached, not in reports)
 REPLACEMENTS = (REPLACEMENT, REPLACEMENT_FRESH, REPLACEMENT_REPAINT)
 
 
@@ -195,9 +196,10 @@ def sample_depths(
 
 
 def score(samples: torch.Tensor, scenes: Scenes, reduction: str = "median") -> dict[str, float]:
-    """Ensemble (if E > 1), align per image (least squares) and score: AbsRel, delta1, and the
+    """Ensemble (if E > 1), align per image (least squares) and score: AbsRel, delta1, object
+    AbsRel, each image's AbsRel (`PER_IMAGE`, NaN where it could not be scored) and the
     Spearman correlation of the ensemble's spread with the absolute relative error."""
-    from ..metrics.depth import mean_over_images
+    from ..metrics.depth import depth_metrics, mean_over_images
     from ..metrics.uncertainty import spearman_per_image
     from ..sampling.ensemble import ensemble_depth
 
@@ -209,6 +211,7 @@ def score(samples: torch.Tensor, scenes: Scenes, reduction: str = "median") -> d
         pred, spread = samples[:, 0], None
     aligned, out = aligned_scores(pred, scenes.depth, scenes.mask, scenes.depth_range,
                                   objects=scenes.objects)  # fmt: skip
+    out[PER_IMAGE] = depth_metrics(aligned, scenes.depth.double(), scenes.mask)["abs_rel"].tolist()
     if spread is not None:
         error = (aligned - scenes.depth).abs() / scenes.depth.clamp_min(1e-6)
         out["spearman"] = mean_over_images(spearman_per_image(spread, error, scenes.mask))[0]
@@ -239,9 +242,17 @@ class Scorer:
         return self._model
 
     def __call__(self, setting: SamplingConfig) -> dict[str, float]:
+        """The scores of `setting` (means over the images)."""
+        return {k: v for k, v in self._scored(setting).items() if k != PER_IMAGE}
+
+    def per_image(self, setting: SamplingConfig) -> list[float]:
+        """Each image's AbsRel under `setting` (for paired comparisons between models)."""
+        return self._scored(setting)[PER_IMAGE]
+
+    def _scored(self, setting: SamplingConfig) -> dict[str, Any]:
         precision = resolve_precision(self.precision, "cpu").precision
         key = f"{setting.name} {setting.frame} {precision} n={self.scenes.images.shape[0]}"
-        if key not in self.cache:
+        if PER_IMAGE not in self.cache.get(key, {}):  # scores cached before PER_IMAGE: redo
             draws = replace(setting, reduction="median")
             if draws not in self._samples:
                 self._samples[draws] = sample_depths(

@@ -52,7 +52,17 @@ BUDGETS: dict[str, DepthBudget] = {
     # ~8 min per run on 2 CPU cores (cpu-s, 32x32); default recipes + sweep in about an hour.
     "small": DepthBudget("cpu-s", (32, 32), steps=600, batch=32, num_val=100, num_test=200,
                     curve_points=4),
+    # 2x small (1,200 x 32 per run, ~25 min per run on 2 cores): the smallest budget at which
+    # the MF recipe reached image -> depth skill >= 0.3 over the mean-depth prior on val
+    # (issue #20's rule; `bench paper --budget medium` trains the same); `--seeds 0 1 2`.
+    "medium": DepthBudget("cpu-s", (32, 32), steps=1200, batch=32, num_val=100, num_test=200,
+                     curve_points=4),
 }  # fmt: skip
+
+# The verdict's comparisons with the regressor trained with MF's depth loss (test AbsRel ratios,
+# paired over the test scenes; over seeds too in `bench depth --seeds`).
+EQUAL_COMPUTE = "mf (1 evaluation, chosen on val) / regressor"
+ANY_COMPUTE = "mf (best on val, any compute) / regressor"
 
 # One-change ablations. They were measured against `mf-mse` (docs/depth_quality.md), so they keep
 # its MSE depth loss and stay reproducible.
@@ -233,7 +243,8 @@ def run_depth_benchmark(
     wide = {split: load_scenes(split, n, height, width * 3 // 2)
             for split, n in (("val", spec.num_val), ("test", spec.num_test))}  # fmt: skip
     report: dict[str, Any] = {"budget": asdict(spec), "seed": seed, "init_from": init_from,
-                              "recipes": {}, "sweep": []}  # fmt: skip
+                              "recipes": {}, "sweep": [],
+                              "prior": _prior_scores(spec, {"val": val, "test": test})}  # fmt: skip
     for name in bench_bar(recipes, "depth: recipes"):
         run = train_cached(configs[name])
         run_dir = out / name
@@ -258,8 +269,51 @@ def run_depth_benchmark(
         if name == MAIN:
             report["sweep"] = sweep(run["final"], spec, val, test, wide, run_dir)
     report["verdict"] = verdict(report)
+    report["intervals"] = intervals(report, out, spec, test)
     publish(report, out, "depth.json", markdown, plot)
     return report
+
+
+def _prior_scores(spec: DepthBudget, splits: dict[str, Scenes]) -> dict[str, dict[str, float]]:
+    """The mean training depth map predicted for every image of each split, scored like a model
+    (the baseline of every skill in the report)."""
+    from ..data.procedural import SceneConfig
+    from ..metrics.alignment import aligned_scores
+    from ..metrics.scenes import mean_depth_map
+
+    prior = mean_depth_map(SceneConfig(height=spec.size[0], width=spec.size[1]))
+    return {split: aligned_scores(prior.expand_as(s.depth), s.depth, s.mask, s.depth_range,
+                                  objects=s.objects)[1]
+            for split, s in splits.items()}  # fmt: skip
+
+
+def intervals(report: dict[str, Any], out: Path, spec: DepthBudget, test: Scenes
+              ) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """The verdict's two comparisons (`EQUAL_COMPUTE`, `ANY_COMPUTE`) as test AbsRel ratios with
+    paired bootstrap intervals over the scenes, and each image's AbsRel of both models (kept
+    for the combination over training seeds)."""
+    import torch
+
+    from ..metrics.bootstrap import paired_ratio_ci
+
+    v = report["verdict"]
+    if not v:
+        return {}
+    settings = {s.name: s for s in sweep_settings(spec)}
+
+    def per_image(recipe: str, setting: SamplingConfig) -> torch.Tensor:
+        final = out / recipe / "final"
+        scorer = Scorer(final, test, spec.size, out / recipe / "scores_test.json", spec.precision)
+        return torch.tensor(scorer.per_image(setting), dtype=torch.float64)
+
+    reg = per_image(v["regressor"], Setting(1))
+    result = {}
+    for name, setting in ((EQUAL_COMPUTE, v["equal_compute_setting"]),
+                          (ANY_COMPUTE, v["best_setting"])):  # fmt: skip
+        mf = per_image(MAIN, settings[setting])
+        result[name] = {**paired_ratio_ci(mf, reg, seed=report["seed"]), "setting": setting,
+                        "per_image": [mf.tolist(), reg.tolist()]}  # fmt: skip
+    return result
 
 
 def sweep(ckpt: str, spec: DepthBudget, val: Scenes, test: Scenes, wide: dict[str, Scenes],
@@ -344,7 +398,11 @@ def _get(scores: dict[Any, Any], steps: int) -> dict[str, float] | None:
 
 def markdown(report: dict[str, Any]) -> str:
     """The report: recipes, the inference sweep, non-square framing, verdicts."""
+    from ..metrics.bootstrap import describe
+    from ..metrics.fidelity import skill
+
     b = report["budget"]
+    prior = report.get("prior")
     lines = [
         f"preset {b['preset']}, {b['size'][0]}x{b['size'][1]}, {b['steps']} steps x batch "
         f"{b['batch']} per recipe (seed {report['seed']}"
@@ -353,14 +411,28 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "## Recipes at equal compute (image -> depth AbsRel / delta1, test)",
         "",
-        "| recipe | train s | 1 step | 4 steps | 10 steps | val 1 / 4 steps |",
-        "|---|---|---|---|---|---|",
-    ]
+        "Skill: 1 - AbsRel / the prior's AbsRel; the prior predicts the mean training depth "
+        "map for every image"
+        + (f" (test AbsRel {prior['test']['abs_rel']:.4f}, object pixels "
+           f"{prior['test']['object_abs_rel']:.4f}; val {prior['val']['abs_rel']:.4f})."
+           if prior else "."),
+        "",
+        "| recipe | train s | 1 step | 4 steps | 10 steps | skill / object skill, 1 step "
+        "| val 1 / 4 steps |",
+        "|---|---|---|---|---|---|---|",
+    ]  # fmt: skip
     for name, r in report["recipes"].items():
         cells = []
         for s in (1, 4, 10):
             t = _get(r["test"], s)
             cells.append(f"{t['abs_rel']:.4f} / {t['delta1']:.3f}" if t else "")
+        one = _get(r["test"], 1)
+        cells.append(
+            f"{skill(one['abs_rel'], prior['test']['abs_rel']):.3f} / "
+            f"{skill(one['object_abs_rel'], prior['test']['object_abs_rel']):.3f}"
+            if prior and one and "object_abs_rel" in one
+            else ""
+        )
         vals = [_get(r["val"], s) for s in (1, 4)]
         val = " / ".join(f"{v['abs_rel']:.4f}" for v in vals if v)
         lines.append(f"| {name} | {r['train_seconds']:.0f} | {' | '.join(cells)} | {val} |")
@@ -398,6 +470,10 @@ def markdown(report: dict[str, Any]) -> str:
             f"- Spearman(uncertainty, error) per image, mean: {v['spearman_mean']:.3f}",
             f"- non-square (2:3) inputs, framing chosen on val: **{v.get('frame')}**",
         ]  # fmt: skip
+        for name, ci in report.get("intervals", {}).items():
+            lines.append(f"- {name} ({ci['setting']}), 95% paired bootstrap over the "
+                         f"{ci['num_images']} test scenes: "
+                         f"{describe(ci, REGRESSOR_RATIO_TARGET)}")  # fmt: skip
     curves = {n: r["x0_error_by_t"] for n, r in report["recipes"].items() if "x0_error_by_t" in r}
     if curves:
         levels = [r["t"] for r in next(iter(curves.values()))]

@@ -29,8 +29,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .common import REPLACEMENTS, Budget, load_scenes
 from .depth import DepthBudget, Setting, load_model, recipe_config
 from .paper_eval import (
@@ -77,9 +75,9 @@ _CPU_SIZES = (
 )
 BUDGETS: dict[str, PaperBudget] = {
     # CI smoke test: every section in well under 3 minutes on 2 cores; numbers mean little.
-    "tiny": PaperBudget("tiny", (16, 16), steps=24, batch=8, num_eval=8, sample_steps=4,
-                   t2i_steps=12, sizes=_TINY_SIZES, data_amounts=(16, 0), sensor_scale=2,
-                   precision="fp32", lr=2e-3, warmup=5, i2d_steps=(1, 4)),
+    "tiny": PaperBudget("tiny", (16, 16), steps=12, batch=8, num_eval=8, sample_steps=4,
+                   t2i_steps=6, sizes=_TINY_SIZES, data_amounts=(16, 0), sensor_scale=2,
+                   precision="fp32", lr=2e-3, warmup=3, i2d_steps=(1, 4)),
     # About 80 minutes on a 2-core CPU.
     "small": PaperBudget("cpu-s", (32, 32), steps=300, batch=32, num_eval=100, sample_steps=10,
                     t2i_steps=300, sizes=_CPU_SIZES, data_amounts=(256, 0)),
@@ -344,15 +342,12 @@ def chosen_on_val(report: dict[str, Any]) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _mean_depth_baseline(b: PaperBudget, scenes: Any, num: int = 512) -> dict[str, float]:
-    """The per-pixel mean depth map of `num` training scenes, predicted for every test image."""
-    from ..data.procedural import SceneConfig, render_split
+def _mean_depth_baseline(b: PaperBudget, scenes: Any) -> dict[str, float]:
+    """The per-pixel mean depth map of the training scenes, predicted for every test image."""
+    from ..data.procedural import SceneConfig
+    from ..metrics.scenes import mean_depth_map
 
-    train = render_split("train", 0, num, SceneConfig(height=b.size[0], width=b.size[1]))
-    depth = torch.stack([torch.as_tensor(s["depth"]).double() for s in train])
-    valid = torch.stack([torch.as_tensor(s["valid_mask"]) for s in train]).bool()
-    mean = (depth * valid).sum(0) / valid.sum(0).clamp_min(1)
-    pred = mean.expand_as(scenes.depth)
+    pred = mean_depth_map(SceneConfig(height=b.size[0], width=b.size[1])).expand_as(scenes.depth)
     return score_depth(pred, scenes.depth, scenes.mask, scenes.depth_range, ("least_squares",),
                        scenes.objects)  # fmt: skip
 

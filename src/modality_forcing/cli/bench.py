@@ -69,20 +69,19 @@ def _completion(args: argparse.Namespace) -> None:
 def _depth(args: argparse.Namespace) -> None:
     from ..bench.depth import run_depth_benchmark
 
-    run_depth_benchmark(
-        args.out,
-        args.budget,
-        args.recipes,
-        args.init_from,
-        steps=args.train_steps,
-        precision=args.precision,
-        device=args.device,
-    )
+    kwargs = {"recipes": args.recipes, "init_from": args.init_from, "steps": args.train_steps,
+              "precision": args.precision, "device": args.device}  # fmt: skip
+    if args.seeds:
+        from ..bench.seeds import run_depth_seeds
+
+        run_depth_seeds(args.out, args.budget, args.seeds, **kwargs)
+        return
+    run_depth_benchmark(args.out, args.budget, **kwargs)
 
 
 def _paper(args: argparse.Namespace) -> None:
     if args.seeds:
-        from ..bench.paper_seeds import run_paper_seeds
+        from ..bench.seeds import run_paper_seeds
 
         run_paper_seeds(args.out, args.budget, args.seeds, args.precision, args.device)
         return
@@ -121,6 +120,13 @@ def _suite(
     p = suites.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".")
     p.add_argument("--out", default=out, help=out_help)
     return p
+
+
+def _add_seeds(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="train and score every run once per seed (OUT/seed<S>/), then report "
+                   "each comparison over seeds and scenes (REPORT_seeds.md); default: seed 0 "
+                   "only, into OUT")  # fmt: skip
 
 
 def _add_budget(p: argparse.ArgumentParser, where: str, names: tuple[str, ...]) -> None:
@@ -275,7 +281,7 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
         "bench_out/depth",
         "report folder (REPORT.md, depth.json, plots)",
     )
-    _add_budget(p, "bench/depth.py", ("tiny", "small"))
+    _add_budget(p, "bench/depth.py", ("tiny", "small", "medium"))
     p.add_argument(
         "--recipes",
         nargs="+",
@@ -284,16 +290,14 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--train-steps", type=int, default=None, help="override the budget's steps")
     p.add_argument("--init-from", default=None, help="start each run from a checkpoint")
+    _add_seeds(p)
     add_hardware(p, default=None)
     p.set_defaults(func=_depth)
 
     p = _suite(suites, "paper", "the paper's six claims in miniature", "bench_out/paper",
                "report folder (REPORT.md, paper.json, plots)")  # fmt: skip
     _add_budget(p, "bench/paper.py", ("tiny", "small", "medium"))
-    p.add_argument("--seeds", type=int, nargs="+", default=None,
-                   help="train and score every run once per seed (OUT/seed<S>/), then report "
-                   "each comparison over seeds and scenes (REPORT_seeds.md); default: seed 0 "
-                   "only, into OUT")  # fmt: skip
+    _add_seeds(p)
     add_hardware(p, default=None)
     p.set_defaults(func=_paper)
 

@@ -46,10 +46,17 @@ class FidelityScenes:
     @cached_property
     def prior(self) -> torch.Tensor:
         """[H, W] mean depth map of training scenes (the trivial baseline)."""
-        train = render_split("train", 0, self.prior_scenes, self.scene)
-        depth = torch.stack([torch.as_tensor(s["depth"]).double() for s in train])
-        valid = torch.stack([torch.as_tensor(s["valid_mask"]) for s in train])
-        return (depth * valid).sum(0) / valid.sum(0).clamp_min(1)
+        return mean_depth_map(self.scene, self.prior_scenes)
+
+
+def mean_depth_map(scene: SceneConfig, num: int = 512) -> torch.Tensor:
+    """The per-pixel mean depth [H, W] (float64, metres) of the first `num` procedural training
+    scenes rendered with `scene`: the trivial image -> depth baseline ("the prior") that every
+    score is set against (skill = 1 - AbsRel / the prior's AbsRel)."""
+    train = render_split("train", 0, num, scene)
+    depth = torch.stack([torch.as_tensor(s["depth"]).double() for s in train])
+    valid = torch.stack([torch.as_tensor(s["valid_mask"]) for s in train]).bool()
+    return (depth * valid).sum(0) / valid.sum(0).clamp_min(1)
 
 
 def load_fidelity_scenes(
