@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
 
 from modality_forcing.bench.common import Scorer, load_scenes
@@ -46,8 +47,8 @@ def main() -> None:
     scenes = load_scenes("val", args.num_val, args.size, args.size)
     rows = x0_error_by_t(load_model(args.ckpt), scenes, LEVELS, args.seed, args.precision)
     out = Path(args.out)
-    scorer = Scorer(args.ckpt, scenes, (args.size, args.size),
-                    out.with_name(out.stem + "_scores.json"), args.precision)  # fmt: skip
+    cache = Path(tempfile.mkdtemp()) / "scores.json"  # samples are scored once per setting
+    scorer = Scorer(args.ckpt, scenes, (args.size, args.size), cache, args.precision)
     sampled = [
         {"steps": n, "shift_mu": mu, **scorer(Setting(n, shift_mu=mu))}
         for n in args.steps

@@ -115,7 +115,7 @@ def markdown(report: dict[str, Any]) -> str:
         "", "## 6. Schedules", "", "Joint generation per tilt (log2 alpha > 0: image first):", "",
         *_dict_table({f"log2_alpha={a}": r for a, r in report["schedules"]["joint"].items()},
                      "tilt"), "",
-        "Image -> depth per step count:", "",
+        f"Image -> depth per step count (Euler, time shift {b.get('i2d_shift', 0.0):g}):", "",
         *_dict_table({f"{k} steps": r for k, r in
                       report["schedules"]["image_to_depth_steps"].items()}, "steps"), "",
         "Both tables are the test split; the choices below are made on the val split "

@@ -115,14 +115,15 @@ def _per_mode(steps: int, guidance: float, shift_mu: float, log2_alpha: float, *
 # with the empty prompt as the unconditional, no CFG for image -> depth.
 FORMAT_DEFAULTS: dict[str, dict[str, ModeDefaults]] = {
     # Image -> depth in 1 step: the x0 readout the recipe trains for (`p_depth_readout`); more
-    # steps turn the estimate into a posterior sample and lose accuracy (docs/depth_quality.md).
+    # steps lose accuracy, least with time shift 2 (steps bunched near t = 1), the best shift at
+    # 2, 4 and 10 steps on val for the L1, MSE and small-t recipes (docs/depth_steps/README.md).
     # Depth completion: no text guidance either, steps as chosen on val by `bench completion`.
     "native": _per_mode(
         25,
         3.0,
         1.1,
         0.0,
-        image_to_depth={"guidance": 1.0, "steps": 1},
+        image_to_depth={"guidance": 1.0, "steps": 1, "shift_mu": 2.0},
         depth_completion={"guidance": 1.0, "steps": 1},
     ),
     "official": _per_mode(
