@@ -323,3 +323,27 @@ def test_report_to_tensorboard_writes_loss_and_val_scalars(tmp_path):
     tags = set(events.Tags()["scalars"])
     assert {"loss/image", "loss/depth", "lr", "val/abs_rel", "val/skill"} <= tags
     assert [e.step for e in events.Scalars("val/abs_rel")] == [2, 4]
+
+
+def test_a_bench_run_stopped_part_way_resumes_and_a_changed_one_starts_afresh(tmp_path):
+    from modality_forcing.bench.runs import STARTED_JSON, train_cached
+    from modality_forcing.config import to_dict
+
+    base = to_dict(_cfg(tmp_path, "bench"))
+    # a benchmark started this run (its marker), then the sitting ended after step 3's
+    # checkpoint (stop_at saves one)
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / STARTED_JSON).write_text(json.dumps({"config": base}))
+    Trainer(_cfg(tmp_path, "bench")).run(stop_at=3)
+    seconds = json.loads(
+        (tmp_path / "bench" / "checkpoints" / "step_0000003" / "trainer.json").read_text()
+    )["train_state"]["seconds"]
+    record = train_cached(base)
+    assert record["steps"] == 6 and record["train_seconds"] > seconds > 0
+    log = [json.loads(x) for x in (tmp_path / "bench" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [2, 3, 4, 6]  # resumed at 3, not trained again from 1
+    assert train_cached(base) == record  # finished: reused as it is
+    # another config in the same folder (here: another seed) is a different run: from scratch
+    other = {**base, "seed": 1, "max_steps": 2}
+    (tmp_path / "bench" / "bench_run.json").unlink()
+    assert train_cached(other)["steps"] == 2

@@ -1,6 +1,7 @@
 """Training runs that benchmarks can reuse: a run whose resolved config is unchanged is not
-trained again, so a stopped benchmark resumes where it stopped and a report can be rebuilt
-without retraining."""
+trained again, and one that was stopped part-way resumes from its last checkpoint, so a stopped
+benchmark (a long one spread over several sittings) goes on where it stopped and a report can be
+rebuilt without retraining."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from typing import Any
 
 from ..config import resolve_train_config, to_dict
 
-RUN_JSON = "bench_run.json"
+RUN_JSON = "bench_run.json"  # a finished run: its final checkpoint, steps, seconds, config
+STARTED_JSON = "bench_run_started.json"  # the config a run was started with
 
 
 def train_cached(config: dict[str, Any]) -> dict[str, Any]:
@@ -33,14 +35,33 @@ def train_cached(config: dict[str, Any]) -> dict[str, Any]:
         old = json.loads(record_path.read_text())
         if same_config(old.get("config"), resolved) and Path(old["final"]).is_dir():
             return old
+    before = seconds_before_resume(run_dir, resolved)
+    write_json(run_dir / STARTED_JSON, {"config": resolved})
     start = time.time()
-    final = train(cfg)
+    final = train(cfg, resume=before is not None)
     record = {
         "final": str(final), "steps": read_meta(final)["step"],
-        "train_seconds": time.time() - start, "config": resolved,
+        "train_seconds": (before or 0.0) + time.time() - start, "config": resolved,
     }  # fmt: skip
     write_json(record_path, record)
     return record
+
+
+def seconds_before_resume(run_dir: Path, resolved: dict[str, Any]) -> float | None:
+    """If `run_dir` holds a run started with this config that stopped part-way (a checkpoint,
+    no finished record), the training seconds its latest checkpoint recorded; else None (the
+    run starts afresh). The resume itself verifies the checkpoint's files."""
+    from ..training.run_dir import LATEST
+    from ..training.run_state import TRAINER_JSON
+
+    started, pointer = run_dir / STARTED_JSON, run_dir / "checkpoints" / LATEST
+    if not (started.is_file() and pointer.is_file()):
+        return None
+    if not same_config(json.loads(started.read_text()).get("config"), resolved):
+        return None
+    name = pointer.read_text().split(" ")[0]
+    info = run_dir / "checkpoints" / name / TRAINER_JSON
+    return float(json.loads(info.read_text())["train_state"]["seconds"]) if info.is_file() else 0.0
 
 
 def same_config(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
