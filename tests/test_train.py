@@ -343,6 +343,8 @@ def test_a_bench_run_stopped_part_way_resumes_and_a_changed_one_starts_afresh(tm
     log = [json.loads(x) for x in (tmp_path / "bench" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [2, 3, 4, 6]  # resumed at 3, not trained again from 1
     assert train_cached(base) == record  # finished: reused as it is
+    later = {**base, "ckpt_every_minutes": 10.0}  # when it checkpoints: still the same run
+    assert train_cached(later) == record
     # another config in the same folder (here: another seed) is a different run: from scratch
     other = {**base, "seed": 1, "max_steps": 2}
     (tmp_path / "bench" / "bench_run.json").unlink()

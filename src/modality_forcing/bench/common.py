@@ -41,12 +41,14 @@ class Budget:
         self, run_dir: str | Path, seed: int = 0, log_points: int = 20, **fields: Any
     ) -> dict[str, Any]:
         """A training config (a dict for `resolve_train_config`) of one run under this budget:
-        stage `mf`, no sample grids, `log_points` log lines; `fields` add or replace keys."""
+        stage `mf`, no sample grids, `log_points` log lines, a checkpoint at least every 10
+        minutes (a stopped benchmark resumes from it: `runs.train_cached`); `fields` add or
+        replace keys."""
         height, width = self.size
         return {
             "preset": self.preset, "stage": "mf", "out_dir": str(run_dir),
             "batch_size": self.batch, "max_steps": self.steps, "precision": self.precision,
-            "device": self.device, "seed": seed, "sample_every": 0,
+            "device": self.device, "seed": seed, "sample_every": 0, "ckpt_every_minutes": 10.0,
             "log_every": max(1, self.steps // log_points),
             "data": {"height": height, "width": width},
             "optim": {"lr": self.lr, "warmup_steps": min(self.warmup, self.steps)},

@@ -195,7 +195,9 @@ def curve(run: dict[str, Any], run_dir: Path, scenes: Scenes, budget: DepthBudge
 
     records = read_metrics(run_dir)
     points = []
-    ckpts = sorted((run_dir / "checkpoints").glob("step_???????"))
+    every = max(1, budget.steps // budget.curve_points)  # not the 10-minute resume checkpoints
+    ckpts = sorted(p for p in (run_dir / "checkpoints").glob("step_???????")
+                   if int(p.name.split("_")[1]) % every == 0)  # fmt: skip
     for ckpt in bench_bar(ckpts, f"depth: {run_dir.name} checkpoints", inner=True):
         step = int(ckpt.name.split("_")[1])
         scorer = Scorer(ckpt, scenes, budget.size, ckpt / "bench_scores.json", budget.precision)

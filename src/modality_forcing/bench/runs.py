@@ -64,16 +64,23 @@ def seconds_before_resume(run_dir: Path, resolved: dict[str, Any]) -> float | No
     return float(json.loads(info.read_text())["train_state"]["seconds"]) if info.is_file() else 0.0
 
 
+# Fields that change when or where a run reports, never what it trains: not compared.
+BOOKKEEPING = ("ckpt_every_minutes", "report_to")
+
+
 def same_config(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
-    """Whether a stored resolved config describes the same run as `new`. The stored one is
-    resolved again first, so fields added to the configs since then take their defaults and
-    do not invalidate finished runs."""
+    """Whether a stored resolved config describes the same run as `new` (`BOOKKEEPING` fields
+    aside). The stored one is resolved again first, so fields added to the configs since then
+    take their defaults and do not invalidate finished runs."""
     if not old:
         return False
     try:
-        return to_dict(resolve_train_config(old)) == new
+        again = to_dict(resolve_train_config(old))
     except (TypeError, ValueError):  # a field since removed or renamed: a different run
         return False
+    return {k: v for k, v in again.items() if k not in BOOKKEEPING} == {
+        k: v for k, v in new.items() if k not in BOOKKEEPING
+    }
 
 
 def publish(report: dict[str, Any], out: Path, json_name: str, markdown: Any, plot: Any) -> None:
