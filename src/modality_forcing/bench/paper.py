@@ -99,6 +99,7 @@ def _depth_budget(b: PaperBudget) -> DepthBudget:
 
 def run_configs(b: PaperBudget, out: Path, seed: int = 0) -> dict[str, dict[str, Any]]:
     """Every run's training config (dicts for `resolve_train_config`), in training order."""
+    from ..config import DataConfig
     from .sparse import SparseBudget
     from .sparse import run_config as sparse_config
 
@@ -123,9 +124,10 @@ def run_configs(b: PaperBudget, out: Path, seed: int = 0) -> dict[str, dict[str,
             _pretrain_then_mf(runs, b, out, seed, f"data{n}", b.preset, {}, num_scenes=n)
     sb = SparseBudget(**asdict(b.compute()), num_eval=b.num_eval, sample_steps=b.sample_steps,
                       sensor_scale=b.sensor_scale)  # fmt: skip
+    fill = DataConfig().depth_fill  # the project's default (chosen on val: docs/sparse_depth.md)
     for name, setting in (("dense", "dense"), (b.sparse, b.sparse), ("mixed", f"mixed:{b.sparse}")):
         key = f"sparse-{name.replace(':', '_')}"
-        runs[key] = sparse_config(setting, "neutral", sb, out / key, seed)
+        runs[key] = sparse_config(setting, fill, sb, out / key, seed)
     return runs
 
 
