@@ -197,7 +197,7 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
         "bench_out/sparse",
         "report folder",
     )
-    _add_budget(p, "bench/sparse.py", ("tiny", "small", "full"))
+    _add_budget(p, "bench/sparse.py", ("tiny", "small", "medium", "full"))
     p.add_argument("--fills", nargs="+", default=None, help="neutral noise nearest")
     p.add_argument(
         "--settings",
