@@ -325,8 +325,8 @@ def test_report_to_tensorboard_writes_loss_and_val_scalars(tmp_path):
     assert [e.step for e in events.Scalars("val/abs_rel")] == [2, 4]
 
 
-def test_a_bench_run_stopped_part_way_resumes_and_a_changed_one_starts_afresh(tmp_path):
-    from modality_forcing.bench.runs import STARTED_JSON, train_cached
+def test_a_stopped_bench_run_resumes_and_another_config_starts_afresh(tmp_path, monkeypatch):
+    from modality_forcing.bench.runs import STARTED_JSON, seconds_before_resume, train_cached
     from modality_forcing.config import to_dict
 
     base = to_dict(_cfg(tmp_path, "bench"))
@@ -345,7 +345,18 @@ def test_a_bench_run_stopped_part_way_resumes_and_a_changed_one_starts_afresh(tm
     assert train_cached(base) == record  # finished: reused as it is
     later = {**base, "ckpt_every_minutes": 10.0}  # when it checkpoints: still the same run
     assert train_cached(later) == record
-    # another config in the same folder (here: another seed) is a different run: from scratch
+    # another config in the same folder (here: another seed) is a different run: from scratch,
+    # and should it stop before its first checkpoint, the first run's is not resumed either
     other = {**base, "seed": 1, "max_steps": 2}
     (tmp_path / "bench" / "bench_run.json").unlink()
     assert train_cached(other)["steps"] == 2
+    (tmp_path / "bench" / "bench_run.json").unlink()
+
+    def killed(*args, **kwargs):  # the sitting ends before the new run's first checkpoint
+        raise KeyboardInterrupt
+
+    third = to_dict(_cfg(tmp_path, "bench", seed=2))
+    monkeypatch.setattr("modality_forcing.training.loop.train", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train_cached(third)
+    assert seconds_before_resume(tmp_path / "bench", third) is None  # not the other seed's

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import resolve_train_config, to_dict
+from ..training.run_dir import LATEST
 
 RUN_JSON = "bench_run.json"  # a finished run: its final checkpoint, steps, seconds, config
 STARTED_JSON = "bench_run_started.json"  # the config a run was started with
@@ -36,6 +37,8 @@ def train_cached(config: dict[str, Any]) -> dict[str, Any]:
         if same_config(old.get("config"), resolved) and Path(old["final"]).is_dir():
             return old
     before = seconds_before_resume(run_dir, resolved)
+    if before is None:  # afresh: a checkpoint left by another config must never be resumed
+        (run_dir / "checkpoints" / LATEST).unlink(missing_ok=True)
     write_json(run_dir / STARTED_JSON, {"config": resolved})
     start = time.time()
     final = train(cfg, resume=before is not None)
@@ -51,7 +54,6 @@ def seconds_before_resume(run_dir: Path, resolved: dict[str, Any]) -> float | No
     """If `run_dir` holds a run started with this config that stopped part-way (a checkpoint,
     no finished record), the training seconds its latest checkpoint recorded; else None (the
     run starts afresh). The resume itself verifies the checkpoint's files."""
-    from ..training.run_dir import LATEST
     from ..training.run_state import TRAINER_JSON
 
     started, pointer = run_dir / STARTED_JSON, run_dir / "checkpoints" / LATEST
