@@ -43,6 +43,15 @@ def test_tiny_sparse_bench_end_to_end(tmp_path, capsys, monkeypatch):
     assert rows[1]["depth_density"] < rows[0]["depth_density"]  # lidar is sparser than dense
     assert report["summary"]["best_fill"] in ("neutral", "noise")
     assert report["budget"]["sensor_scale"] == 2  # rendered at 32x32, fitted to 16x16
+    # the mean training depth map scored on the same scenes, and every run's skill over it
+    prior = report["prior"]
+    assert 0 < prior["abs_rel"] < 10 and 0 < prior["abs_rel_in_band"] < 10
+    for r in rows:
+        assert r["skill"] == pytest.approx(1 - r["abs_rel"] / prior["abs_rel"])
+        assert r["skill_in_band"] == pytest.approx(
+            1 - r["abs_rel_in_band"] / prior["abs_rel_in_band"]
+        )
+    assert f"the mean training depth map for every scene (AbsRel {prior['abs_rel']:.4f}" in printed
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")

@@ -24,6 +24,7 @@ from typing import Any
 
 from ..config import resolve_train_config, to_dict
 from ..flow.fill import FILLS, check_fill
+from ..metrics.fidelity import skill
 from .common import Budget
 from .progress import bench_bar
 from .runs import same_config, train_cached, write_json
@@ -293,6 +294,11 @@ def run_sparse_benchmark(
                                     init_from=init_from, minutes=minutes_per_run))  # fmt: skip
     report = {"budget": asdict(spec), "split": split, "seed": seed, "init_from": init_from,
               "rows": [{k: v for k, v in r.items() if k != "config"} for r in rows]}  # fmt: skip
+    report["prior"] = prior_scores(spec, held_out_scenes(spec, split))
+    for r in report["rows"]:
+        for part in ("", "_in_band"):
+            if f"abs_rel{part}" in r:
+                r[f"skill{part}"] = skill(r[f"abs_rel{part}"], report["prior"][f"abs_rel{part}"])
     report["summary"] = summarise(report["rows"])
     add_intervals(report["rows"], out, split, seed)
     print(sparse_table(report))
@@ -300,6 +306,29 @@ def run_sparse_benchmark(
     (out / f"sparse{_suffix(split)}.json").write_text(json.dumps(report, indent=2))
     (out / f"sparse{_suffix(split)}.md").write_text(sparse_table(report) + "\n")
     return report
+
+
+def prior_scores(budget: SparseBudget, scenes: Any) -> dict[str, float]:
+    """The mean training depth map (training scenes rendered and fitted like the held-out ones)
+    predicted for every held-out scene, scored like a model: AbsRel and delta1, full frame and
+    in the LiDAR band (the baseline of the report's skills)."""
+    import numpy as np
+    import torch
+
+    from ..data.procedural import SceneConfig
+    from ..metrics.alignment import aligned_scores
+    from ..metrics.scenes import mean_depth_map
+
+    (height, width), scale = budget.size, budget.sensor_scale
+    prior = mean_depth_map(SceneConfig(height=height * scale, width=width * scale),
+                           size=(height, width))  # fmt: skip
+    out = {}
+    for part, samples in (("", scenes), ("_in_band", in_band(scenes))):
+        depth = torch.from_numpy(np.stack([np.asarray(s["depth"]) for s in samples])).double()
+        mask = torch.from_numpy(np.stack([np.asarray(s["valid_mask"]) for s in samples])).bool()
+        scores = aligned_scores(prior.expand_as(depth), depth, mask, scenes.depth_range)[1]
+        out |= {f"abs_rel{part}": scores["abs_rel"], f"delta1{part}": scores["delta1"]}
+    return out
 
 
 def _per_image_abs_rel(eval_dir: Path) -> dict[str, float]:
@@ -355,19 +384,24 @@ def sparse_table(report: dict[str, Any]) -> str:
         "lowest and highest beam (what a LiDAR-trained model was ever supervised on). Brackets: "
         "95% paired bootstrap interval over the scenes.",
         "",
-        "| setting | fill | steps | depth px | train s | AbsRel | delta1 | AbsRel vs dense "
-        "| in band: AbsRel | delta1 | vs dense |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| setting | fill | steps | depth px | train s | AbsRel | delta1 | skill "
+        "| AbsRel vs dense | in band: AbsRel | delta1 | skill | vs dense |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["rows"]:
         band = (f"{r['abs_rel_in_band']:.4f} | {r['delta1_in_band']:.4f} "
-                f"| {_gap(r, '_in_band')}" if "abs_rel_in_band" in r
-                else " | | ")  # fmt: skip
+                f"| {_num(r.get('skill_in_band'))} | {_gap(r, '_in_band')}"
+                if "abs_rel_in_band" in r else " | | | ")  # fmt: skip
         lines.append(
             f"| {r['setting']} | {r['fill']} | {r['steps']} | {r['depth_density']:.1%} "
             f"| {r['train_seconds']:.0f} | {r['abs_rel']:.4f} | {r['delta1']:.4f} "
-            f"| {_gap(r)} | {band} |"
+            f"| {_num(r.get('skill'))} | {_gap(r)} | {band} |"
         )
+    prior = report.get("prior")
+    if prior:
+        lines += ["", f"Skill: 1 - AbsRel / the prior's, the prior predicting the mean training "
+                  f"depth map for every scene (AbsRel {prior['abs_rel']:.4f}, in band "
+                  f"{prior['abs_rel_in_band']:.4f})."]  # fmt: skip
     summary = report["summary"]
     lines.append("")
     for fill, v in summary["verdicts"].items():
@@ -408,6 +442,10 @@ def _run_dir(out: Path, setting: str, fill: str) -> Path:
 def _suffix(split: str) -> str:
     """File-name suffix of a split's results: none for `test` (the reported one), `_val`."""
     return "" if split == "test" else f"_{split}"
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def _pct(gap: float | None) -> str:

@@ -49,11 +49,18 @@ class FidelityScenes:
         return mean_depth_map(self.scene, self.prior_scenes)
 
 
-def mean_depth_map(scene: SceneConfig, num: int = 512) -> torch.Tensor:
+def mean_depth_map(
+    scene: SceneConfig, num: int = 512, size: tuple[int, int] | None = None
+) -> torch.Tensor:
     """The per-pixel mean depth [H, W] (float64, metres) of the first `num` procedural training
-    scenes rendered with `scene`: the trivial image -> depth baseline ("the prior") that every
-    score is set against (skill = 1 - AbsRel / the prior's AbsRel)."""
+    scenes rendered with `scene` (then fitted to `size` as training fits them, when given): the
+    trivial image -> depth baseline ("the prior") that every score is set against (skill = 1 -
+    AbsRel / the prior's AbsRel)."""
     train = render_split("train", 0, num, scene)
+    if size is not None:
+        from ..data.training_sets import fit_to_size
+
+        train = [fit_to_size(s, *size) for s in train]
     depth = torch.stack([torch.as_tensor(s["depth"]).double() for s in train])
     valid = torch.stack([torch.as_tensor(s["valid_mask"]) for s in train]).bool()
     return (depth * valid).sum(0) / valid.sum(0).clamp_min(1)
