@@ -96,6 +96,19 @@ def load_scenes(split: str, num: int, height: int, width: int) -> Scenes:
     )
 
 
+def prior_scores(size: tuple[int, int], **splits: Scenes) -> dict[str, dict[str, float]]:
+    """The mean training depth map at `size` (`metrics.scenes.mean_depth_map`, made once)
+    predicted for every scene of each split and scored like a model (least squares, object
+    AbsRel): the baseline of every skill a bench reports. {split name: scores}."""
+    from ..data.procedural import SceneConfig
+    from ..metrics.scenes import mean_depth_map
+
+    prior = mean_depth_map(SceneConfig(height=size[0], width=size[1]))
+    return {name: aligned_scores(prior.expand_as(s.depth), s.depth, s.mask, s.depth_range,
+                                 objects=s.objects)[1]
+            for name, s in splits.items()}  # fmt: skip
+
+
 def nan_failures(report: Any, path: str = "") -> list[str]:
     """Every scored set in a report (nested dicts and lists) that left images out of its means
     because they scored NaN (`aligned_scores`' `nan_images`): one line `PATH: K of N images`."""

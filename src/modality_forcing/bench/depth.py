@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..sampling.config import SamplingConfig
-from .common import Budget, Scenes, Scorer, failures_section, load_scenes
+from .common import Budget, Scenes, Scorer, failures_section, load_scenes, prior_scores
 from .progress import bench_bar
 from .runs import publish, train_cached
 from .x0_error import x0_error_by_t
@@ -246,7 +246,7 @@ def run_depth_benchmark(
             for split, n in (("val", spec.num_val), ("test", spec.num_test))}  # fmt: skip
     report: dict[str, Any] = {"budget": asdict(spec), "seed": seed, "init_from": init_from,
                               "recipes": {}, "sweep": [],
-                              "prior": _prior_scores(spec, {"val": val, "test": test})}  # fmt: skip
+                              "prior": prior_scores(spec.size, val=val, test=test)}  # fmt: skip
     for name in bench_bar(recipes, "depth: recipes"):
         run = train_cached(configs[name])
         run_dir = out / name
@@ -274,19 +274,6 @@ def run_depth_benchmark(
     report["intervals"] = intervals(report, out, spec, test)
     publish(report, out, "depth.json", markdown, plot)
     return report
-
-
-def _prior_scores(spec: DepthBudget, splits: dict[str, Scenes]) -> dict[str, dict[str, float]]:
-    """The mean training depth map predicted for every image of each split, scored like a model
-    (the baseline of every skill in the report)."""
-    from ..data.procedural import SceneConfig
-    from ..metrics.alignment import aligned_scores
-    from ..metrics.scenes import mean_depth_map
-
-    prior = mean_depth_map(SceneConfig(height=spec.size[0], width=spec.size[1]))
-    return {split: aligned_scores(prior.expand_as(s.depth), s.depth, s.mask, s.depth_range,
-                                  objects=s.objects)[1]
-            for split, s in splits.items()}  # fmt: skip
 
 
 def intervals(report: dict[str, Any], out: Path, spec: DepthBudget, test: Scenes

@@ -29,7 +29,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from .common import REPLACEMENTS, Budget, load_scenes
+from .common import REPLACEMENTS, Budget, load_scenes, prior_scores
 from .depth import DepthBudget, Setting, load_model, recipe_config
 from .paper_eval import (
     Estimator,
@@ -37,7 +37,6 @@ from .paper_eval import (
     depth_to_image,
     image_to_depth,
     joint,
-    score_depth,
 )
 from .progress import bench_bar
 from .runs import publish, train_cached
@@ -189,7 +188,7 @@ def run_paper_benchmark(
         "image_to_depth": {
             "mf": image_to_depth(own["mf"], scenes),
             "regressor (dedicated)": image_to_depth(reg, scenes),
-            "mean training depth": _mean_depth_baseline(b, scenes),
+            "mean training depth": {"least_squares": prior_scores(b.size, test=scenes)["test"]},
         },
         "depth_to_image": {
             name: depth_to_image(models[name], scenes, n, {"mf": own["mf"], "regressor": reg},
@@ -346,16 +345,6 @@ def chosen_on_val(report: dict[str, Any]) -> dict[str, Any]:
         "steps": min(val["image_to_depth_steps"],
                      key=lambda k: val["image_to_depth_steps"][k]["abs_rel"]),
     }  # fmt: skip
-
-
-def _mean_depth_baseline(b: PaperBudget, scenes: Any) -> dict[str, float]:
-    """The per-pixel mean depth map of the training scenes, predicted for every test image."""
-    from ..data.procedural import SceneConfig
-    from ..metrics.scenes import mean_depth_map
-
-    pred = mean_depth_map(SceneConfig(height=b.size[0], width=b.size[1])).expand_as(scenes.depth)
-    return score_depth(pred, scenes.depth, scenes.mask, scenes.depth_range, ("least_squares",),
-                       scenes.objects)  # fmt: skip
 
 
 def verdicts(report: dict[str, Any]) -> dict[str, Any]:

@@ -294,7 +294,7 @@ def run_sparse_benchmark(
                                     init_from=init_from, minutes=minutes_per_run))  # fmt: skip
     report = {"budget": asdict(spec), "split": split, "seed": seed, "init_from": init_from,
               "rows": [{k: v for k, v in r.items() if k != "config"} for r in rows]}  # fmt: skip
-    report["prior"] = prior_scores(spec, held_out_scenes(spec, split))
+    report["prior"] = held_out_prior_scores(spec, held_out_scenes(spec, split))
     for r in report["rows"]:
         for part in ("", "_in_band"):
             if f"abs_rel{part}" in r:
@@ -308,7 +308,7 @@ def run_sparse_benchmark(
     return report
 
 
-def prior_scores(budget: SparseBudget, scenes: Any) -> dict[str, float]:
+def held_out_prior_scores(budget: SparseBudget, scenes: Any) -> dict[str, float]:
     """The mean training depth map (training scenes rendered and fitted like the held-out ones)
     predicted for every held-out scene, scored like a model: AbsRel and delta1, full frame and
     in the LiDAR band (the baseline of the report's skills)."""
