@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import resolve_train_config, to_dict
-from ..training.run_dir import LATEST
+from ..training.run_dir import LATEST, read_latest
 
 RUN_JSON = "bench_run.json"  # a finished run: its final checkpoint, steps, seconds, config
 STARTED_JSON = "bench_run_started.json"  # the config a run was started with
@@ -61,7 +61,7 @@ def seconds_before_resume(run_dir: Path, resolved: dict[str, Any]) -> float | No
         return None
     if not same_config(json.loads(started.read_text()).get("config"), resolved):
         return None
-    name = pointer.read_text().split(" ")[0]
+    name, _ = read_latest(run_dir / "checkpoints")
     info = run_dir / "checkpoints" / name / TRAINER_JSON
     return float(json.loads(info.read_text())["train_state"]["seconds"]) if info.is_file() else 0.0
 

@@ -51,6 +51,13 @@ def write_latest(ckpt_dir: Path, name: str, manifest_sha256: str) -> None:
     fsync_path(ckpt_dir)
 
 
+def read_latest(ckpt_dir: Path) -> tuple[str, str]:
+    """(checkpoint name, manifest SHA-256) from `ckpt_dir/latest`, as `write_latest` wrote them
+    (unchecked: the callers say what a malformed pointer means to them)."""
+    name, _, digest = (ckpt_dir / LATEST).read_text().strip().partition(" ")
+    return name, digest
+
+
 def fork_run(source: str | Path, out_dir: str | Path) -> Path:
     """Start run `out_dir` from the latest checkpoint of run `source` (weights, optimiser, EMA,
     step, training time, data position), to continue it under changed settings while `source`
@@ -64,7 +71,7 @@ def fork_run(source: str | Path, out_dir: str | Path) -> Path:
         raise FileNotFoundError(f"--fork-from: '{source}' has no checkpoint ({pointer} missing)")
     if (dst / LATEST).exists():
         raise FileExistsError(f"--fork-from: '{out_dir}' already has a checkpoint; resume it")
-    name, _, digest = pointer.read_text().strip().partition(" ")
+    name, digest = read_latest(src)
     if not re.fullmatch(r"step_\d+", name) or not (src / name).is_dir():
         raise ValueError(f"--fork-from: '{pointer}' names no checkpoint of '{source}'")
     dst.mkdir(parents=True, exist_ok=True)

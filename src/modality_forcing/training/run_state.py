@@ -35,7 +35,7 @@ from .checkpoint import (
     write_inference_files,
     write_manifest,
 )
-from .run_dir import LATEST, METRICS, VAL_LOG, trim_metrics, write_latest
+from .run_dir import LATEST, METRICS, VAL_LOG, read_latest, trim_metrics, write_latest
 
 TRAIN_STATE, TRAINER_JSON = "train_state", "trainer.json"
 LOSS_PLOT = "loss.png"  # refreshed at every checkpoint
@@ -82,7 +82,7 @@ class RunState:
         pointer = self.ckpt_dir / LATEST
         if not pointer.is_file():
             raise FileNotFoundError(f"--resume: no checkpoint in '{self.ckpt_dir}'")
-        name, _, digest = pointer.read_text().strip().partition(" ")
+        name, digest = read_latest(self.ckpt_dir)
         if not re.fullmatch(r"step_\d+", name) or not re.fullmatch(r"[0-9a-f]{64}", digest):
             raise ValueError(
                 f"--resume: '{pointer}' names no checkpoint with a manifest hash (written by an "
