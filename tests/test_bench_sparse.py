@@ -51,6 +51,12 @@ def test_tiny_sparse_bench_end_to_end(tmp_path, capsys, monkeypatch):
         assert r["skill_in_band"] == pytest.approx(
             1 - r["abs_rel_in_band"] / prior["abs_rel_in_band"]
         )
+        # object pixels: their own AbsRel and skill, the prior scored on the same pixels
+        for part in ("", "_in_band"):
+            assert r[f"object_skill{part}"] == pytest.approx(
+                1 - r[f"object_abs_rel{part}"] / prior[f"object_abs_rel{part}"]
+            )
+    assert "objects: AbsRel" in printed
     assert f"the mean training depth map for every scene (AbsRel {prior['abs_rel']:.4f}" in printed
 
     def no_training(*args, **kwargs):

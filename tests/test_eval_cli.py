@@ -14,6 +14,7 @@ from PIL import Image
 
 from modality_forcing.cli import build_parser, main
 from modality_forcing.data.benchmarks import BENCHMARKS, get_benchmark
+from modality_forcing.data.scene_graph import FIRST_OBJECT_INSTANCE
 from modality_forcing.inference.evaluate import score_predictions
 from modality_forcing.metrics.alignment import PROTOCOLS
 
@@ -146,6 +147,34 @@ def test_eval_procedural_with_prediction_files(tmp_path, capsys) -> None:
     assert summary["depth_range"] == [0.001, 30.0]
     assert summary["protocols"]["median"]["num_scored"] == 4
     assert summary["protocols"]["median"]["metrics"]["abs_rel"] < 1e-6
+
+
+def test_procedural_scenes_are_also_scored_on_their_object_pixels(tmp_path, folder_dataset):
+    """Scenes with an instance map get `object_abs_rel` (per image in the CSV, a mean over the
+    images showing objects in the summary); a dataset without instance maps gets no column."""
+    scenes = list(get_benchmark("procedural", None, num=6, height=24, width=32))
+    objects = {s["key"]: (s["instance"] >= FIRST_OBJECT_INSTANCE) & s["valid_mask"]
+               for s in scenes}  # fmt: skip
+    assert any(o.any() for o in objects.values())
+
+    def predict(sample: dict) -> np.ndarray:  # exact except 50% too far on object pixels
+        return np.where(objects[sample["key"]], 1.5, 1.0) * sample["depth"]
+
+    summary = score_predictions(scenes, predict, "none", (1e-3, 30.0), tmp_path / "out",
+                                progress=False)  # fmt: skip
+    metrics = summary.metrics["none"]
+    assert metrics["object_abs_rel"] == pytest.approx(0.5)
+    fractions = [objects[s["key"]].sum() / s["valid_mask"].sum() for s in scenes]
+    assert metrics["abs_rel"] == pytest.approx(0.5 * np.mean(fractions))
+    with (tmp_path / "out" / "per_sample.csv").open(newline="") as f:
+        rows = {r["key"]: float(r["object_abs_rel"]) for r in csv.DictReader(f)}
+    for key, o in objects.items():  # NaN for a scene without a visible object
+        assert rows[key] == pytest.approx(0.5) if o.any() else np.isnan(rows[key])
+    assert "AbsRel on objects" in (tmp_path / "out" / "summary.md").read_text()
+    root, _ = folder_dataset
+    plain = score_predictions(get_benchmark("folder", root, depth_range=(1e-3, 10.0)),
+                              lambda s: s["depth"], "none", progress=False)  # fmt: skip
+    assert "object_abs_rel" not in plain.metrics["none"]
 
 
 def test_eval_from_a_checkpoint_on_procedural(tmp_path, capsys) -> None:

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data.scene_graph import FIRST_OBJECT_INSTANCE
 from ..flow.path import interpolate
 from ..metrics.alignment import aligned_scores
-from ..metrics.scenes import OBJECT_MIN
 from ..modalities import IMAGE
 from ..precision import resolve_precision
 from ..sampling.config import SamplingConfig
@@ -90,7 +90,7 @@ def load_scenes(split: str, num: int, height: int, width: int) -> Scenes:
         depth_range=tuple(bench.depth_range),
         captions=[str(s.get("caption", "")) for s in samples],
         objects=torch.from_numpy(
-            np.stack([np.asarray(s["instance"]) >= OBJECT_MIN for s in samples])
+            np.stack([np.asarray(s["instance"]) >= FIRST_OBJECT_INSTANCE for s in samples])
         )
         & mask,
     )

@@ -187,6 +187,7 @@ def train_and_score(
                                     out_dir=run_dir / f"eval{_suffix(split)}{part}")  # fmt: skip
         ls = summary.metrics["least_squares"]
         scores |= {f"abs_rel{part}": ls["abs_rel"], f"delta1{part}": ls["delta1"],
+                   f"object_abs_rel{part}": ls["object_abs_rel"],
                    f"num_scored{part}": summary.num_scored["least_squares"]}  # fmt: skip
     row = {
         "setting": setting, "fill": fill, "split": split, "steps": run["steps"],
@@ -297,8 +298,10 @@ def run_sparse_benchmark(
     report["prior"] = held_out_prior_scores(spec, held_out_scenes(spec, split))
     for r in report["rows"]:
         for part in ("", "_in_band"):
-            if f"abs_rel{part}" in r:
-                r[f"skill{part}"] = skill(r[f"abs_rel{part}"], report["prior"][f"abs_rel{part}"])
+            for metric, name in (("abs_rel", "skill"), ("object_abs_rel", "object_skill")):
+                if r.get(f"{metric}{part}") is not None:  # rows from before object scoring lack it
+                    r[f"{name}{part}"] = skill(r[f"{metric}{part}"],
+                                               report["prior"][f"{metric}{part}"])  # fmt: skip
     report["summary"] = summarise(report["rows"])
     add_intervals(report["rows"], out, split, seed)
     print(sparse_table(report))
@@ -310,12 +313,13 @@ def run_sparse_benchmark(
 
 def held_out_prior_scores(budget: SparseBudget, scenes: Any) -> dict[str, float]:
     """The mean training depth map (training scenes rendered and fitted like the held-out ones)
-    predicted for every held-out scene, scored like a model: AbsRel and delta1, full frame and
-    in the LiDAR band (the baseline of the report's skills)."""
+    predicted for every held-out scene, scored like a model: AbsRel, delta1 and AbsRel on object
+    pixels, full frame and in the LiDAR band (the baseline of the report's skills)."""
     import numpy as np
     import torch
 
     from ..data.procedural import SceneConfig
+    from ..data.scene_graph import FIRST_OBJECT_INSTANCE
     from ..metrics.alignment import aligned_scores
     from ..metrics.scenes import mean_depth_map
 
@@ -326,8 +330,12 @@ def held_out_prior_scores(budget: SparseBudget, scenes: Any) -> dict[str, float]
     for part, samples in (("", scenes), ("_in_band", in_band(scenes))):
         depth = torch.from_numpy(np.stack([np.asarray(s["depth"]) for s in samples])).double()
         mask = torch.from_numpy(np.stack([np.asarray(s["valid_mask"]) for s in samples])).bool()
-        scores = aligned_scores(prior.expand_as(depth), depth, mask, scenes.depth_range)[1]
-        out |= {f"abs_rel{part}": scores["abs_rel"], f"delta1{part}": scores["delta1"]}
+        objects = torch.from_numpy(np.stack([np.asarray(s["instance"]) >= FIRST_OBJECT_INSTANCE
+                                             for s in samples]))  # fmt: skip
+        scores = aligned_scores(prior.expand_as(depth), depth, mask, scenes.depth_range,
+                                objects=objects)[1]  # fmt: skip
+        out |= {f"abs_rel{part}": scores["abs_rel"], f"delta1{part}": scores["delta1"],
+                f"object_abs_rel{part}": scores["object_abs_rel"]}  # fmt: skip
     return out
 
 
@@ -384,24 +392,29 @@ def sparse_table(report: dict[str, Any]) -> str:
         "lowest and highest beam (what a LiDAR-trained model was ever supervised on). Brackets: "
         "95% paired bootstrap interval over the scenes.",
         "",
-        "| setting | fill | steps | depth px | train s | AbsRel | delta1 | skill "
-        "| AbsRel vs dense | in band: AbsRel | delta1 | skill | vs dense |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| setting | fill | steps | depth px | train s | AbsRel | delta1 | skill | objects: "
+        "AbsRel | skill | AbsRel vs dense | in band: AbsRel | delta1 | skill | objects: AbsRel "
+        "| skill | vs dense |",
+        "|---" * 17 + "|",
     ]
     for r in report["rows"]:
         band = (f"{r['abs_rel_in_band']:.4f} | {r['delta1_in_band']:.4f} "
-                f"| {_num(r.get('skill_in_band'))} | {_gap(r, '_in_band')}"
-                if "abs_rel_in_band" in r else " | | | ")  # fmt: skip
+                f"| {_num(r.get('skill_in_band'))} | {_objects(r, '_in_band')} "
+                f"| {_gap(r, '_in_band')}"
+                if "abs_rel_in_band" in r else " | | | | | ")  # fmt: skip
         lines.append(
             f"| {r['setting']} | {r['fill']} | {r['steps']} | {r['depth_density']:.1%} "
             f"| {r['train_seconds']:.0f} | {r['abs_rel']:.4f} | {r['delta1']:.4f} "
-            f"| {_num(r.get('skill'))} | {_gap(r)} | {band} |"
+            f"| {_num(r.get('skill'))} | {_objects(r)} | {_gap(r)} | {band} |"
         )
     prior = report.get("prior")
     if prior:
         lines += ["", f"Skill: 1 - AbsRel / the prior's, the prior predicting the mean training "
                   f"depth map for every scene (AbsRel {prior['abs_rel']:.4f}, in band "
-                  f"{prior['abs_rel_in_band']:.4f})."]  # fmt: skip
+                  f"{prior['abs_rel_in_band']:.4f}; on object pixels "
+                  f"{_num(prior.get('object_abs_rel'), 4)}, in band "
+                  f"{_num(prior.get('object_abs_rel_in_band'), 4)}). Objects: AbsRel over the "
+                  "object pixels alone, same alignment."]  # fmt: skip
     summary = report["summary"]
     lines.append("")
     for fill, v in summary["verdicts"].items():
@@ -444,8 +457,13 @@ def _suffix(split: str) -> str:
     return "" if split == "test" else f"_{split}"
 
 
-def _num(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
+def _objects(r: dict[str, Any], part: str = "") -> str:
+    """'0.1234 | 0.210': AbsRel on object pixels and its skill (n/a for rows scored before)."""
+    return f"{_num(r.get(f'object_abs_rel{part}'), 4)} | {_num(r.get(f'object_skill{part}'))}"
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 def _pct(gap: float | None) -> str:

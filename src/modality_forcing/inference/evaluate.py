@@ -1,7 +1,9 @@
 """Two-stage depth evaluation, Marigold-style: predict (a function or files), then score.
 
 Scoring writes `per_sample.csv` (one row per image per protocol), `summary.json` and
-`summary.md` (protocols side by side); metrics are per image, averaged over images.
+`summary.md` (protocols side by side); metrics are per image, averaged over images. Samples with
+an `instance` map (the procedural world) are also scored on their object pixels alone
+(`object_abs_rel`: the same alignment, fitted on all valid pixels).
 """
 
 from __future__ import annotations
@@ -25,13 +27,22 @@ from tqdm.auto import tqdm
 from ..data.benchmarks import get_benchmark
 from ..data.benchmarks.base import read_png16
 from ..data.decode import load_array
+from ..data.scene_graph import FIRST_OBJECT_INSTANCE
 from ..metrics.alignment import PROTOCOLS, align, protocols_for
-from ..metrics.depth import METRIC_LABELS, METRICS, depth_metrics, mean_over_images
+from ..metrics.depth import (
+    METRIC_LABELS,
+    METRICS,
+    depth_metrics,
+    mean_over_images,
+    region_abs_rel,
+)
 
 # A predictor maps a sample dict to a depth (or disparity) map [H, W] at the sample's resolution.
 PredictFn = Callable[[dict[str, Any]], np.ndarray]
 
 CSV_FIELDS = ("key", "protocol", "n_valid", "degenerate", "scale", "shift", *METRICS)
+OBJECT_ABS_REL = "object_abs_rel"  # a column only for samples with an `instance` map
+OBJECT_LABEL = "AbsRel on objects ↓"
 
 
 def resolve_protocols(protocol: str | Sequence[str], prediction_space: str = "depth") -> list[str]:
@@ -126,9 +137,10 @@ class EvalSummary:
             "| metric | " + " | ".join(self.protocols) + " |",
             "|---" * (len(self.protocols) + 1) + "|",
         ]
-        for m in METRICS:
+        labels = {**METRIC_LABELS, OBJECT_ABS_REL: OBJECT_LABEL}
+        for m in [m for m in labels if m in self.metrics[self.protocols[0]]]:
             cells = [f"{self.metrics[p][m]:.4f}" for p in self.protocols]
-            lines.append(f"| {METRIC_LABELS[m]} | " + " | ".join(cells) + " |")
+            lines.append(f"| {labels[m]} | " + " | ".join(cells) + " |")
         for label, counts in (("scored", self.num_scored), ("degenerate", self.num_degenerate)):
             cells = [str(counts[p]) for p in self.protocols]
             lines.append(f"| images {label} | " + " | ".join(cells) + " |")
@@ -163,8 +175,10 @@ def _score_sample(
     depth_range: tuple[float, float],
     prediction_space: str,
     device: str | torch.device,
+    objects: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
-    """One CSV row per protocol for one image: fit, clip, score."""
+    """One CSV row per protocol for one image: fit, clip, score; with an `objects` mask [H, W],
+    also AbsRel over the valid object pixels (NaN when none is visible)."""
     pred = pred.to(device)
     gt = torch.as_tensor(np.asarray(depth)).to(device)
     mask_t = torch.as_tensor(mask).to(device)
@@ -172,18 +186,28 @@ def _score_sample(
     for name in protocols:
         result = align(pred, gt, mask_t, name, depth_range, prediction_space)
         values = depth_metrics(result.aligned, gt, mask_t)
-        rows.append(
-            {
-                "key": key,
-                "protocol": name,
-                "n_valid": int(mask.sum()),
-                "degenerate": bool(result.degenerate[0]),
-                "scale": float(result.scale[0]),
-                "shift": float(result.shift[0]),
-                **{m: float(values[m][0]) for m in METRICS},
-            }
-        )
+        row = {
+            "key": key,
+            "protocol": name,
+            "n_valid": int(mask.sum()),
+            "degenerate": bool(result.degenerate[0]),
+            "scale": float(result.scale[0]),
+            "shift": float(result.shift[0]),
+            **{m: float(values[m][0]) for m in METRICS},
+        }
+        if objects is not None:
+            region = torch.as_tensor(objects).to(device) & mask_t.bool()
+            row[OBJECT_ABS_REL] = float(region_abs_rel(result.aligned, gt, region[None],
+                                                       depth_range[0])[0])  # fmt: skip
+        rows.append(row)
     return rows
+
+
+def _object_pixels(sample: dict[str, Any]) -> np.ndarray | None:
+    """The object pixels [H, W] of a sample with an `instance` map (procedural scenes), else
+    None."""
+    instance = sample.get("instance")
+    return None if instance is None else np.asarray(instance) >= FIRST_OBJECT_INSTANCE
 
 
 def score_predictions(
@@ -239,12 +263,17 @@ def score_predictions(
             continue
         where = str(predict.path_for(key)) if hasattr(predict, "path_for") else f"for '{key}'"
         pred = _as_prediction(predict(sample), mask.shape, where, resize_predictions)
-        gt = sample["depth"]
-        rows += _score_sample(key, pred, gt, mask, names, depth_range, prediction_space, device)
+        gt, objects = sample["depth"], _object_pixels(sample)
+        rows += _score_sample(key, pred, gt, mask, names, depth_range, prediction_space, device,
+                              objects)  # fmt: skip
     for name in names:
         mine = [r for r in rows if r["protocol"] == name]
         counted = [mean_over_images(torch.tensor([r[m] for r in mine])) for m in METRICS]
         summary.metrics[name] = {m: mean for m, (mean, _) in zip(METRICS, counted, strict=True)}
+        with_objects = [r[OBJECT_ABS_REL] for r in mine if OBJECT_ABS_REL in r]
+        if with_objects:  # a mean over the images that show any object
+            summary.metrics[name][OBJECT_ABS_REL] = mean_over_images(
+                torch.tensor(with_objects))[0]  # fmt: skip
         summary.num_scored[name] = counted[0][1]
         summary.num_degenerate[name] = sum(r["degenerate"] for r in mine)
     if out_dir is not None:
@@ -264,7 +293,8 @@ def write_reports(summary: EvalSummary, rows: list[dict[str, Any]], out_dir: str
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / "per_sample.csv.tmp"
     with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        objects = (OBJECT_ABS_REL,) if any(OBJECT_ABS_REL in r for r in rows) else ()
+        writer = csv.DictWriter(f, fieldnames=(*CSV_FIELDS, *objects))
         writer.writeheader()
         writer.writerows(rows)
     os.replace(tmp, out / "per_sample.csv")

@@ -14,11 +14,11 @@ import torch
 
 from ..data.attributes import palette_references, stack_attributes
 from ..data.procedural import SceneConfig, render_split
+from ..data.scene_graph import FIRST_OBJECT_INSTANCE
 from .alignment import aligned_scores
 from .fidelity import skill
 
 DEPTH_RANGE = (1e-3, 30.0)  # the procedural benchmark's scored range (metres)
-OBJECT_MIN = 5  # instance ids >= 5 are objects (`data/scene_graph.py`)
 
 
 @dataclass
@@ -91,7 +91,7 @@ def depth_scores(pred: torch.Tensor, scenes: FidelityScenes) -> dict[str, float]
     """AbsRel / delta1 (least squares, per image, mean over the images that scored), AbsRel on
     object pixels (same alignment, fitted on all pixels), the number of images that could not be
     scored (`failed`), the same numbers for the prior, and the skill."""
-    objects = scenes.mask & torch.from_numpy(scenes.instance >= OBJECT_MIN)
+    objects = scenes.mask & torch.from_numpy(scenes.instance >= FIRST_OBJECT_INSTANCE)
     out: dict[str, float] = {}
     for name, p in (("", pred), ("prior_", scenes.prior.expand_as(scenes.depth))):
         _, scores = aligned_scores(p, scenes.depth, scenes.mask, DEPTH_RANGE, objects=objects)
