@@ -101,6 +101,14 @@ def test_tiny_depth_bench_end_to_end(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("modality_forcing.training.loop.train", no_training)
     main(args)  # runs and scores are cached: the same report without training
     assert json.loads((out / "depth.json").read_text())["sweep"] == sweep
+    # another bench's folder: its finished runs of the same config are used, not trained again
+    again = tmp_path / "again"
+    main(["bench", "depth", "--budget", "tiny", "--out", str(again), "--reuse-runs", str(top)])
+    reused = json.loads((again / "depth.json").read_text())
+    for name, r in reused["recipes"].items():
+        assert r["reused_from"] == str(out / name)  # seed 0's runs (this bench's seed)
+        assert r["test"] == report["recipes"][name]["test"] and r["curve"]
+    assert "reused here (`--reuse-runs`)" in (again / "REPORT.md").read_text()
 
 
 def test_recipes_resolve_and_differ_only_where_they_say(tmp_path):

@@ -360,3 +360,37 @@ def test_a_stopped_bench_run_resumes_and_another_config_starts_afresh(tmp_path, 
     with pytest.raises(KeyboardInterrupt):
         train_cached(third)
     assert seconds_before_resume(tmp_path / "bench", third) is None  # not the other seed's
+
+
+def test_another_benchmarks_finished_run_is_reused_only_when_it_trained_the_same(
+    tmp_path, monkeypatch
+):
+    """`ckpt_every` leaves the weights bit-identical, so a run another benchmark finished with
+    another checkpoint cadence is reused from its folder; a run that trained differently is
+    not, and a missing folder is an error naming it."""
+    from safetensors.torch import load_file
+
+    from modality_forcing.bench.runs import train_cached
+    from modality_forcing.config import to_dict
+
+    def config(name: str, **extra) -> dict:
+        return to_dict(_cfg(tmp_path / name, "run", max_steps=4, **extra))
+
+    often = train_cached(config("paper", ckpt_every=2))
+    rarely = train_cached(config("alone", ckpt_every=4))
+    weights = [load_file(f"{r['final']}/model.safetensors") for r in (often, rarely)]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+    def trained(*args, **kwargs):
+        raise AssertionError("trained")
+
+    monkeypatch.setattr("modality_forcing.training.loop.train", trained)
+    found = train_cached(config("depth", ckpt_every=4), reuse=[tmp_path / "paper"])
+    assert found["final"] == often["final"] and found["reused_from"] == str(
+        tmp_path / "paper" / "run"
+    )
+    with pytest.raises(AssertionError, match="trained"):  # another learning rate: trained anew
+        train_cached(config("depth", **{"optim.lr": 1e-3}), reuse=[tmp_path / "paper"])
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        train_cached(config("depth"), reuse=[tmp_path / "nowhere"])

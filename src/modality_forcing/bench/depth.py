@@ -188,19 +188,23 @@ def _elapsed_at(records: list[dict[str, Any]], step: int, train_seconds: float,
     return train_seconds * step / max(1, total_steps)
 
 
-def curve(run: dict[str, Any], run_dir: Path, scenes: Scenes, budget: DepthBudget,
+def curve(run: dict[str, Any], out: Path, scenes: Scenes, budget: DepthBudget,
           regressor: bool) -> list[dict[str, Any]]:  # fmt: skip
-    """Validation AbsRel of every kept checkpoint: 1-step readout (and 4 steps for MF)."""
+    """Validation AbsRel of every planned checkpoint of `run` (in its own folder, which is
+    another benchmark's for a reused run; a reused run may have fewer): 1-step readout (and 4
+    steps for MF). Scores are cached in `out`."""
     from ..training.curves import read_metrics
 
+    run_dir = Path(run["final"]).parent
     records = read_metrics(run_dir)
     points = []
     every = max(1, budget.steps // budget.curve_points)  # not the 10-minute resume checkpoints
     ckpts = sorted(p for p in (run_dir / "checkpoints").glob("step_???????")
                    if int(p.name.split("_")[1]) % every == 0)  # fmt: skip
-    for ckpt in bench_bar(ckpts, f"depth: {run_dir.name} checkpoints", inner=True):
+    for ckpt in bench_bar(ckpts, f"depth: {out.name} checkpoints", inner=True):
         step = int(ckpt.name.split("_")[1])
-        scorer = Scorer(ckpt, scenes, budget.size, ckpt / "bench_scores.json", budget.precision)
+        scorer = Scorer(ckpt, scenes, budget.size, out / f"scores_curve_{ckpt.name}.json",
+                        budget.precision)  # fmt: skip
         seconds = _elapsed_at(records, step, run["train_seconds"], run["steps"])
         row = {"step": step, "seconds": seconds}
         for steps in (1,) if regressor else (1, 4):
@@ -221,10 +225,13 @@ def run_depth_benchmark(
     steps: int | None = None,
     precision: str | None = None,
     device: str | None = None,
+    reuse_runs: list[str] | tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Train every recipe, score curves and the inference sweep; write depth.json, REPORT.md and
     plots into `out_dir`; print the report. Finished runs and scores are reused (resumable).
-    `precision` and `device` override the budget's."""
+    `precision` and `device` override the budget's. `reuse_runs`: folders of other benchmarks
+    (e.g. `bench paper`'s) whose finished runs with the same training config are used instead
+    of training (`runs.find_finished`)."""
     if isinstance(budget, str) and budget not in BUDGETS:
         raise ValueError(f"unknown budget '{budget}'; choose from {list(BUDGETS)}")
     spec = BUDGETS[budget] if isinstance(budget, str) else budget
@@ -248,7 +255,7 @@ def run_depth_benchmark(
                               "recipes": {}, "sweep": [],
                               "prior": prior_scores(spec.size, val=val, test=test)}  # fmt: skip
     for name in bench_bar(recipes, "depth: recipes"):
-        run = train_cached(configs[name])
+        run = train_cached(configs[name], reuse_runs)
         run_dir = out / name
         is_reg = RECIPES[name].get("forcing", {}).get("policy") == "regression"
         val_scorer = Scorer(run["final"], val, spec.size, run_dir / "scores_val.json",
@@ -257,7 +264,8 @@ def run_depth_benchmark(
                              spec.precision)  # fmt: skip
         readouts = (1,) if is_reg else (1, 4, 10)
         report["recipes"][name] = {
-            "overrides": RECIPES[name], "steps": run["steps"],
+            "overrides": RECIPES[name], "steps": run["steps"], "final": run["final"],
+            "reused_from": run.get("reused_from"),
             "train_seconds": run["train_seconds"], "regressor": is_reg,
             "depth_loss": depth_loss(configs[name]),
             "val": {s: val_scorer(Setting(s)) for s in readouts},
@@ -291,7 +299,7 @@ def intervals(report: dict[str, Any], out: Path, spec: DepthBudget, test: Scenes
     settings = {s.name: s for s in sweep_settings(spec)}
 
     def per_image(recipe: str, setting: SamplingConfig) -> torch.Tensor:
-        final = out / recipe / "final"
+        final = report["recipes"][recipe]["final"]
         scorer = Scorer(final, test, spec.size, out / recipe / "scores_test.json", spec.precision)
         return torch.tensor(scorer.per_image(setting), dtype=torch.float64)
 
@@ -425,6 +433,11 @@ def markdown(report: dict[str, Any]) -> str:
         vals = [_get(r["val"], s) for s in (1, 4)]
         val = " / ".join(f"{v['abs_rel']:.4f}" for v in vals if v)
         lines.append(f"| {name} | {r['train_seconds']:.0f} | {' | '.join(cells)} | {val} |")
+    reused = {n: r["reused_from"] for n, r in report["recipes"].items() if r.get("reused_from")}
+    if reused:
+        where = "; ".join(f"{n} from `{d}`" for n, d in reused.items())
+        lines += ["", "Trained by another benchmark with the same training config and reused "
+                  f"here (`--reuse-runs`): {where}."]  # fmt: skip
     lines += ["", "## Inference settings of the `mf` recipe", "",
               "| setting | frame | evals/image | val AbsRel | test AbsRel | test delta1 "
               "| test Spearman(unc, err) |", "|---|---|---|---|---|---|---|"]  # fmt: skip

@@ -1,12 +1,14 @@
 """Training runs that benchmarks can reuse: a run whose resolved config is unchanged is not
 trained again, and one that was stopped part-way resumes from its last checkpoint, so a stopped
 benchmark (a long one spread over several sittings) goes on where it stopped and a report can be
-rebuilt without retraining."""
+rebuilt without retraining. Given other folders to `reuse`, a run finished there by another
+benchmark with the same training config (`REUSABLE` aside) is used instead of training it again."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +19,15 @@ RUN_JSON = "bench_run.json"  # a finished run: its final checkpoint, steps, seco
 STARTED_JSON = "bench_run_started.json"  # the config a run was started with
 
 
-def train_cached(config: dict[str, Any]) -> dict[str, Any]:
+def train_cached(config: dict[str, Any], reuse: Sequence[str | Path] = ()) -> dict[str, Any]:
     """Train the run described by `config` (a dict for `resolve_train_config`) unless its
-    `out_dir` already holds a finished run of the same resolved config.
+    `out_dir` already holds a finished run of the same resolved config, or a folder of `reuse`
+    holds one that differs only in `REUSABLE` fields (`find_finished`).
 
     Returns:
         {"final": checkpoint dir, "steps": steps trained, "train_seconds": wall time,
-        "config": the resolved config as a dict}.
+        "config": the resolved config as a dict}, and `reused_from` (the run's folder) for a
+        run found under `reuse`.
     """
     from ..training.checkpoint import read_meta
     from ..training.loop import train
@@ -36,6 +40,9 @@ def train_cached(config: dict[str, Any]) -> dict[str, Any]:
         old = json.loads(record_path.read_text())
         if same_config(old.get("config"), resolved) and Path(old["final"]).is_dir():
             return old
+    found = find_finished(resolved, reuse)
+    if found is not None:
+        return found
     before = seconds_before_resume(run_dir, resolved)
     if before is None:  # afresh: a checkpoint left by another config must never be resumed
         (run_dir / "checkpoints" / LATEST).unlink(missing_ok=True)
@@ -68,10 +75,16 @@ def seconds_before_resume(run_dir: Path, resolved: dict[str, Any]) -> float | No
 
 # Fields that change when or where a run reports, never what it trains: not compared.
 BOOKKEEPING = ("ckpt_every_minutes", "report_to")
+# Also never what it trains (tested: `ckpt_every` leaves the weights bit-identical), but they
+# decide what a benchmark finds in the run's own folder, so only a run found in another
+# benchmark's folder may differ in them.
+REUSABLE = (*BOOKKEEPING, "out_dir", "ckpt_every", "keep_checkpoints")
 
 
-def same_config(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
-    """Whether a stored resolved config describes the same run as `new` (`BOOKKEEPING` fields
+def same_config(
+    old: dict[str, Any] | None, new: dict[str, Any], ignore: Sequence[str] = BOOKKEEPING
+) -> bool:
+    """Whether a stored resolved config describes the same run as `new` (`ignore` fields
     aside). The stored one is resolved again first, so fields added to the configs since then
     take their defaults and do not invalidate finished runs."""
     if not old:
@@ -80,9 +93,28 @@ def same_config(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
         again = to_dict(resolve_train_config(old))
     except (TypeError, ValueError):  # a field since removed or renamed: a different run
         return False
-    return {k: v for k, v in again.items() if k not in BOOKKEEPING} == {
-        k: v for k, v in new.items() if k not in BOOKKEEPING
+    return {k: v for k, v in again.items() if k not in ignore} == {
+        k: v for k, v in new.items() if k not in ignore
     }
+
+
+def find_finished(resolved: dict[str, Any], folders: Sequence[str | Path]) -> dict[str, Any] | None:
+    """A finished benchmark run anywhere under `folders` (their `bench_run.json` records,
+    searched recursively) whose config equals `resolved` apart from `REUSABLE` fields and
+    whose final checkpoint still exists: its record, with `reused_from` its folder; else None.
+
+    Raises:
+        FileNotFoundError: a folder that does not exist (a mistyped `--reuse-runs`).
+    """
+    for folder in map(Path, folders):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"--reuse-runs: '{folder}' is not a folder")
+        for record_path in sorted(folder.rglob(RUN_JSON)):
+            record = json.loads(record_path.read_text())
+            if (same_config(record.get("config"), resolved, REUSABLE)
+                    and Path(record["final"]).is_dir()):  # fmt: skip
+                return {**record, "reused_from": str(record_path.parent)}
+    return None
 
 
 def publish(report: dict[str, Any], out: Path, json_name: str, markdown: Any, plot: Any) -> None:

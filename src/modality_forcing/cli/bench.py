@@ -70,7 +70,8 @@ def _depth(args: argparse.Namespace) -> None:
     from ..bench.depth import run_depth_benchmark
 
     kwargs = {"recipes": args.recipes, "init_from": args.init_from, "steps": args.train_steps,
-              "precision": args.precision, "device": args.device}  # fmt: skip
+              "precision": args.precision, "device": args.device,
+              "reuse_runs": args.reuse_runs}  # fmt: skip
     if args.seeds:
         from ..bench.seeds import run_depth_seeds
 
@@ -290,6 +291,10 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--train-steps", type=int, default=None, help="override the budget's steps")
     p.add_argument("--init-from", default=None, help="start each run from a checkpoint")
+    p.add_argument("--reuse-runs", nargs="+", default=(), metavar="DIR",
+                   help="folders of other benchmarks (e.g. a `bench paper` OUT) searched for "
+                   "finished runs with the same training config (checkpoint cadence aside), "
+                   "used instead of training them again")  # fmt: skip
     _add_seeds(p)
     add_hardware(p, default=None)
     p.set_defaults(func=_depth)
