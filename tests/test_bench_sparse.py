@@ -65,6 +65,16 @@ def test_tiny_sparse_bench_end_to_end(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("modality_forcing.training.loop.train", no_training)
     main(args)  # every run has a result.json with the same config: reused
     assert json.loads((out / "sparse.json").read_text())["rows"] == rows
+    # another bench's folder holds the same run: used from there and scored here
+    again = tmp_path / "again"
+    main(["bench", "sparse", "--budget", "tiny", "--out", str(again), "--sensor-scale", "2",
+          "--settings", "dense", "--fills", "noise", "--reuse-runs", str(out)])  # fmt: skip
+    (row,) = json.loads((again / "sparse.json").read_text())["rows"]
+    assert (
+        row["reused_from"] == str(out / "dense-noise")
+        and row["abs_rel"] == dense["noise"]["abs_rel"]
+    )
+    assert "dense (noise) from" in capsys.readouterr().out
 
 
 def test_summary_says_n_a_for_mixed_when_no_mixed_run():

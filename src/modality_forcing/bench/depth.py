@@ -25,7 +25,7 @@ import numpy as np
 from ..sampling.config import SamplingConfig
 from .common import Budget, Scenes, Scorer, failures_section, load_scenes, prior_scores
 from .progress import bench_bar
-from .runs import publish, train_cached
+from .runs import publish, reused_note, train_cached
 from .x0_error import x0_error_by_t
 
 # Targets (issue #11): MF's best setting within 1.1x the regressor's AbsRel; 4 steps within 5% of
@@ -433,11 +433,7 @@ def markdown(report: dict[str, Any]) -> str:
         vals = [_get(r["val"], s) for s in (1, 4)]
         val = " / ".join(f"{v['abs_rel']:.4f}" for v in vals if v)
         lines.append(f"| {name} | {r['train_seconds']:.0f} | {' | '.join(cells)} | {val} |")
-    reused = {n: r["reused_from"] for n, r in report["recipes"].items() if r.get("reused_from")}
-    if reused:
-        where = "; ".join(f"{n} from `{d}`" for n, d in reused.items())
-        lines += ["", "Trained by another benchmark with the same training config and reused "
-                  f"here (`--reuse-runs`): {where}."]  # fmt: skip
+    lines += reused_note({n: r.get("reused_from") for n, r in report["recipes"].items()})
     lines += ["", "## Inference settings of the `mf` recipe", "",
               "| setting | frame | evals/image | val AbsRel | test AbsRel | test delta1 "
               "| test Spearman(unc, err) |", "|---|---|---|---|---|---|---|"]  # fmt: skip

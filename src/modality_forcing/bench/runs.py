@@ -133,3 +133,13 @@ def write_json(path: Path, data: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2))
     tmp.replace(path)
+
+
+def reused_note(reused: dict[str, str | None]) -> list[str]:
+    """Report lines naming the runs (name -> folder; None: trained here) that another
+    benchmark trained and this one reused; none when every run was trained here."""
+    where = "; ".join(f"{name} from `{folder}`" for name, folder in reused.items() if folder)
+    if not where:
+        return []
+    return ["", "Trained by another benchmark with the same training config and reused here "
+            f"(`--reuse-runs`): {where}."]  # fmt: skip

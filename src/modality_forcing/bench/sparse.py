@@ -27,7 +27,7 @@ from ..flow.fill import FILLS, check_fill
 from ..metrics.fidelity import skill
 from .common import Budget
 from .progress import bench_bar
-from .runs import same_config, train_cached, write_json
+from .runs import reused_note, same_config, train_cached, write_json
 
 SETTINGS = ("dense", "lidar:32", "lidar:64", "random:0.01", "random:0.05", "mixed")
 MIXED_SPARSE = "lidar:32"  # the sparse half of `mixed` (`mixed:SPEC` picks another)
@@ -162,9 +162,11 @@ def train_and_score(
     budget: SparseBudget,
     run_dir: Path,
     split: str = "test",
+    reuse_runs: list[str] | tuple[str, ...] = (),
     **options: Any,
 ) -> dict[str, Any]:
-    """Train one model, score image -> depth on the dense scenes of `split`; the result row."""
+    """Train one model (or reuse another benchmark's run of the same config: `runs.train_cached`),
+    score image -> depth on the dense scenes of `split`; the result row."""
     from ..inference.evaluate import score_predictions
     from ..inference.predict import DepthPredictor
     from ..sampling.config import SamplingConfig
@@ -177,7 +179,7 @@ def train_and_score(
         old = json.loads(result_path.read_text())
         if same_config(old.get("config"), resolved):
             return old
-    run = train_cached(config)
+    run = train_cached(config, reuse_runs)
     settings = SamplingConfig(steps=budget.sample_steps, seed=0)
     predictor = DepthPredictor(run["final"], settings, precision=budget.precision)
     scenes = held_out_scenes(budget, split)
@@ -192,6 +194,7 @@ def train_and_score(
     row = {
         "setting": setting, "fill": fill, "split": split, "steps": run["steps"],
         "batch": budget.batch, "train_seconds": run["train_seconds"],
+        "reused_from": run.get("reused_from"),
         "depth_density": depth_density(cfg),
         **scores, "config": resolved,
     }  # fmt: skip
@@ -248,6 +251,7 @@ def run_sparse_benchmark(
     dense_scene: dict[str, Any] | None = None,
     precision: str | None = None,
     device: str | None = None,
+    reuse_runs: list[str] | tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Train and score every (setting, fill); print a Markdown table, write `sparse.json`.
 
@@ -263,6 +267,8 @@ def run_sparse_benchmark(
         init_from: checkpoint to start every run from (e.g. the stage-1 T2I model).
         seed: one seed for all runs (same initial weights and noise draws).
         split: procedural split scored: `val` to choose a recipe, `test` (default) to report.
+        reuse_runs: folders of other benchmarks (e.g. `bench paper`'s, whose claim-5 runs use
+            the default fill) searched for finished runs of the same training config.
 
     Returns:
         The report: budget, rows (one per run) and the summary (`summarise`).
@@ -291,7 +297,7 @@ def run_sparse_benchmark(
     grid = [(fill, setting) for fill in fills for setting in settings]
     for fill, setting in bench_bar(grid, "sparse: runs"):
         run_dir = _run_dir(out, setting, fill)
-        rows.append(train_and_score(setting, fill, spec, run_dir, split, seed=seed,
+        rows.append(train_and_score(setting, fill, spec, run_dir, split, reuse_runs, seed=seed,
                                     init_from=init_from, minutes=minutes_per_run))  # fmt: skip
     report = {"budget": asdict(spec), "split": split, "seed": seed, "init_from": init_from,
               "rows": [{k: v for k, v in r.items() if k != "config"} for r in rows]}  # fmt: skip
@@ -407,6 +413,8 @@ def sparse_table(report: dict[str, Any]) -> str:
             f"| {r['train_seconds']:.0f} | {r['abs_rel']:.4f} | {r['delta1']:.4f} "
             f"| {_num(r.get('skill'))} | {_objects(r)} | {_gap(r)} | {band} |"
         )
+    lines += reused_note({f"{r['setting']} ({r['fill']})": r.get("reused_from")
+                          for r in report["rows"]})  # fmt: skip
     prior = report.get("prior")
     if prior:
         lines += ["", f"Skill: 1 - AbsRel / the prior's, the prior predicting the mean training "

@@ -53,6 +53,7 @@ def _sparse(args: argparse.Namespace) -> None:
         dense_scene=dense_scene,
         precision=args.precision,
         device=args.device,
+        reuse_runs=args.reuse_runs,
     )
 
 
@@ -121,6 +122,13 @@ def _suite(
     p = suites.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".")
     p.add_argument("--out", default=out, help=out_help)
     return p
+
+
+def _add_reuse_runs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--reuse-runs", nargs="+", default=(), metavar="DIR",
+                   help="folders of other benchmarks (e.g. a `bench paper` OUT) searched for "
+                   "finished runs with the same training config (checkpoint cadence aside), "
+                   "used instead of training them again")  # fmt: skip
 
 
 def _add_seeds(p: argparse.ArgumentParser) -> None:
@@ -237,6 +245,7 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
         default="test",
         help="procedural split scored (val to choose, test to report)",
     )
+    _add_reuse_runs(p)
     add_hardware(p, default=None)
     p.set_defaults(func=_sparse)
 
@@ -291,10 +300,7 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--train-steps", type=int, default=None, help="override the budget's steps")
     p.add_argument("--init-from", default=None, help="start each run from a checkpoint")
-    p.add_argument("--reuse-runs", nargs="+", default=(), metavar="DIR",
-                   help="folders of other benchmarks (e.g. a `bench paper` OUT) searched for "
-                   "finished runs with the same training config (checkpoint cadence aside), "
-                   "used instead of training them again")  # fmt: skip
+    _add_reuse_runs(p)
     _add_seeds(p)
     add_hardware(p, default=None)
     p.set_defaults(func=_depth)
