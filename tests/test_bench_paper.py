@@ -24,7 +24,7 @@ def _finite_numbers(tree):
         yield tree
 
 
-def test_tiny_paper_bench_produces_every_section(tmp_path, capsys):
+def test_tiny_paper_bench_produces_every_section(tmp_path, capsys, monkeypatch):
     """Two training seeds: each seed's full report in OUT/seed<S>, then the comparisons over
     seeds and scenes."""
     top = tmp_path / "paper"
@@ -114,6 +114,17 @@ def test_tiny_paper_bench_produces_every_section(tmp_path, capsys):
         assert ci["num_seeds"] == 2 and ci["verdict"] == verdict_word(ci, ci["target"])
     assert combined["comparisons"]["3: mf / regressor"]["target"] == 1.1
     assert "over 2 training seeds" in (top / "REPORT_seeds.md").read_text()
+    # another bench's finished runs of the same configs: used from there, none trained again
+    monkeypatch.setattr("modality_forcing.training.loop.train", _no_training)
+    again = tmp_path / "again"
+    main(["bench", "paper", "--budget", "tiny", "--out", str(again), "--reuse-runs", str(out)])
+    runs = json.loads((again / "paper.json").read_text())["runs"]
+    assert {n: r["reused_from"] for n, r in runs.items()} == {n: str(out / n) for n in runs}
+    assert "reused here (`--reuse-runs`)" in (again / "REPORT.md").read_text()
+
+
+def _no_training(*args, **kwargs):
+    raise AssertionError("a finished run was trained again")
 
 
 def test_run_plan_is_equal_compute_and_pretrains_before_post_training(tmp_path):

@@ -39,7 +39,7 @@ from .paper_eval import (
     joint,
 )
 from .progress import bench_bar
-from .runs import publish, train_cached
+from .runs import publish, train_in_order
 
 CONSISTENCY = "consistency_abs_rel[regressor]"
 
@@ -155,9 +155,11 @@ def _params(model: Any) -> int:
 def run_paper_benchmark(
     out_dir: str | Path = "bench_out/paper", budget: str | PaperBudget = "small", seed: int = 0,
     precision: str | None = None, device: str | None = None,
+    reuse_runs: list[str] | tuple[str, ...] = (),
 ) -> dict[str, Any]:  # fmt: skip
     """Train every run, measure the six claims, write paper.json, REPORT.md and plots.
-    `precision` and `device` override the budget's."""
+    `precision` and `device` override the budget's; `reuse_runs`: folders of other benchmarks
+    whose finished runs of the same training config are used instead (`runs.find_finished`)."""
     from .paper_report import markdown, plot
 
     if isinstance(budget, str) and budget not in BUDGETS:
@@ -169,7 +171,7 @@ def run_paper_benchmark(
     out = Path(out_dir)
     configs = run_configs(b, out, seed)
     runs = bench_bar(list(configs.items()), "paper: training runs")
-    trained = {name: train_cached(cfg) for name, cfg in runs}
+    trained = train_in_order(runs, reuse_runs)
     claims = bench_bar(None, "paper: claims", total=6)
     models = {name: load_model(run["final"]) for name, run in trained.items()}
     scenes = load_scenes("test", b.num_eval, *b.size)
@@ -179,7 +181,8 @@ def run_paper_benchmark(
     report: dict[str, Any] = {
         "budget": asdict(b), "seed": seed,
         "runs": {k: {"steps": r["steps"], "train_seconds": r["train_seconds"],
-                     "params": _params(models[k]), "config": str(Path(configs[k]["out_dir"]))}
+                     "params": _params(models[k]), "config": str(Path(configs[k]["out_dir"])),
+                     "reused_from": r.get("reused_from")}
                  for k, r in trained.items()},
     }  # fmt: skip
 

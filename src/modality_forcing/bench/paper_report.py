@@ -9,6 +9,7 @@ from typing import Any
 from ..metrics.bootstrap import describe
 from .common import failures_section
 from .depth import save_figure
+from .runs import reused_note
 
 
 def _f(x: float, digits: int = 4) -> str:
@@ -65,6 +66,7 @@ def markdown(report: dict[str, Any]) -> str:
     for name, r in report["runs"].items():
         lines.append(f"| {name} | {r['params'] / 1e6:.2f}M | {r['steps']} "
                      f"| {r['train_seconds']:.0f} |")  # fmt: skip
+    lines += reused_note({name: r.get("reused_from") for name, r in report["runs"].items()})
     s1 = report["permutations"]
     r1 = v["1_mf_vs_dedicated"]
     lines += [

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,24 @@ def train_cached(config: dict[str, Any], reuse: Sequence[str | Path] = ()) -> di
     }  # fmt: skip
     write_json(record_path, record)
     return record
+
+
+def train_in_order(
+    runs: Iterable[tuple[str, dict[str, Any]]], reuse: Sequence[str | Path] = ()
+) -> dict[str, dict[str, Any]]:
+    """`train_cached` each (name, config) in order. A later run that starts from an earlier
+    one's final checkpoint (`init_from`, e.g. MF post-training after T2I) starts from wherever
+    that run was found: the folder of another benchmark when it was reused from there."""
+    records: dict[str, dict[str, Any]] = {}
+    moved: dict[str, str] = {}  # a reused run's final in this benchmark's folder -> where it is
+    for name, config in runs:
+        start = config.get("init_from")
+        if start is not None and str(start) in moved:
+            config = {**config, "init_from": moved[str(start)]}
+        records[name] = train_cached(config, reuse)
+        if records[name].get("reused_from"):
+            moved[str(Path(config["out_dir"]) / "final")] = records[name]["final"]
+    return records
 
 
 def seconds_before_resume(run_dir: Path, resolved: dict[str, Any]) -> float | None:

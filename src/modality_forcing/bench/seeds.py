@@ -84,15 +84,14 @@ def markdown(combined: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_paper_seeds(
-    out_dir: str | Path, budget: Any, seeds: list[int], precision: str | None = None,
-    device: str | None = None,
-) -> dict[str, Any]:  # fmt: skip
-    """`bench paper` once per seed, then its comparisons over the seeds."""
+def run_paper_seeds(out_dir: str | Path, budget: Any, seeds: list[int], **kwargs: Any
+                    ) -> dict[str, Any]:  # fmt: skip
+    """`bench paper` once per seed (`kwargs`: `run_paper_benchmark`'s), then its comparisons
+    over the seeds."""
     from .paper import run_paper_benchmark
 
     def run_one(out: Path, seed: int) -> dict[str, Any]:
-        return run_paper_benchmark(out, budget, seed=seed, precision=precision, device=device)
+        return run_paper_benchmark(out, budget, seed=seed, **kwargs)
 
     def choices(report: dict[str, Any]) -> dict[str, Any]:
         v = report["verdicts"]

@@ -82,14 +82,15 @@ def _depth(args: argparse.Namespace) -> None:
 
 
 def _paper(args: argparse.Namespace) -> None:
+    kwargs = {"precision": args.precision, "device": args.device, "reuse_runs": args.reuse_runs}
     if args.seeds:
         from ..bench.seeds import run_paper_seeds
 
-        run_paper_seeds(args.out, args.budget, args.seeds, args.precision, args.device)
+        run_paper_seeds(args.out, args.budget, args.seeds, **kwargs)
         return
     from ..bench.paper import run_paper_benchmark
 
-    run_paper_benchmark(args.out, args.budget, precision=args.precision, device=args.device)
+    run_paper_benchmark(args.out, args.budget, **kwargs)
 
 
 def _probe(args: argparse.Namespace) -> None:
@@ -126,9 +127,9 @@ def _suite(
 
 def _add_reuse_runs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reuse-runs", nargs="+", default=(), metavar="DIR",
-                   help="folders of other benchmarks (e.g. a `bench paper` OUT) searched for "
-                   "finished runs with the same training config (checkpoint cadence aside), "
-                   "used instead of training them again")  # fmt: skip
+                   help="folders of other benchmarks (e.g. a `bench paper` or `bench sparse` "
+                   "OUT) searched for finished runs with the same training config (checkpoint "
+                   "cadence aside), used instead of training them again")  # fmt: skip
 
 
 def _add_seeds(p: argparse.ArgumentParser) -> None:
@@ -308,6 +309,7 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     p = _suite(suites, "paper", "the paper's six claims in miniature", "bench_out/paper",
                "report folder (REPORT.md, paper.json, plots)")  # fmt: skip
     _add_budget(p, "bench/paper.py", ("tiny", "small", "medium"))
+    _add_reuse_runs(p)
     _add_seeds(p)
     add_hardware(p, default=None)
     p.set_defaults(func=_paper)
