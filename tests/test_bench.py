@@ -106,6 +106,7 @@ def test_throughput_profile_splits_the_step_time(tmp_path, capsys):
     from modality_forcing.bench.step_timing import OP_GROUPS, op_group
 
     assert op_group("aten::mm") == "gemm" and op_group("aten::addmm") == "gemm"
+    assert op_group("aten::addmm_") == "gemm"  # in place: a gradient summed into a buffer
     assert op_group("aten::_scaled_dot_product_flash_attention_for_cpu") == "attention kernel"
     assert op_group("## Call CompiledFxGraph fabc ##") == "fused elementwise (compiled)"
     assert op_group("aten::_fused_adamw_") == "optimizer" and op_group("aten::add") == "other"

@@ -147,7 +147,8 @@ def step_peak_memory_mb(step: TrainStep, device: torch.device) -> float | None:
 
 
 # Where a step's time goes, by the operators' names in the PyTorch profiler (self time).
-GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_addmm_activation")
+GEMM_OPS = ("aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm",
+            "aten::_addmm_activation")  # fmt: skip
 OP_GROUPS = ("gemm", "attention kernel", "fused elementwise (compiled)", "optimizer", "other")
 
 
