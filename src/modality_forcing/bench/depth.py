@@ -9,7 +9,8 @@ steps, scored on the validation split (accuracy vs training time). Then the MF d
 weights go through every inference setting (`SETTINGS`: steps, Euler vs Heun, time shift,
 ensembles of N with their uncertainty, letterboxed vs stretched non-square inputs) on the
 validation split, where the best setting is chosen, and on the held-out test split, which is
-reported. Metrics: per-image least-squares scale-and-shift alignment (AbsRel, delta1).
+reported. Metrics: per-image least-squares scale-and-shift alignment (AbsRel, delta1). The
+report and plots: `bench/depth_report.py`.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from typing import Any
 import numpy as np
 
 from ..sampling.config import SamplingConfig
-from .common import Budget, Scenes, Scorer, failures_section, load_scenes, prior_scores
+from .common import Budget, Scenes, Scorer, load_scenes, prior_scores
 from .progress import bench_bar
-from .runs import publish, reused_note, train_cached
+from .runs import publish, train_cached
 from .x0_error import x0_error_by_t
 
 # Targets (issue #11): MF's best setting within 1.1x the regressor's AbsRel; 4 steps within 5% of
@@ -280,6 +281,8 @@ def run_depth_benchmark(
             report["sweep"] = sweep(run["final"], spec, val, test, wide, run_dir)
     report["verdict"] = verdict(report)
     report["intervals"] = intervals(report, out, spec, test)
+    from .depth_report import markdown, plot
+
     publish(report, out, "depth.json", markdown, plot)
     return report
 
@@ -355,8 +358,8 @@ def verdict(report: dict[str, Any]) -> dict[str, Any]:
     main_loss = report["recipes"][MAIN]["depth_loss"]
     regs = [n for n, r in report["recipes"].items()
             if r["regressor"] and r["depth_loss"] == main_loss]  # fmt: skip
-    reg_name = min(regs, key=lambda n: _get(report["recipes"][n]["val"], 1)["abs_rel"])
-    reg_abs = _get(report["recipes"][reg_name]["test"], 1)["abs_rel"]
+    reg_name = min(regs, key=lambda n: scores_at(report["recipes"][n]["val"], 1)["abs_rel"])
+    reg_abs = scores_at(report["recipes"][reg_name]["test"], 1)["abs_rel"]
     mf_best = best["test"]["abs_rel"]
     mf_equal = equal["test"]["abs_rel"]
     four = by_name.get("euler-4", by_name.get("euler-2"))
@@ -385,158 +388,12 @@ def verdict(report: dict[str, Any]) -> dict[str, Any]:
     }  # fmt: skip
 
 
-# ----------------------------------------------------------------------------------- output
+# ---------------------------------------------------------------- helpers (also for the report)
 
 
-def _get(scores: dict[Any, Any], steps: int) -> dict[str, float] | None:
+def scores_at(scores: dict[Any, Any], steps: int) -> dict[str, float] | None:
     """Scores by readout steps (int keys in memory, str keys after a JSON round trip)."""
     return scores.get(steps, scores.get(str(steps)))
-
-
-def markdown(report: dict[str, Any]) -> str:
-    """The report: recipes, the inference sweep, non-square framing, verdicts."""
-    from ..metrics.bootstrap import describe
-    from ..metrics.fidelity import skill
-
-    b = report["budget"]
-    prior = report.get("prior")
-    lines = [
-        f"preset {b['preset']}, {b['size'][0]}x{b['size'][1]}, {b['steps']} steps x batch "
-        f"{b['batch']} per recipe (seed {report['seed']}"
-        + (f", init from {report['init_from']}" if report["init_from"] else ", from scratch")
-        + f"); val {b['num_val']} / test {b['num_test']} procedural scenes, least-squares aligned.",
-        "",
-        "## Recipes at equal compute (image -> depth AbsRel / delta1, test)",
-        "",
-        "Skill: 1 - AbsRel / the prior's AbsRel; the prior predicts the mean training depth "
-        "map for every image"
-        + (f" (test AbsRel {prior['test']['abs_rel']:.4f}, object pixels "
-           f"{prior['test']['object_abs_rel']:.4f}; val {prior['val']['abs_rel']:.4f})."
-           if prior else "."),
-        "",
-        "| recipe | train s | 1 step | 4 steps | 10 steps | skill / object skill, 1 step "
-        "| val 1 / 4 steps |",
-        "|---|---|---|---|---|---|---|",
-    ]  # fmt: skip
-    for name, r in report["recipes"].items():
-        cells = []
-        for s in (1, 4, 10):
-            t = _get(r["test"], s)
-            cells.append(f"{t['abs_rel']:.4f} / {t['delta1']:.3f}" if t else "")
-        one = _get(r["test"], 1)
-        cells.append(
-            f"{skill(one['abs_rel'], prior['test']['abs_rel']):.3f} / "
-            f"{skill(one['object_abs_rel'], prior['test']['object_abs_rel']):.3f}"
-            if prior and one and "object_abs_rel" in one
-            else ""
-        )
-        vals = [_get(r["val"], s) for s in (1, 4)]
-        val = " / ".join(f"{v['abs_rel']:.4f}" for v in vals if v)
-        lines.append(f"| {name} | {r['train_seconds']:.0f} | {' | '.join(cells)} | {val} |")
-    lines += reused_note({n: r.get("reused_from") for n, r in report["recipes"].items()})
-    lines += ["", "## Inference settings of the `mf` recipe", "",
-              "| setting | frame | evals/image | val AbsRel | test AbsRel | test delta1 "
-              "| test Spearman(unc, err) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
-    for r in report["sweep"]:
-        v = f"{r['val']['abs_rel']:.4f}" if r["val"] else ""
-        rho = r["test"].get("spearman")
-        lines.append(
-            f"| {r['setting']} | {r['frame']} | {r['evaluations']} | {v} "
-            f"| {r['test']['abs_rel']:.4f} | {r['test']['delta1']:.3f} "
-            f"| {'' if rho is None else f'{rho:.3f}'} |"
-        )
-    v = report["verdict"]
-    if v:
-        yes = {True: "met", False: "missed"}
-        gains = ", ".join(f"{g:+.1%}" for g in v["ensemble_gain"])
-        lines += [
-            "", "## Verdicts (test split; best setting chosen on val)", "",
-            f"- against the regressor trained with the same depth loss ({v['depth_loss']}: "
-            f"{v['regressor']}, test AbsRel {v['regressor_test_abs_rel']:.4f}) at the same "
-            f"inference compute (1 network evaluation per image): MF's best such setting on "
-            f"val, **{v['equal_compute_setting']}**, test AbsRel "
-            f"{v['equal_compute_test_abs_rel']:.4f}: ratio {v['ratio_to_regressor']:.3f} "
-            f"(target <= {REGRESSOR_RATIO_TARGET}: {yes[v['ratio_target_met']]})",
-            f"- at any inference compute: best setting on val **{v['best_setting']}** "
-            f"({v['best_evaluations']} evaluations per image), test AbsRel "
-            f"{v['best_test_abs_rel']:.4f}: ratio {v['best_ratio_to_regressor']:.3f} to the "
-            "regressor's one evaluation",
-            f"- {v['four_step_setting']} vs best: {v['four_step_gap']:+.1%} (target <= "
-            f"+{FOUR_STEP_TARGET:.0%}: {yes[v['four_step_target_met']]})",
-            f"- ensemble of {b['ensemble']} (median) vs one sample: {gains} "
-            f"({'helps' if v['ensemble_helps'] else 'does not help everywhere'})",
-            f"- Spearman(uncertainty, error) per image, mean: {v['spearman_mean']:.3f}",
-            f"- non-square (2:3) inputs, framing chosen on val: **{v.get('frame')}**",
-        ]  # fmt: skip
-        for name, ci in report.get("intervals", {}).items():
-            lines.append(f"- {name} ({ci['setting']}), 95% paired bootstrap over the "
-                         f"{ci['num_images']} test scenes: "
-                         f"{describe(ci, REGRESSOR_RATIO_TARGET)}")  # fmt: skip
-    curves = {n: r["x0_error_by_t"] for n, r in report["recipes"].items() if "x0_error_by_t" in r}
-    if curves:
-        levels = [r["t"] for r in next(iter(curves.values()))]
-        lines += ["", "## One-call depth estimate vs noise level (val AbsRel; image clean, the "
-                  "ground-truth depth noised to t; t = 1 is the 1-step readout)", "",
-                  "| recipe | " + " | ".join(f"t={t:g}" for t in levels) + " |",
-                  "|---|" + "---|" * len(levels)]  # fmt: skip
-        for name, rows in curves.items():
-            lines.append(f"| {name} | " + " | ".join(f"{r['abs_rel']:.4f}" for r in rows) + " |")
-    lines += failures_section(report)
-    return "\n".join(lines)
-
-
-def plot(report: dict[str, Any], out: Path) -> list[Path]:
-    """accuracy_vs_steps.png and accuracy_vs_time.png."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths = []
-    fig, ax = plt.subplots(figsize=(6, 4))
-    plain = [r for r in report["sweep"] if r["frame"] == "square" and r["ensemble"] == 1
-             and not r["shift_mu"] and r["t_min"] is None]  # fmt: skip
-    for solver in ("euler", "heun"):
-        rows = sorted((r for r in plain if r["solver"] == solver), key=lambda r: r["evaluations"])
-        if rows:
-            ax.plot([r["evaluations"] for r in rows], [r["test"]["abs_rel"] for r in rows],
-                    marker="o", label=f"MF, {solver}")  # fmt: skip
-    ens = [r for r in report["sweep"] if r["ensemble"] > 1 and r["reduction"] == "median"]
-    if ens:
-        ax.scatter([r["evaluations"] for r in ens], [r["test"]["abs_rel"] for r in ens],
-                   marker="s", color="C2", label="MF, ensemble (median)", zorder=3)  # fmt: skip
-    regressors = [(n, r) for n, r in report["recipes"].items() if r["regressor"]]
-    for (name, r), ls in zip(regressors, ("--", ":", "-."), strict=False):
-        ax.axhline(_get(r["test"], 1)["abs_rel"], color="k", ls=ls, label=name)
-    ax.set(xscale="log", xlabel="network evaluations per image", ylabel="test AbsRel",
-           title="image -> depth accuracy vs sampling steps")  # fmt: skip
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    paths.append(save_figure(fig, out / "accuracy_vs_steps.png"))
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for i, (name, r) in enumerate(report["recipes"].items()):
-        pts = r["curve"]
-        for steps, style in ((1, "-"), (4, ":")):
-            key = f"abs_rel@{steps}"
-            if pts and key in pts[0]:
-                ax.plot([p["seconds"] / 60 for p in pts], [p[key] for p in pts], style,
-                        marker="o", color=f"C{i}", label=f"{name}, {steps} step(s)")  # fmt: skip
-    ax.set(xlabel="training time (min)", ylabel="val AbsRel",
-           title="image -> depth accuracy vs training time")  # fmt: skip
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    paths.append(save_figure(fig, out / "accuracy_vs_time.png"))
-    curves = {n: r["x0_error_by_t"] for n, r in report["recipes"].items() if "x0_error_by_t" in r}
-    if curves:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for name, rows in curves.items():
-            ax.plot([r["t"] for r in rows], [r["abs_rel"] for r in rows], marker="o", label=name)
-        ax.set(xlabel="depth noise level t (image clean)", ylabel="val AbsRel of x0 estimate",
-               title="one-call depth estimate vs noise level")  # fmt: skip
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        paths.append(save_figure(fig, out / "x0_error_vs_t.png"))
-    return paths
 
 
 def load_model(ckpt: str | Path) -> Any:
@@ -544,14 +401,3 @@ def load_model(ckpt: str | Path) -> Any:
     from ..inference.pipeline import ModalityForcingPipeline
 
     return ModalityForcingPipeline.from_pretrained(ckpt, device="cpu").model
-
-
-def save_figure(fig: Any, path: Path) -> Path:
-    """Write a matplotlib figure as PNG (creating the folder) and close it."""
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..metrics.bootstrap import describe
 from .common import failures_section
-from .depth import save_figure
+from .depth_report import save_figure
 from .runs import reused_note
 
 

@@ -11,7 +11,7 @@ LiDAR hits every row of its elevation band, so lidar:32 and lidar:64 would coinc
 resized to the training size. Each model predicts image -> depth on the same dense held-out test
 scenes, prepared the same way, scored with per-image least-squares scale and shift (AbsRel,
 delta1). Targets (issue #6): sparse within 15% relative AbsRel of dense; the mixture at least as
-good as dense alone.
+good as dense alone. The report: `bench/sparse_report.py`.
 """
 
 from __future__ import annotations
