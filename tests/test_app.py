@@ -332,6 +332,10 @@ def test_browser_runs_every_tab(tmp_path):
         open_tab("Depth -> Image")
         first = f"({panel}//div[contains(@class, 'table')][contains(., '_depth.npy')])[1]"
         wait.until(ec.element_to_be_clickable((By.XPATH, first))).click()
+        # run only once an example's depth file is in the input (a run before it has loaded
+        # gets no depth and never reports "depth to image ... steps")
+        loaded = f"{panel}//a[contains(@href, '_depth.npy')]"
+        wait.until(ec.presence_of_element_located((By.XPATH, loaded)))
         run("run-depth-to-image", "depth to image", ["rgb.png"])
         # Image + Points -> Depth: the first example (an image and its known points)
         open_tab("Image + Points -> Depth")
