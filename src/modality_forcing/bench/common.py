@@ -80,14 +80,19 @@ def load_scenes(split: str, num: int, height: int, width: int) -> Scenes:
     from ..data.benchmarks import get_benchmark
 
     bench = get_benchmark("procedural", None, split=split, num=num, height=height, width=width)
-    samples = [bench[i] for i in range(len(bench))]
+    return scenes_from_samples([bench[i] for i in range(len(bench))], tuple(bench.depth_range))
+
+
+def scenes_from_samples(samples: list[dict[str, Any]], depth_range: tuple[float, float]
+                        ) -> Scenes:  # fmt: skip
+    """Procedural samples (`image`, `depth`, `valid_mask`, `instance`, `caption`) as `Scenes`."""
     images = np.stack([np.asarray(s["image"]) for s in samples])
     mask = torch.from_numpy(np.stack([np.asarray(s["valid_mask"]) for s in samples])).bool()
     return Scenes(
         images=torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1,
         depth=torch.from_numpy(np.stack([np.asarray(s["depth"]) for s in samples])).double(),
         mask=mask,
-        depth_range=tuple(bench.depth_range),
+        depth_range=tuple(depth_range),
         captions=[str(s.get("caption", "")) for s in samples],
         objects=torch.from_numpy(
             np.stack([np.asarray(s["instance"]) >= FIRST_OBJECT_INSTANCE for s in samples])
@@ -104,9 +109,14 @@ def prior_scores(size: tuple[int, int], **splits: Scenes) -> dict[str, dict[str,
     from ..metrics.scenes import mean_depth_map
 
     prior = mean_depth_map(SceneConfig(height=size[0], width=size[1]))
-    return {name: aligned_scores(prior.expand_as(s.depth), s.depth, s.mask, s.depth_range,
-                                 objects=s.objects)[1]
-            for name, s in splits.items()}  # fmt: skip
+    return {name: score_prior(prior, s) for name, s in splits.items()}
+
+
+def score_prior(prior: torch.Tensor, scenes: Scenes) -> dict[str, float]:
+    """A depth map `prior` [H, W] predicted for every scene, scored like a model
+    (`aligned_scores`: least squares, with object AbsRel when the scenes know their objects)."""
+    return aligned_scores(prior.expand_as(scenes.depth), scenes.depth, scenes.mask,
+                          scenes.depth_range, objects=scenes.objects)[1]  # fmt: skip
 
 
 def nan_failures(report: Any, path: str = "") -> list[str]:

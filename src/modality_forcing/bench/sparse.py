@@ -25,7 +25,7 @@ from typing import Any
 from ..config import resolve_train_config, to_dict
 from ..flow.fill import FILLS, check_fill
 from ..metrics.fidelity import skill
-from .common import Budget
+from .common import Budget, scenes_from_samples, score_prior
 from .progress import bench_bar
 from .runs import same_config, train_cached, write_json
 
@@ -323,12 +323,7 @@ def held_out_prior_scores(budget: SparseBudget, scenes: Any) -> dict[str, float]
     """The mean training depth map (training scenes rendered and fitted like the held-out ones)
     predicted for every held-out scene, scored like a model: AbsRel, delta1 and AbsRel on object
     pixels, full frame and in the LiDAR band (the baseline of the report's skills)."""
-    import numpy as np
-    import torch
-
     from ..data.procedural import SceneConfig
-    from ..data.scene_graph import FIRST_OBJECT_INSTANCE
-    from ..metrics.alignment import aligned_scores
     from ..metrics.scenes import mean_depth_map
 
     (height, width), scale = budget.size, budget.sensor_scale
@@ -336,14 +331,8 @@ def held_out_prior_scores(budget: SparseBudget, scenes: Any) -> dict[str, float]
                            size=(height, width))  # fmt: skip
     out = {}
     for part, samples in (("", scenes), ("_in_band", in_band(scenes))):
-        depth = torch.from_numpy(np.stack([np.asarray(s["depth"]) for s in samples])).double()
-        mask = torch.from_numpy(np.stack([np.asarray(s["valid_mask"]) for s in samples])).bool()
-        objects = torch.from_numpy(np.stack([np.asarray(s["instance"]) >= FIRST_OBJECT_INSTANCE
-                                             for s in samples]))  # fmt: skip
-        scores = aligned_scores(prior.expand_as(depth), depth, mask, scenes.depth_range,
-                                objects=objects)[1]  # fmt: skip
-        out |= {f"abs_rel{part}": scores["abs_rel"], f"delta1{part}": scores["delta1"],
-                f"object_abs_rel{part}": scores["object_abs_rel"]}  # fmt: skip
+        scores = score_prior(prior, scenes_from_samples(samples, scenes.depth_range))
+        out |= {f"{k}{part}": scores[k] for k in ("abs_rel", "delta1", "object_abs_rel")}
     return out
 
 

@@ -182,6 +182,9 @@ def _score_sample(
     pred = pred.to(device)
     gt = torch.as_tensor(np.asarray(depth)).to(device)
     mask_t = torch.as_tensor(mask).to(device)
+    region = (
+        None if objects is None else (torch.as_tensor(objects).to(device) & mask_t.bool())[None]
+    )
     rows = []
     for name in protocols:
         result = align(pred, gt, mask_t, name, depth_range, prediction_space)
@@ -195,9 +198,8 @@ def _score_sample(
             "shift": float(result.shift[0]),
             **{m: float(values[m][0]) for m in METRICS},
         }
-        if objects is not None:
-            region = torch.as_tensor(objects).to(device) & mask_t.bool()
-            row[OBJECT_ABS_REL] = float(region_abs_rel(result.aligned, gt, region[None],
+        if region is not None:
+            row[OBJECT_ABS_REL] = float(region_abs_rel(result.aligned, gt, region,
                                                        depth_range[0])[0])  # fmt: skip
         rows.append(row)
     return rows
