@@ -7,6 +7,7 @@ CPU. Without torchrun everything here degrades to a single process.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
@@ -67,6 +68,10 @@ def shutdown(finished: bool = True) -> None:
         return
     if finished:
         dist.barrier()
+    # A finished trainer's wrapped model (DDP / FSDP, its gloo work) can outlive the call in a
+    # reference cycle and hold the group until the interpreter is torn down, where freeing it
+    # can abort the same way: free it now, while the group and the interpreter are whole.
+    gc.collect()
     dist.destroy_process_group()
 
 
