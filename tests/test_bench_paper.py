@@ -11,6 +11,8 @@ import torch
 from modality_forcing.bench.common import failures_section, nan_failures
 from modality_forcing.bench.paper import BUDGETS, CONSISTENCY, run_configs, verdicts
 from modality_forcing.bench.paper_eval import score_depth
+from modality_forcing.bench.runs import RunPool
+from modality_forcing.bench.score_cache import ScoreCache
 from modality_forcing.cli import main
 from modality_forcing.config import resolve_train_config
 from modality_forcing.metrics.bootstrap import verdict_word
@@ -121,10 +123,58 @@ def test_tiny_paper_bench_produces_every_section(tmp_path, capsys, monkeypatch):
     runs = json.loads((again / "paper.json").read_text())["runs"]
     assert {n: r["reused_from"] for n, r in runs.items()} == {n: str(out / n) for n in runs}
     assert "reused here (`--reuse-runs`)" in (again / "REPORT.md").read_text()
+    # The score folder alone (another machine: no run folders): nothing trained or loaded,
+    # and the same report.
+    monkeypatch.setattr("modality_forcing.bench.runs.RunPool.model", _no_loading)
+    fresh = tmp_path / "fresh"
+    main(["bench", "paper", "--budget", "tiny", "--out", str(fresh),
+          "--scores", str(out / "scores")])  # fmt: skip
+    seed0 = json.loads((out / "paper.json").read_text())
+    rebuilt = json.loads((fresh / "paper.json").read_text())
+    assert rebuilt["scores"]["found"] > 0 and not (fresh / "mf").exists()
+    assert "measurements were read back from the score folder" in (fresh / "REPORT.md").read_text()
+    for key in ("permutations", "shared_t", "shared_t_sweep", "scaling", "sparse",
+                "schedules_val", "schedules", "intervals", "verdicts"):  # fmt: skip
+        assert json.dumps(rebuilt[key]) == json.dumps(seed0[key]), key
+    assert [r["params"] for r in rebuilt["runs"].values()] == [
+        r["params"] for r in seed0["runs"].values()
+    ]
 
 
 def _no_training(*args, **kwargs):
     raise AssertionError("a finished run was trained again")
+
+
+def _no_loading(*args, **kwargs):
+    raise AssertionError("a run was loaded though its measurements are stored")
+
+
+def test_a_stored_measurement_is_found_only_for_the_same_training_and_settings(tmp_path):
+    """The key of a stored measurement: what each run trains (wherever its folder is, its
+    pre-training included) and the settings; anything else measures again."""
+    b = BUDGETS["tiny"]
+    configs = run_configs(b, tmp_path / "a", seed=0)
+    calls = []
+
+    def measure(configs, run="mf", settings=None):
+        def fn():
+            calls.append(run)
+            return {"call": len(calls) - 1}
+
+        cache = ScoreCache(tmp_path / "scores", RunPool(configs))
+        return cache.measure("x", [run], settings or {"steps": 1}, fn)["call"], cache.hits
+
+    assert measure(configs) == (0, 0)
+    assert measure(run_configs(b, tmp_path / "elsewhere", seed=0)) == (0, 1)  # other folders
+    assert measure(configs, settings={"steps": 2}) == (1, 0)
+    assert measure(run_configs(b, tmp_path / "a", seed=1)) == (2, 0)
+    assert measure({**configs, "mf": {**configs["mf"], "batch_size": 4}}) == (3, 0)
+    # a post-training run's key follows its pre-training run, found under other folders too
+    assert measure(configs, "mf-h32") == (4, 0)
+    assert measure(run_configs(b, tmp_path / "b", seed=0), "mf-h32") == (4, 1)
+    longer = {**configs, "t2i-h32": {**configs["t2i-h32"], "max_steps": 99}}
+    assert measure(longer, "mf-h32") == (5, 0)
+    assert len(calls) == 6
 
 
 def test_run_plan_is_equal_compute_and_pretrains_before_post_training(tmp_path):

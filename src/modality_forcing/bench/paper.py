@@ -24,22 +24,17 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-from .common import REPLACEMENTS, Budget, load_scenes, prior_scores
-from .depth import DepthBudget, Setting, load_model, recipe_config
-from .paper_eval import (
-    Estimator,
-    abs_rel_per_image,
-    depth_to_image,
-    image_to_depth,
-    joint,
-)
+from .common import REPLACEMENTS, Budget, prior_scores
+from .depth import DepthBudget, recipe_config
+from .paper_measure import JUDGES, PaperMeasures
 from .progress import bench_bar
-from .runs import publish, train_in_order
+from .runs import RunPool, publish
+from .score_cache import ScoreCache
 
 CONSISTENCY = "consistency_abs_rel[regressor]"
 
@@ -146,136 +141,117 @@ def _pretrain_then_mf(
     )  # fmt: skip
 
 
-def _params(model: Any) -> int:
-    from ..model.mmdit import count_parameters
-
-    return count_parameters(model.dit)
-
-
 def run_paper_benchmark(
     out_dir: str | Path = "bench_out/paper", budget: str | PaperBudget = "small", seed: int = 0,
     precision: str | None = None, device: str | None = None,
-    reuse_runs: list[str] | tuple[str, ...] = (),
+    reuse_runs: list[str] | tuple[str, ...] = (), scores_dir: str | Path | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Train every run, measure the six claims, write paper.json, REPORT.md and plots.
     `precision` and `device` override the budget's; `reuse_runs`: folders of other benchmarks
-    whose finished runs of the same training config are used instead (`runs.find_finished`)."""
+    whose finished runs of the same training config are used instead (`runs.find_finished`);
+    `scores_dir` (default OUT/scores): where every measurement is stored, and found again by
+    a later call (`score_cache`): a run whose measurements are all there is not trained."""
     from .paper_report import markdown, plot
 
     if isinstance(budget, str) and budget not in BUDGETS:
         raise ValueError(f"unknown budget '{budget}'; choose from {list(BUDGETS)}")
     b = BUDGETS[budget] if isinstance(budget, str) else budget
     b = replace(b, precision=precision or b.precision, device=device or b.device)
-    # image -> depth at the run's precision, k steps
-    estimator = partial(Estimator, size=b.size, precision=b.precision)
     out = Path(out_dir)
     configs = run_configs(b, out, seed)
-    runs = bench_bar(list(configs.items()), "paper: training runs")
-    trained = train_in_order(runs, reuse_runs)
+    pool = RunPool(configs, reuse_runs)
+    cache = ScoreCache(out / "scores" if scores_dir is None else scores_dir, pool)
+    m = PaperMeasures(b, pool, cache, seed)
     claims = bench_bar(None, "paper: claims", total=6)
-    models = {name: load_model(run["final"]) for name, run in trained.items()}
-    scenes = load_scenes("test", b.num_eval, *b.size)
-    n, k = b.sample_steps, b.depth_steps
-    own = {name: estimator(m, Setting(k)) for name, m in models.items()}
-    reg = estimator(models["regressor"], Setting(1))
-    report: dict[str, Any] = {
-        "budget": asdict(b), "seed": seed,
-        "runs": {k: {"steps": r["steps"], "train_seconds": r["train_seconds"],
-                     "params": _params(models[k]), "config": str(Path(configs[k]["out_dir"])),
-                     "reused_from": r.get("reused_from")}
-                 for k, r in trained.items()},
-    }  # fmt: skip
-
+    # Claims in the order of the runs they train (judges first), so a sitting that stops
+    # part-way has stored every measurement of the runs it trained.
     # 1. One model, every permutation, against dedicated single-task models.
+    own = {name: m.own_image_to_depth(name) for name in JUDGES}
     s1: dict[str, Any] = {
         "image_to_depth": {
-            "mf": image_to_depth(own["mf"], scenes),
-            "regressor (dedicated)": image_to_depth(reg, scenes),
-            "mean training depth": {"least_squares": prior_scores(b.size, test=scenes)["test"]},
+            "mf": own["mf"]["scores"],
+            "regressor (dedicated)": own["regressor"]["scores"],
+            "mean training depth": {
+                "least_squares": prior_scores(b.size, test=m.scenes("test"))["test"]},
         },
-        "depth_to_image": {
-            name: depth_to_image(models[name], scenes, n, {"mf": own["mf"], "regressor": reg},
-                                 seed, precision=b.precision)
-            for name in ("mf", "d2i-only")
-        },
-        "joint": {
-            name: joint(models[name], scenes.captions, b.size, n,
-                        {"mf": own["mf"], "regressor": reg}, seed=seed, precision=b.precision)
-            for name in ("mf", "joint-only")
-        },
+        "depth_to_image": {name: m.depth_to_image(name) for name in ("mf", "d2i-only")},
+        "joint": {name: m.joint(name) for name in ("mf", "joint-only")},
     }  # fmt: skip
-    report["permutations"] = s1
     claims.update()
-
+    # 6. Schedules: tilt and step count chosen on val, reported on test.
+    schedules = {split: _schedules(m, split) for split in ("val", "test")}
     # 2. Separate noise levels vs one shared t (image -> depth by replacement): each model's
     # sampler chosen on val over the same grid, the baseline's also over its noise handling.
-    val = load_scenes("val", b.num_eval, *b.size)
     # `joint-only` has separate noise levels but was never trained with a clean image: it
     # separates "separate noise levels" from "dedicated image -> depth training".
     tuned = {
-        "mf": _tuned_on_val(models["mf"], ("image_to_depth",), b, val),
-        "joint-only (separate t, no clean-image training)": _tuned_on_val(
-            models["joint-only"], ("image_to_depth",), b, val),
-        "shared-t (replacement)": _tuned_on_val(models["shared-t"], REPLACEMENTS, b, val),
+        "mf": m.tuned_on_val("mf", ("image_to_depth",)),
+        "joint-only (separate t, no clean-image training)":
+            m.tuned_on_val("joint-only", ("image_to_depth",)),
+        "shared-t (replacement)": m.tuned_on_val("shared-t", REPLACEMENTS),
     }  # fmt: skip
-    tuned_estimators = {name: t.pop("estimator") for name, t in tuned.items()}
-    report["shared_t"] = {name: image_to_depth(e, scenes) for name, e in tuned_estimators.items()}
-    report["shared_t_sweep"] = tuned
     claims.update()
-
-    # 3. Against a dedicated estimator of the same size and compute.
-    report["regressor"] = regressor_comparison(s1["image_to_depth"])
-    claims.update()
-
     # 4. Scaling with model size and with T2I data.
-    report["scaling"] = {
-        "size": [_scaling_row(name, models, own, scenes) for name, _, _ in b.sizes],
-        "data": [_scaling_row(f"data{k}" if k else _main_size(b), models, own, scenes, k)
+    scaling = {
+        "size": [_scaling_row(m, name) for name, _, _ in b.sizes],
+        "data": [_scaling_row(m, f"data{k}" if k else _main_size(b), k)
                  for k in b.data_amounts],
     }  # fmt: skip
     claims.update()
-
     # 5. Sparse depth.
-    report["sparse"] = {
-        key: image_to_depth(own[key], scenes, ("least_squares",))["least_squares"]
-        for key in configs if key.startswith("sparse-")
+    sparse = {key: m.own_image_to_depth(key)["scores"]["least_squares"]
+              for key in configs if key.startswith("sparse-")}  # fmt: skip
+    claims.update()
+    report: dict[str, Any] = {
+        "budget": asdict(b), "seed": seed,
+        "runs": {name: {**m.run_info(name), "config": str(Path(configs[name]["out_dir"]))}
+                 for name in configs},
+        "permutations": s1,
+        "shared_t": {name: t["test"]["scores"] for name, t in tuned.items()},
+        "shared_t_sweep": {name: {k: t[k] for k in ("val", "chosen")}
+                           for name, t in tuned.items()},
+        # 3. Against a dedicated estimator of the same size and compute.
+        "regressor": regressor_comparison(s1["image_to_depth"]),
+        "scaling": scaling, "sparse": sparse,
+        "schedules_val": schedules["val"], "schedules": schedules["test"],
     }  # fmt: skip
-    claims.update()
-
-    # 6. Schedules: tilt and step count chosen on val, reported on test.
-    report["schedules_val"] = _schedules(models["mf"], reg, val, b, seed)
-    report["schedules"] = _schedules(models["mf"], reg, scenes, b, seed)
-    claims.update()
+    claims.update(2)
     claims.close()
-    claim2 = {"mf (tuned)": tuned_estimators["mf"],
-              "shared-t": tuned_estimators["shared-t (replacement)"]}  # fmt: skip
-    report["intervals"] = _intervals(b, {**own, **claim2}, reg, scenes, seed)
+    tuned_test = {"mf (tuned)": tuned["mf"]["test"],
+                  "shared-t": tuned["shared-t (replacement)"]["test"]}  # fmt: skip
+
+    def per_image(name: str) -> list[float]:
+        return (tuned_test.get(name) or m.own_image_to_depth(name))["per_image"]
+
+    report["intervals"] = _intervals(b, list(configs), per_image, seed)
     report["verdicts"] = verdicts(report)
+    report["scores"] = {"folder": str(cache.folder), "found": cache.hits}
     publish(report, out, "paper.json", markdown, plot)
     return report
 
 
-def _intervals(
-    b: PaperBudget, own: dict[str, Estimator], reg: Estimator, scenes: Any, seed: int
-) -> dict[str, dict[str, float]]:
+def _intervals(b: PaperBudget, runs: list[str], per_image: Callable[[str], list[float]],
+               seed: int) -> dict[str, dict[str, float]]:  # fmt: skip
     """AbsRel ratios of the compared models with paired bootstrap intervals over the test
-    scenes: is a difference larger than the choice of test scenes explains? (The estimators
-    reuse the predictions the sections above already made.)"""
+    scenes (`per_image(name)`: least-squares AbsRel of each image): is a difference larger
+    than the choice of test scenes explains?"""
+    import torch
+
     from ..metrics.bootstrap import paired_ratio_ci
 
     sizes = [f"mf-{name}" for name, _, _ in b.sizes]
     main = f"mf-{_main_size(b)}"
-    sparse = [key for key in own if key.startswith("sparse-") and key != "sparse-dense"]
+    sparse = [key for key in runs if key.startswith("sparse-") and key != "sparse-dense"]
     pairs = [("2", "mf (tuned)", "shared-t"), ("3", "mf", "regressor"),
              *(("4", big, small) for small, big in itertools.pairwise(sizes)),
              *(("4", main, f"mf-data{n}") for n in b.data_amounts if n),
              *(("5", key, "sparse-dense") for key in sparse)]  # fmt: skip
-    estimators = {**own, "regressor": reg}
-    per_image = {name: abs_rel_per_image(estimators[name], scenes)
-                 for name in {x for _, a, c in pairs for x in (a, c)}}  # fmt: skip
-    return {f"{claim}: {a} / {c}": {**paired_ratio_ci(per_image[a], per_image[c], seed=seed),
-                                    "per_image": [per_image[a].tolist(), per_image[c].tolist()]}
-            for claim, a, c in pairs}  # fmt: skip
+    out = {}
+    for claim, a, c in pairs:
+        values = [per_image(a), per_image(c)]
+        x, y = (torch.tensor(v, dtype=torch.float64) for v in values)
+        out[f"{claim}: {a} / {c}"] = {**paired_ratio_ci(x, y, seed=seed), "per_image": values}
+    return out
 
 
 def _main_size(b: PaperBudget) -> str:
@@ -283,51 +259,24 @@ def _main_size(b: PaperBudget) -> str:
     return next(name for name, preset, model in b.sizes if preset == b.preset and not model)
 
 
-def _scaling_row(name: str, models: dict[str, Any], own: dict[str, Estimator], scenes: Any,
-                 num_scenes: int | None = None) -> dict[str, Any]:  # fmt: skip
-    scores = image_to_depth(own[f"mf-{name}"], scenes, ("least_squares",))["least_squares"]
-    return {"name": name, "params": _params(models[f"mf-{name}"]), "t2i_scenes": num_scenes,
+def _scaling_row(m: PaperMeasures, name: str, num_scenes: int | None = None) -> dict[str, Any]:
+    run = f"mf-{name}"
+    scores = m.own_image_to_depth(run)["scores"]["least_squares"]
+    return {"name": name, "params": m.run_info(run)["params"], "t2i_scenes": num_scenes,
             **scores}  # fmt: skip
 
 
-def _schedules(model: Any, reg: Estimator, scenes: Any, b: PaperBudget, seed: int
-               ) -> dict[str, Any]:  # fmt: skip
-    """Claim 6 on one split: joint consistency per tilt, image -> depth per step count."""
+def _schedules(m: PaperMeasures, split: str) -> dict[str, Any]:
+    """Claim 6 on one split: joint consistency per tilt (judged by the regressor), image ->
+    depth per step count at the budget's shift."""
+    b = m.budget
     return {
-        "joint": {a: joint(model, scenes.captions, b.size, b.sample_steps, {"regressor": reg},
-                           log2_alpha=a, seed=seed, precision=b.precision) for a in b.alphas},
+        "joint": {a: m.joint("mf", split, a, ("regressor",)) for a in b.alphas},
         "image_to_depth_steps": {
-            k: image_to_depth(Estimator(model, Setting(k, shift_mu=b.i2d_shift), b.size,
-                                        precision=b.precision),
-                              scenes, ("least_squares",))["least_squares"]
+            k: m.image_to_depth("mf", k, b.i2d_shift, split=split,
+                                protocols=("least_squares",))["scores"]["least_squares"]
             for k in b.i2d_steps},
     }  # fmt: skip
-
-
-def _tuned_on_val(model: Any, modes: tuple[str, ...], b: PaperBudget, val: Any
-                  ) -> dict[str, Any]:  # fmt: skip
-    """Image -> depth of `model` over a grid of sampler settings (each of `modes`; 1, the MF
-    default and the generation step counts; time shift 0, 1.1 and 2), scored on val; the
-    setting with the lowest val AbsRel is chosen (an image that scores NaN ranks last)."""
-    grid = [
-        (mode, steps, shift)
-        for mode in modes
-        for steps in sorted({1, b.depth_steps, b.sample_steps})
-        for shift in ((0.0,) if steps == 1 else (0.0, 1.1, 2.0))  # 1 step: no shift to tune
-    ]
-    rows = []
-    for mode, steps, shift in grid:
-        setting = {"mode": mode, "steps": steps, "shift_mu": shift}
-        est = _chosen_estimator(model, setting, b)
-        rows.append({**setting, **image_to_depth(est, val, ("least_squares",))["least_squares"]})
-    best = min(rows, key=lambda r: (r["nan_images"], r["abs_rel"]))
-    chosen = {k: best[k] for k in ("mode", "steps", "shift_mu")}
-    return {"val": rows, "chosen": chosen, "estimator": _chosen_estimator(model, chosen, b)}
-
-
-def _chosen_estimator(model: Any, chosen: dict[str, Any], b: PaperBudget) -> Estimator:
-    return Estimator(model, Setting(chosen["steps"], shift_mu=chosen["shift_mu"]), b.size,
-                     mode=chosen["mode"], precision=b.precision)  # fmt: skip
 
 
 def regressor_comparison(image_to_depth_scores: dict[str, Any]) -> dict[str, float]:

@@ -67,6 +67,10 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {name} | {r['params'] / 1e6:.2f}M | {r['steps']} "
                      f"| {r['train_seconds']:.0f} |")  # fmt: skip
     lines += reused_note({name: r.get("reused_from") for name, r in report["runs"].items()})
+    if report.get("scores", {}).get("found"):
+        lines += ["", f"{report['scores']['found']} measurements were read back from the score "
+                  f"folder `{report['scores']['folder']}` (made by an earlier sitting with the "
+                  "same training configs and settings: `bench/score_cache.py`)."]  # fmt: skip
     s1 = report["permutations"]
     r1 = v["1_mf_vs_dedicated"]
     lines += [

@@ -60,19 +60,50 @@ def train_cached(config: dict[str, Any], reuse: Sequence[str | Path] = ()) -> di
 def train_in_order(
     runs: Iterable[tuple[str, dict[str, Any]]], reuse: Sequence[str | Path] = ()
 ) -> dict[str, dict[str, Any]]:
-    """`train_cached` each (name, config) in order. A later run that starts from an earlier
-    one's final checkpoint (`init_from`, e.g. MF post-training after T2I) starts from wherever
-    that run was found: the folder of another benchmark when it was reused from there."""
-    records: dict[str, dict[str, Any]] = {}
-    moved: dict[str, str] = {}  # a reused run's final in this benchmark's folder -> where it is
-    for name, config in runs:
-        start = config.get("init_from")
-        if start is not None and str(start) in moved:
-            config = {**config, "init_from": moved[str(start)]}
-        records[name] = train_cached(config, reuse)
-        if records[name].get("reused_from"):
-            moved[str(Path(config["out_dir"]) / "final")] = records[name]["final"]
-    return records
+    """`train_cached` each (name, config) in order (`RunPool.record`)."""
+    pool = RunPool(dict(runs), reuse)
+    return {name: pool.record(name) for name in pool.configs}
+
+
+class RunPool:
+    """A benchmark's runs ({name: config for `resolve_train_config`}), each trained (or found:
+    `train_cached`) and loaded only when first asked for, so a measurement found in a score
+    cache (`bench/score_cache.py`) needs no training at all. A run that starts from another
+    run's final checkpoint (`init_from`, e.g. MF post-training after T2I) has that run
+    trained first, and starts from wherever it was found: the folder of another benchmark
+    when it was reused from there."""
+
+    def __init__(self, configs: dict[str, dict[str, Any]], reuse: Sequence[str | Path] = ()
+                 ) -> None:  # fmt: skip
+        self.configs, self.reuse = configs, tuple(reuse)
+        self._records: dict[str, dict[str, Any]] = {}
+        self._models: dict[str, Any] = {}
+
+    def parent(self, name: str) -> str | None:
+        """The run of this pool whose final checkpoint `name` starts from, if any."""
+        start = self.configs[name].get("init_from")
+        if start is None:
+            return None
+        return next((other for other, c in self.configs.items()
+                     if Path(start) == Path(c["out_dir"]) / "final"), None)  # fmt: skip
+
+    def record(self, name: str) -> dict[str, Any]:
+        """The run's `train_cached` record (training it now if it is neither finished here nor
+        found under `reuse`)."""
+        if name not in self._records:
+            config, parent = self.configs[name], self.parent(name)
+            if parent is not None and self.record(parent).get("reused_from"):
+                config = {**config, "init_from": self.record(parent)["final"]}
+            self._records[name] = train_cached(config, self.reuse)
+        return self._records[name]
+
+    def model(self, name: str) -> Any:
+        """The run's final network, on the CPU (trained first if need be)."""
+        if name not in self._models:
+            from .depth import load_model
+
+            self._models[name] = load_model(self.record(name)["final"])
+        return self._models[name]
 
 
 def seconds_before_resume(run_dir: Path, resolved: dict[str, Any]) -> float | None:

@@ -86,12 +86,15 @@ def markdown(combined: dict[str, Any]) -> str:
 
 def run_paper_seeds(out_dir: str | Path, budget: Any, seeds: list[int], **kwargs: Any
                     ) -> dict[str, Any]:  # fmt: skip
-    """`bench paper` once per seed (`kwargs`: `run_paper_benchmark`'s), then its comparisons
-    over the seeds."""
+    """`bench paper` once per seed (`kwargs`: `run_paper_benchmark`'s; a `scores_dir` holds
+    one folder per seed, `seed<S>`), then its comparisons over the seeds."""
     from .paper import run_paper_benchmark
 
+    scores = kwargs.pop("scores_dir", None)
+
     def run_one(out: Path, seed: int) -> dict[str, Any]:
-        return run_paper_benchmark(out, budget, seed=seed, **kwargs)
+        per_seed = None if scores is None else Path(scores) / f"seed{seed}"
+        return run_paper_benchmark(out, budget, seed=seed, scores_dir=per_seed, **kwargs)
 
     def choices(report: dict[str, Any]) -> dict[str, Any]:
         v = report["verdicts"]

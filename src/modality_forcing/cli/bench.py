@@ -82,7 +82,8 @@ def _depth(args: argparse.Namespace) -> None:
 
 
 def _paper(args: argparse.Namespace) -> None:
-    kwargs = {"precision": args.precision, "device": args.device, "reuse_runs": args.reuse_runs}
+    kwargs = {"precision": args.precision, "device": args.device, "reuse_runs": args.reuse_runs,
+              "scores_dir": args.scores}  # fmt: skip
     if args.seeds:
         from ..bench.seeds import run_paper_seeds
 
@@ -309,6 +310,11 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     p = _suite(suites, "paper", "the paper's six claims in miniature", "bench_out/paper",
                "report folder (REPORT.md, paper.json, plots)")  # fmt: skip
     _add_budget(p, "bench/paper.py", ("tiny", "small", "medium"))
+    p.add_argument("--scores", default=None, metavar="DIR",
+                   help="where every measurement is stored and found again (default "
+                   "OUT/scores; with --seeds, DIR/seed<S>): a run whose measurements are all "
+                   "there is not trained again, so a bench stopped on one machine goes on "
+                   "from this folder on another (bench/score_cache.py)")  # fmt: skip
     _add_reuse_runs(p)
     _add_seeds(p)
     add_hardware(p, default=None)
