@@ -103,12 +103,23 @@ def test_tiny_depth_bench_end_to_end(tmp_path, capsys, monkeypatch):
     assert json.loads((out / "depth.json").read_text())["sweep"] == sweep
     # another bench's folder: its finished runs of the same config are used, not trained again
     again = tmp_path / "again"
-    main(["bench", "depth", "--budget", "tiny", "--out", str(again), "--reuse-runs", str(top)])
+    scores = ["--scores", str(tmp_path / "scores")]
+    main(["bench", "depth", "--budget", "tiny", "--out", str(again), "--reuse-runs", str(top),
+          *scores])  # fmt: skip
     reused = json.loads((again / "depth.json").read_text())
     for name, r in reused["recipes"].items():
         assert r["reused_from"] == str(out / name)  # seed 0's runs (this bench's seed)
         assert r["test"] == report["recipes"][name]["test"] and r["curve"]
     assert "reused here (`--reuse-runs`)" in (again / "REPORT.md").read_text()
+    # the stored report alone (another machine, no run folders): found, nothing trained
+    fresh = tmp_path / "fresh"
+    main(["bench", "depth", "--budget", "tiny", "--out", str(fresh), *scores])
+    rebuilt = json.loads((fresh / "depth.json").read_text())
+    assert rebuilt["scores"]["found"] == 1 and not (fresh / "mf").exists()
+    assert json.dumps(rebuilt["intervals"]) == json.dumps(reused["intervals"])
+    # another seed is another training: not found (and would train)
+    with pytest.raises(AssertionError, match="trained again"):
+        main(["bench", "depth", "--budget", "tiny", "--out", str(fresh), *scores, "--seeds", "5"])
 
 
 def test_recipes_resolve_and_differ_only_where_they_say(tmp_path):

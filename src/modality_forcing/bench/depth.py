@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,8 @@ import numpy as np
 from ..sampling.config import SamplingConfig
 from .common import Budget, Scenes, Scorer, load_scenes, prior_scores
 from .progress import bench_bar
-from .runs import publish, train_cached
+from .runs import RunPool, publish, train_cached
+from .score_cache import ScoreCache
 from .x0_error import x0_error_by_t
 
 # Targets (issue #11): MF's best setting within 1.1x the regressor's AbsRel; 4 steps within 5% of
@@ -227,12 +229,15 @@ def run_depth_benchmark(
     precision: str | None = None,
     device: str | None = None,
     reuse_runs: list[str] | tuple[str, ...] = (),
+    scores_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train every recipe, score curves and the inference sweep; write depth.json, REPORT.md and
     plots into `out_dir`; print the report. Finished runs and scores are reused (resumable).
     `precision` and `device` override the budget's. `reuse_runs`: folders of other benchmarks
     (e.g. `bench paper`'s) whose finished runs with the same training config are used instead
-    of training (`runs.find_finished`)."""
+    of training (`runs.find_finished`). `scores_dir`: where the finished report is stored and
+    found again (`score_cache`: keyed by every run's training config, the budget and seed), so
+    a finished bench is rebuilt on another machine with no run folders."""
     if isinstance(budget, str) and budget not in BUDGETS:
         raise ValueError(f"unknown budget '{budget}'; choose from {list(BUDGETS)}")
     spec = BUDGETS[budget] if isinstance(budget, str) else budget
@@ -246,6 +251,26 @@ def run_depth_benchmark(
         if name not in recipes:
             recipes.append(name)
     configs = {r: recipe_config(r, spec, out / r, seed, init_from) for r in recipes}  # fail early
+    cache = ScoreCache(scores_dir, RunPool(configs, reuse_runs))
+    settings = {"budget": asdict(spec), "seed": seed, "init_from": init_from}
+    report = cache.measure(
+        "depth report",
+        list(configs),
+        settings,
+        lambda: _measure(spec, configs, out, seed, init_from, reuse_runs),
+    )
+    report["scores"] = {"folder": None if scores_dir is None else str(scores_dir),
+                        "found": cache.hits}  # fmt: skip
+    from .depth_report import markdown, plot
+
+    publish(report, out, "depth.json", markdown, plot)
+    return report
+
+
+def _measure(spec: DepthBudget, configs: dict[str, dict[str, Any]], out: Path, seed: int,
+             init_from: str | None, reuse_runs: Sequence[str]) -> dict[str, Any]:  # fmt: skip
+    """Every run trained and scored: the report of `run_depth_benchmark`."""
+    recipes = list(configs)
     height, width = spec.size
     val = load_scenes("val", spec.num_val, height, width)
     test = load_scenes("test", spec.num_test, height, width)
@@ -281,9 +306,6 @@ def run_depth_benchmark(
             report["sweep"] = sweep(run["final"], spec, val, test, wide, run_dir)
     report["verdict"] = verdict(report)
     report["intervals"] = intervals(report, out, spec, test)
-    from .depth_report import markdown, plot
-
-    publish(report, out, "depth.json", markdown, plot)
     return report
 
 

@@ -93,8 +93,8 @@ def run_paper_seeds(out_dir: str | Path, budget: Any, seeds: list[int], **kwargs
     scores = kwargs.pop("scores_dir", None)
 
     def run_one(out: Path, seed: int) -> dict[str, Any]:
-        per_seed = None if scores is None else Path(scores) / f"seed{seed}"
-        return run_paper_benchmark(out, budget, seed=seed, scores_dir=per_seed, **kwargs)
+        return run_paper_benchmark(out, budget, seed=seed, scores_dir=_per_seed(scores, seed),
+                                   **kwargs)  # fmt: skip
 
     def choices(report: dict[str, Any]) -> dict[str, Any]:
         v = report["verdicts"]
@@ -109,12 +109,16 @@ def run_paper_seeds(out_dir: str | Path, budget: Any, seeds: list[int], **kwargs
 
 def run_depth_seeds(out_dir: str | Path, budget: Any, seeds: list[int], **kwargs: Any
                     ) -> dict[str, Any]:  # fmt: skip
-    """`bench depth` once per seed (`kwargs`: `run_depth_benchmark`'s), then MF against the
-    same-loss regressor over the seeds (target: within 10%)."""
+    """`bench depth` once per seed (`kwargs`: `run_depth_benchmark`'s; a `scores_dir` holds
+    one folder per seed, `seed<S>`), then MF against the same-loss regressor over the seeds
+    (target: within 10%)."""
     from .depth import REGRESSOR_RATIO_TARGET, run_depth_benchmark
 
+    scores = kwargs.pop("scores_dir", None)
+
     def run_one(out: Path, seed: int) -> dict[str, Any]:
-        return run_depth_benchmark(out, budget, seed=seed, **kwargs)
+        return run_depth_benchmark(out, budget, seed=seed, scores_dir=_per_seed(scores, seed),
+                                   **kwargs)  # fmt: skip
 
     def choices(report: dict[str, Any]) -> dict[str, Any]:
         v = report["verdict"]
@@ -123,3 +127,8 @@ def run_depth_seeds(out_dir: str | Path, budget: Any, seeds: list[int], **kwargs
 
     return run_over_seeds("depth", out_dir, seeds, run_one,
                           lambda name: REGRESSOR_RATIO_TARGET, choices)  # fmt: skip
+
+
+def _per_seed(scores_dir: str | Path | None, seed: int) -> Path | None:
+    """One seed's folder of a suite's score folder."""
+    return None if scores_dir is None else Path(scores_dir) / f"seed{seed}"

@@ -72,7 +72,7 @@ def _depth(args: argparse.Namespace) -> None:
 
     kwargs = {"recipes": args.recipes, "init_from": args.init_from, "steps": args.train_steps,
               "precision": args.precision, "device": args.device,
-              "reuse_runs": args.reuse_runs}  # fmt: skip
+              "reuse_runs": args.reuse_runs, "scores_dir": args.scores}  # fmt: skip
     if args.seeds:
         from ..bench.seeds import run_depth_seeds
 
@@ -131,6 +131,15 @@ def _add_reuse_runs(p: argparse.ArgumentParser) -> None:
                    help="folders of other benchmarks (e.g. a `bench paper` or `bench sparse` "
                    "OUT) searched for finished runs with the same training config (checkpoint "
                    "cadence aside), used instead of training them again")  # fmt: skip
+
+
+def _add_scores(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--scores",
+        default=None,
+        metavar="DIR",
+        help=f"where {what} (with --seeds: DIR/seed<S>; bench/score_cache.py)",
+    )
 
 
 def _add_seeds(p: argparse.ArgumentParser) -> None:
@@ -302,6 +311,8 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--train-steps", type=int, default=None, help="override the budget's steps")
     p.add_argument("--init-from", default=None, help="start each run from a checkpoint")
+    _add_scores(p, "the finished report is stored, and found again by the same bench on any "
+                "machine without retraining (default: not stored)")  # fmt: skip
     _add_reuse_runs(p)
     _add_seeds(p)
     add_hardware(p, default=None)
@@ -310,11 +321,9 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     p = _suite(suites, "paper", "the paper's six claims in miniature", "bench_out/paper",
                "report folder (REPORT.md, paper.json, plots)")  # fmt: skip
     _add_budget(p, "bench/paper.py", ("tiny", "small", "medium"))
-    p.add_argument("--scores", default=None, metavar="DIR",
-                   help="where every measurement is stored and found again (default "
-                   "OUT/scores; with --seeds, DIR/seed<S>): a run whose measurements are all "
-                   "there is not trained again, so a bench stopped on one machine goes on "
-                   "from this folder on another (bench/score_cache.py)")  # fmt: skip
+    _add_scores(p, "every measurement is stored and found again (default OUT/scores): a run "
+                "whose measurements are all there is not trained again, so a bench stopped on "
+                "one machine goes on from this folder on another")  # fmt: skip
     _add_reuse_runs(p)
     _add_seeds(p)
     add_hardware(p, default=None)
