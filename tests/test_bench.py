@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from modality_forcing.bench.data_speed import run_data_benchmark
+from modality_forcing.bench.step_timing import training_captions
 from modality_forcing.bench.throughput import (
     GemmBudget,
     ThroughputConfig,
@@ -35,7 +36,9 @@ def test_throughput_report_is_complete(tmp_path, capsys):
     assert max(saved["gemm_peak_size"].values()) <= 64
     row = report["results"][0]
     assert row["tokens_per_modality"] == 16
-    assert row["text_tokens"] == 15  # BOS + the caption's 14 words, not the padded 16
+    # a training batch's text: BOS + the longest caption's words (capped at the encoder's 16)
+    longest = max(len(c.split()) for c in training_captions(row["batch"]))
+    assert row["text_tokens"] == min(16, 1 + longest)
     for name in ("t2i", "mf"):
         m = row[name]
         assert m["samples_per_s"] > 0 and m["mfu"] > 0 and math.isfinite(m["us_per_token"])

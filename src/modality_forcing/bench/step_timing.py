@@ -61,20 +61,29 @@ class TrainStep:
         return sum(t.numel() * t.element_size() for t in [*self.model.parameters(), *state])
 
 
-CAPTION = "a red sphere left of a blue striped box on a gray checkered floor"  # a typical one
+def training_captions(batch: int) -> list[str]:
+    """The captions of the first `batch` procedural training scenes: a batch's text as the
+    trainer sees it (the text encoder pads every caption to the batch's longest, ~50 tokens
+    against a mean of ~28), without rendering the scenes."""
+    from ..data.procedural import SceneConfig
+    from ..data.scene_graph import caption_scene, sample_scene
+    from ..data.splits import split_seeds
+
+    cfg = SceneConfig()
+    return [caption_scene(sample_scene(int(s), cfg)) for s in split_seeds("train", batch, 0)]
 
 
 def train_step_fn(model: nn.Module, modalities: tuple[str, ...], batch: int,
                   resolution: tuple[int, int], choice: PrecisionChoice) -> TrainStep:  # fmt: skip
     """The trainer's own forcing step (`training.step.forcing_loss`: draws, flow path, loss) of
-    stage t2i (image only) or mf, on a synthetic batch with a procedural caption."""
+    stage t2i (image only) or mf, on a synthetic batch with procedural training captions."""
     device = next(model.parameters()).device
     h, w = resolution
     data = {
         "image": torch.rand(batch, 3, h, w, device=device) * 2 - 1,
         "depth": torch.rand(batch, 1, h, w, device=device) + 0.5,
         "valid_mask": torch.ones(batch, 1, h, w, dtype=torch.bool, device=device),
-        "caption": [CAPTION] * batch,
+        "caption": training_captions(batch),
     }
     cfg = TrainConfig(model=model.cfg, stage="mf" if DEPTH in modalities else "t2i")
     return TrainStep(model, lambda: forcing_loss(model, data, cfg).total, choice.autocast,

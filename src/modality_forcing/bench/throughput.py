@@ -34,13 +34,13 @@ from ..model.mmdit import count_parameters, flops_per_token, transformer_blocks
 from ..precision import PrecisionChoice, cpu_name, pick_device, resolve_precision
 from .progress import bench_bar
 from .step_timing import (
-    CAPTION,
     OP_GROUPS,
     profile_step,
     step_peak_memory_mb,
     sync,
     time_train_step,
     train_step_fn,
+    training_captions,
 )
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
@@ -182,8 +182,8 @@ def measure_preset(
     _, gh, gw = model.grid_shape(IMAGE, h, w)
     p = model.patch_size(IMAGE)
     tokens = (gh // p) * (gw // p)
-    with torch.no_grad():  # the DiT sees the caption's tokens, not the padding
-        text = model.text_encoder([CAPTION], trim=True).tokens.shape[1]
+    with torch.no_grad():  # the DiT sees the batch's longest caption, the others padded to it
+        text = model.text_encoder(training_captions(cfg.batch), trim=True).tokens.shape[1]
     result: dict[str, Any] = {
         "preset": preset, "params": count_parameters(model), "compiled": cfg.compile_blocks,
         "resolution": list(cfg.resolution), "batch": cfg.batch, "tokens_per_modality": tokens,
