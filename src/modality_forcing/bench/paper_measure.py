@@ -3,7 +3,10 @@ is trained and loaded only when a measurement of it is not stored yet, so a benc
 sittings on different machines needs only the score folder to go on where it stopped.
 
 The judges of other runs' depth -> image and joint samples are the `mf` run's own image ->
-depth and the `regressor`'s, both of the same seed."""
+depth and the `regressor`'s, both of the same seed. A judged measurement not stored yet needs
+the judges' networks too: on a machine without their checkpoints they are trained again (the
+same config and seed; the weights may differ in the last bits across CPUs). The suite measures
+the judged runs right after the judges, so that is rare."""
 
 from __future__ import annotations
 
