@@ -198,7 +198,8 @@ class DataConfig:
     shadows: bool = True
     num_scenes: int | None = None  # `procedural`: cycle through the first N training scenes
     mixture: list[MixtureEntry] = field(default_factory=list)  # members of `source: mixture`
-    depth_fill: str = "neutral"  # noisy depth at missing pixels: neutral | noise | nearest
+    # noisy depth at missing pixels: neutral | noise | nearest (chosen on val: docs/sparse_depth.md)
+    depth_fill: str = "nearest"
 
 
 @dataclass
