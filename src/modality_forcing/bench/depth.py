@@ -259,8 +259,7 @@ def run_depth_benchmark(
         settings,
         lambda: _measure(spec, configs, out, seed, init_from, reuse_runs),
     )
-    report["scores"] = {"folder": None if scores_dir is None else str(scores_dir),
-                        "found": cache.hits}  # fmt: skip
+    report["scores"] = cache.summary()
     from .depth_report import markdown, plot
 
     publish(report, out, "depth.json", markdown, plot)

@@ -225,7 +225,7 @@ def run_paper_benchmark(
 
     report["intervals"] = _intervals(b, list(configs), per_image, seed)
     report["verdicts"] = verdicts(report)
-    report["scores"] = {"folder": str(cache.folder), "found": cache.hits}
+    report["scores"] = cache.summary()
     publish(report, out, "paper.json", markdown, plot)
     return report
 

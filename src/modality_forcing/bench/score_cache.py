@@ -67,12 +67,17 @@ class ScoreCache:
             "runs": {run: self._fingerprints[run] for run in runs},
         }, default=str))  # fmt: skip
 
-    def path(self, key: dict[str, Any]) -> Path:
+    def path(self, key: dict[str, Any], text: str) -> Path:
+        """The file of `key` (`text`: its sorted JSON, which the name's digest is of)."""
         assert self.folder is not None
-        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        digest = hashlib.sha256(text.encode()).hexdigest()[:16]
         runs = "+".join(key["runs"])
         stem = re.sub(r"[^A-Za-z0-9_.+-]+", "_", f"{key['what']}-{runs}")[:80]
         return self.folder / f"{stem}-{digest}.json"
+
+    def summary(self) -> dict[str, Any]:
+        """For a report: the folder, and how many values were read back from it."""
+        return {"folder": None if self.folder is None else str(self.folder), "found": self.hits}
 
     def measure(
         self, what: str, runs: Sequence[str], settings: dict[str, Any], fn: Callable[[], Any]
@@ -81,7 +86,7 @@ class ScoreCache:
         text = json.dumps(key, sort_keys=True)
         if text in self._values:
             return self._values[text]
-        path = None if self.folder is None else self.path(key)
+        path = None if self.folder is None else self.path(key, text)
         if path is not None and path.is_file():
             stored = json.loads(path.read_text())
             if stored.get("key") == key:
