@@ -16,6 +16,7 @@ from modality_forcing.bench.depth import (
     recipe_config,
     sweep_settings,
 )
+from modality_forcing.bench.seeds import PRIOR
 from modality_forcing.cli import main
 from modality_forcing.config import resolve_train_config
 from modality_forcing.metrics.bootstrap import verdict_word
@@ -94,6 +95,20 @@ def test_tiny_depth_bench_end_to_end(tmp_path, capsys, monkeypatch):
         assert ci["target"] == 1.1 and ci["verdict"] == verdict_word(ci, 1.1)
     assert combined["chosen_on_val"]["0"]["MF at 1 evaluation"] == v["equal_compute_setting"]
     assert "bench depth over 2 training seeds" in (top / "REPORT_seeds.md").read_text()
+    # each model's test AbsRel over the seeds, its skill over the prior and on object pixels
+    reports = [json.loads((top / f"seed{s}" / "depth.json").read_text()) for s in (0, 1)]
+    rows = combined["image_to_depth"]
+    mf = rows["mf, 1 evaluation (chosen on val)"]
+    own = []
+    for r in reports:
+        square = {x["setting"]: x for x in r["sweep"] if x["frame"] == "square"}
+        own.append(square[r["verdict"]["equal_compute_setting"]]["test"]["abs_rel"])
+    assert mf["per_seed"] == pytest.approx(own) and mf["abs_rel"] == pytest.approx(sum(own) / 2)
+    prior = rows[PRIOR]
+    assert prior["abs_rel"] == pytest.approx(reports[0]["prior"]["test"]["abs_rel"])
+    assert mf["skill"] == pytest.approx(1 - mf["abs_rel"] / prior["abs_rel"])
+    assert mf["object_skill"] == pytest.approx(1 - mf["object_abs_rel"] / prior["object_abs_rel"])
+    assert mf["images"] == 2 * budget["num_test"] and prior["skill"] == 0
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")

@@ -13,6 +13,7 @@ from modality_forcing.bench.paper import BUDGETS, CONSISTENCY, run_configs, verd
 from modality_forcing.bench.paper_eval import score_depth
 from modality_forcing.bench.runs import RunPool
 from modality_forcing.bench.score_cache import ScoreCache
+from modality_forcing.bench.seeds import PRIOR
 from modality_forcing.cli import main
 from modality_forcing.config import resolve_train_config
 from modality_forcing.metrics.bootstrap import verdict_word
@@ -85,7 +86,21 @@ def test_tiny_paper_bench_produces_every_section(tmp_path, capsys, monkeypatch):
         best = min(sweep["val"], key=lambda r: (r["nan_images"], r["abs_rel"]))
         assert sweep["chosen"] == {k: best[k] for k in ("mode", "steps", "shift_mu")}
         assert {r["mode"] for r in sweep["val"]} == modes
-    assert "2: mf (tuned) / shared-t" in report["intervals"]
+    # Every claim's verdict rests on paired per-image comparisons, fixed in advance; claim 2
+    # separates "separate noise levels" (joint-only vs shared-t) from "clean-image training".
+    assert {name.split(":")[0] for name in report["intervals"]} == set("123456")
+    for name in ("2: mf (tuned) / shared-t", "2: joint-only (tuned) / shared-t",
+                 "2: mf (tuned) / joint-only (tuned)"):  # fmt: skip
+        assert name in report["intervals"]
+    assert report["intervals"]["1: mf / d2i-only (depth -> image cycle)"]["target"] == 1.1
+    # depth -> image and joint keep each image's AbsRel: the means are their finite means
+    for section in ("depth_to_image", "joint"):
+        for scores in report["permutations"][section].values():
+            for key, values in scores["per_image"].items():
+                finite = [v for v in values if math.isfinite(v)]
+                assert len(values) == 8 == scores["failures"][key]["images"]
+                assert scores["failures"][key]["nan_images"] == 8 - len(finite)
+                assert scores[key] == pytest.approx(sum(finite) / len(finite), rel=1e-9)
     # Claim 6 is chosen on val: shuffling the test scores among the settings changes nothing.
     # (paper.json's keys are strings: compare as strings)
     chosen = {k: str(report["verdicts"][k]) for k in ("6_best_alpha", "6_best_steps")}
@@ -115,6 +130,12 @@ def test_tiny_paper_bench_produces_every_section(tmp_path, capsys, monkeypatch):
         assert ci["per_seed"] == pytest.approx([o["ratio"] for o in own], rel=1e-6)
         assert ci["num_seeds"] == 2 and ci["verdict"] == verdict_word(ci, ci["target"])
     assert combined["comparisons"]["3: mf / regressor"]["target"] == 1.1
+    mf = combined["image_to_depth"]["mf"]  # each model over the seeds, with its skill
+    own = [json.loads((top / f"seed{s}" / "paper.json").read_text())["verdicts"]["1_skill"]["mf"]
+           for s in (0, 1)]  # fmt: skip
+    prior = combined["image_to_depth"][PRIOR]["abs_rel"]
+    assert [1 - a / prior for a in mf["per_seed"]] == pytest.approx(own)
+    assert mf["skill"] == pytest.approx(sum(own) / 2)
     assert "over 2 training seeds" in (top / "REPORT_seeds.md").read_text()
     # another bench's finished runs of the same configs: used from there, none trained again
     monkeypatch.setattr("modality_forcing.training.loop.train", _no_training)

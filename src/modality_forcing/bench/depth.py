@@ -409,6 +409,23 @@ def verdict(report: dict[str, Any]) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def image_to_depth_rows(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The test image -> depth scores of a report (for the report over seeds): the prior, each
+    recipe at one step, and MF at the verdict's two settings, each chosen on val (named by
+    their role: the setting may differ between seeds)."""
+    from .seeds import PRIOR
+
+    v = report["verdict"]
+    rows = {PRIOR: report["prior"]["test"],
+            **{f"{name}, 1 step": scores_at(r["test"], 1)
+               for name, r in report["recipes"].items()}}  # fmt: skip
+    if v:
+        square = {r["setting"]: r["test"] for r in report["sweep"] if r["frame"] == "square"}
+        rows[f"{MAIN}, 1 evaluation (chosen on val)"] = square[v["equal_compute_setting"]]
+        rows[f"{MAIN}, any compute (chosen on val)"] = square[v["best_setting"]]
+    return rows
+
+
 # ---------------------------------------------------------------- helpers (also for the report)
 
 

@@ -8,6 +8,9 @@ which models and settings.
 - joint: consistency, the estimator's depth of the generated image scored against the generated
   depth (least squares), next to the same score against another sample's depth (a shuffled
   pairing: what "no agreement" looks like).
+
+Depth -> image and joint also give, per estimator, the least-squares AbsRel of each image
+(`per_image`, for paired intervals between models) and how many images scored NaN (`failures`).
 """
 
 from __future__ import annotations
@@ -70,16 +73,36 @@ def image_to_depth(
 
 def abs_rel_per_image(estimator: Estimator, scenes: Scenes) -> torch.Tensor:
     """[N] least-squares AbsRel of each test image (for paired comparisons between models)."""
-    _, metrics = aligned_metrics(estimator(scenes.images), scenes.depth, scenes.mask,
-                                 scenes.depth_range)  # fmt: skip
-    return metrics["abs_rel"]
+    return aligned_metrics(estimator(scenes.images), scenes.depth, scenes.mask,
+                           scenes.depth_range)[1]["abs_rel"]  # fmt: skip
+
+
+class _Scored:
+    """What depth -> image and joint return: their mean scores, and for each scored pairing
+    (`key`) the AbsRel of every image and the image counts."""
+
+    def __init__(self) -> None:
+        self.scores: dict[str, Any] = {}
+        self.per_image: dict[str, list[float]] = {}
+        self.failures: dict[str, dict[str, int]] = {}
+
+    def add(self, key: str, pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor,
+            depth_range: tuple[float, float]) -> dict[str, float]:  # fmt: skip
+        """Score `pred` against `gt` (least squares) under `key`; the means over images."""
+        scores = score_depth(pred, gt, mask, depth_range)["least_squares"]
+        self.per_image[key] = aligned_metrics(pred, gt, mask, depth_range)[1]["abs_rel"].tolist()
+        self.failures[key] = {"images": scores["images"], "nan_images": scores["nan_images"]}
+        return scores
+
+    def result(self) -> dict[str, Any]:
+        return {**self.scores, "per_image": self.per_image, "failures": self.failures}
 
 
 @torch.no_grad()
 def depth_to_image(
     model: Any, scenes: Scenes, steps: int, estimators: dict[str, Estimator], seed: int = 0,
     guidance_scale: float = 1.0, precision: str = "auto",
-) -> dict[str, float]:  # fmt: skip
+) -> dict[str, Any]:  # fmt: skip
     """Generate an image from each scene's depth (and caption); the cycle AbsRel / delta1 of
     each estimator's depth of that image against the input depth (least squares)."""
     from ..sampling.generate import generate
@@ -90,12 +113,13 @@ def depth_to_image(
         valid_mask=scenes.mask[:, None], num_steps=steps, guidance_scale=guidance_scale,
         generator=torch.Generator().manual_seed(seed), autocast_dtype=_dtype(model, precision),
     )  # fmt: skip
-    scores = {}
+    scored = _Scored()
     for name, estimate in estimators.items():
-        s = score_depth(estimate(out.image), scenes.depth, scenes.mask, scenes.depth_range)
-        scores[f"cycle_abs_rel[{name}]"] = s["least_squares"]["abs_rel"]
-        scores[f"cycle_delta1[{name}]"] = s["least_squares"]["delta1"]
-    return scores
+        key = f"cycle_abs_rel[{name}]"
+        s = scored.add(key, estimate(out.image), scenes.depth, scenes.mask, scenes.depth_range)
+        scored.scores[key] = s["abs_rel"]
+        scored.scores[f"cycle_delta1[{name}]"] = s["delta1"]
+    return scored.result()
 
 
 @torch.no_grad()
@@ -103,7 +127,7 @@ def joint(
     model: Any, captions: list[str], size: tuple[int, int], steps: int,
     estimators: dict[str, Estimator], log2_alpha: float = 0.0, seed: int = 0,
     guidance_scale: float = 1.0, precision: str = "auto",
-) -> dict[str, float]:  # fmt: skip
+) -> dict[str, Any]:  # fmt: skip
     """Generate image + depth per caption; consistency of each estimator's depth of the image
     with the generated depth, and the same against a shuffled pairing."""
     from ..sampling.generate import generate
@@ -115,11 +139,10 @@ def joint(
     )  # fmt: skip
     depth = out.depth[:, 0].double().clamp_min(GENERATED_RANGE[0])
     mask = torch.ones_like(depth, dtype=torch.bool)
-    scores = {}
+    scored = _Scored()
     for name, estimate in estimators.items():
         est = estimate(out.image)
-        paired = score_depth(est, depth, mask, GENERATED_RANGE)["least_squares"]
-        shuffled = score_depth(est, depth.roll(1, dims=0), mask, GENERATED_RANGE)["least_squares"]
-        scores[f"consistency_abs_rel[{name}]"] = paired["abs_rel"]
-        scores[f"shuffled_abs_rel[{name}]"] = shuffled["abs_rel"]
-    return scores
+        for key, gt in ((f"consistency_abs_rel[{name}]", depth),
+                        (f"shuffled_abs_rel[{name}]", depth.roll(1, dims=0))):  # fmt: skip
+            scored.scores[key] = scored.add(key, est, gt, mask, GENERATED_RANGE)["abs_rel"]
+    return scored.result()

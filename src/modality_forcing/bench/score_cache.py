@@ -8,7 +8,8 @@ measurement, its settings, and a fingerprint of each run it used (the run's trai
 without where or how often it checkpoints). A later sitting with the same folder gets the
 stored value back without training or loading anything; a run whose every measurement is stored
 is never trained again. A changed training config or setting changes the key, so a stale value
-is never used; `SCORES_VERSION` is raised when the measurement code changes what it returns.
+is never used; `SCORES_VERSION` is raised when the measurement code changes what it returns
+(`VERSIONS`: for one kind of measurement only, so the others stay found).
 
 Values pass through JSON even when just measured, so a report is the same whether its numbers
 were measured now or read back (dict keys are strings, tensors are lists).
@@ -27,6 +28,8 @@ from ..config import resolve_train_config, to_dict
 from .runs import REUSABLE, RunPool, write_json
 
 SCORES_VERSION = 1
+# depth -> image and joint: per-image AbsRel and image counts added
+VERSIONS = {"depth_to_image": 2, "joint": 2}
 
 
 def run_fingerprint(pool: RunPool, name: str) -> dict[str, Any]:
@@ -63,7 +66,7 @@ class ScoreCache:
                 self._fingerprints[run] = run_fingerprint(self.pool, run)
         # through JSON, as the stored copy is (tuples become lists, keys strings)
         return json.loads(json.dumps({
-            "version": SCORES_VERSION, "what": what, "settings": settings,
+            "version": VERSIONS.get(what, SCORES_VERSION), "what": what, "settings": settings,
             "runs": {run: self._fingerprints[run] for run in runs},
         }, default=str))  # fmt: skip
 
