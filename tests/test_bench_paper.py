@@ -160,6 +160,23 @@ def test_tiny_paper_bench_produces_every_section(tmp_path, capsys, monkeypatch):
     assert [r["params"] for r in rebuilt["runs"].values()] == [
         r["params"] for r in seed0["runs"].values()
     ]
+    # Some claims only (`--claims`): their sections and comparisons, the runs they use, no more.
+    part = tmp_path / "part"
+    main(["bench", "paper", "--budget", "tiny", "--out", str(part), "--scores",
+          str(out / "scores"), "--claims", "6", "3", "1", "2"])  # fmt: skip
+    subset = json.loads((part / "paper.json").read_text())
+    assert subset["claims"] == ["1", "2", "3", "6"]
+    assert "scaling" not in subset and "sparse" not in subset
+    assert list(subset["runs"]) == ["mf", "regressor", "d2i-only", "joint-only", "shared-t"]
+    for key in ("permutations", "shared_t", "regressor", "schedules", "schedules_val"):
+        assert json.dumps(subset[key]) == json.dumps(seed0[key]), key
+    assert list(subset["intervals"]) == [k for k in seed0["intervals"] if k[0] in "1236"]
+    assert {k: v for k, v in seed0["verdicts"].items() if k[0] in "1236"} == subset["verdicts"]
+    text = (part / "REPORT.md").read_text()
+    assert "## 3. " in text and "## 6. " in text and "## 4. " not in text
+    assert (part / "schedules.png").is_file() and not (part / "scaling.png").exists()
+    with pytest.raises(SystemExit):  # argparse: not a claim
+        main(["bench", "paper", "--budget", "tiny", "--out", str(part), "--claims", "7"])
 
 
 def _no_training(*args, **kwargs):

@@ -144,20 +144,30 @@ def _pretrain_then_mf(
     )  # fmt: skip
 
 
+CLAIMS = ("1", "2", "3", "4", "5", "6")
+
+
 def run_paper_benchmark(
     out_dir: str | Path = "bench_out/paper", budget: str | PaperBudget = "small", seed: int = 0,
     precision: str | None = None, device: str | None = None,
     reuse_runs: list[str] | tuple[str, ...] = (), scores_dir: str | Path | None = None,
+    claims: list[str] | tuple[str, ...] = CLAIMS,
 ) -> dict[str, Any]:  # fmt: skip
-    """Train every run, measure the six claims, write paper.json, REPORT.md and plots.
+    """Train the runs the claims need, measure them, write paper.json, REPORT.md and plots.
     `precision` and `device` override the budget's; `reuse_runs`: folders of other benchmarks
     whose finished runs of the same training config are used instead (`runs.find_finished`);
     `scores_dir` (default OUT/scores): where every measurement is stored, and found again by
-    a later call (`score_cache`): a run whose measurements are all there is not trained."""
+    a later call (`score_cache`): a run whose measurements are all there is not trained.
+    `claims`: which of the six to measure (claims 4 and 5 train 11 of the 16 runs, so the
+    others can be finished over every seed first; a later call with all of them finds what
+    this one stored)."""
     from .paper_report import markdown, plot
 
     if isinstance(budget, str) and budget not in BUDGETS:
         raise ValueError(f"unknown budget '{budget}'; choose from {list(BUDGETS)}")
+    want = [c for c in CLAIMS if c in set(map(str, claims))]
+    if not want or len(want) != len(set(map(str, claims))):
+        raise ValueError(f"--claims must name claims among {list(CLAIMS)}, got {list(claims)}")
     b = BUDGETS[budget] if isinstance(budget, str) else budget
     b = replace(b, precision=precision or b.precision, device=device or b.device)
     out = Path(out_dir)
@@ -165,62 +175,66 @@ def run_paper_benchmark(
     pool = RunPool(configs, reuse_runs)
     cache = ScoreCache(out / "scores" if scores_dir is None else scores_dir, pool)
     m = PaperMeasures(b, pool, cache, seed)
-    claims = bench_bar(None, "paper: claims", total=6)
+    report: dict[str, Any] = {"budget": asdict(b), "seed": seed, "claims": want}
+    tuned: dict[str, Any] = {}
+    bar = bench_bar(None, "paper: claims", total=len(want))
     # Claims in the order of the runs they train (judges first), so a sitting that stops
     # part-way has stored every measurement of the runs it trained.
-    # 1. One model, every permutation, against dedicated single-task models.
-    own = {name: m.own_image_to_depth(name) for name in JUDGES}
-    s1: dict[str, Any] = {
-        "image_to_depth": {
+    if "1" in want or "3" in want:
+        # 1 and 3. Image -> depth of MF and of a dedicated regressor of the same size and
+        # compute (one network evaluation per image each).
+        own = {name: m.own_image_to_depth(name) for name in JUDGES}
+        i2d = {
             "mf": own["mf"]["scores"],
             "regressor (dedicated)": own["regressor"]["scores"],
-            PRIOR: {
-                "least_squares": prior_scores(b.size, test=m.scenes("test"))["test"]},
-        },
-        "depth_to_image": {name: m.depth_to_image(name) for name in ("mf", "d2i-only")},
-        "joint": {name: m.joint(name) for name in ("mf", "joint-only")},
-    }  # fmt: skip
-    claims.update()
-    # 6. Schedules: tilt and step count chosen on val, reported on test.
-    schedules = {split: _schedules(m, split) for split in ("val", "test")}
-    # 2. Separate noise levels vs one shared t (image -> depth by replacement): each model's
-    # sampler chosen on val over the same grid, the baseline's also over its noise handling.
-    # `joint-only` has separate noise levels but was never trained with a clean image: it
-    # separates "separate noise levels" from "dedicated image -> depth training".
-    tuned = {
-        "mf": m.tuned_on_val("mf", ("image_to_depth",)),
-        JOINT_ONLY: m.tuned_on_val("joint-only", ("image_to_depth",)),
-        SHARED_T: m.tuned_on_val("shared-t", REPLACEMENTS),
-    }  # fmt: skip
-    claims.update()
-    # 4. Scaling with model size and with T2I data.
-    scaling = {
-        "size": [_scaling_row(m, name) for name, _, _ in b.sizes],
-        "data": [_scaling_row(m, f"data{k}" if k else _main_size(b), k)
-                 for k in b.data_amounts],
-    }  # fmt: skip
-    claims.update()
-    # 5. Sparse depth.
-    sparse = {key: m.own_image_to_depth(key)["scores"]["least_squares"]
-              for key in configs if key.startswith("sparse-")}  # fmt: skip
-    claims.update()
-    report: dict[str, Any] = {
-        "budget": asdict(b), "seed": seed,
-        "runs": {name: {**m.run_info(name), "config": str(Path(configs[name]["out_dir"]))}
-                 for name in configs},
-        "permutations": s1,
-        "shared_t": {name: t["test"]["scores"] for name, t in tuned.items()},
-        "shared_t_sweep": {name: {k: t[k] for k in ("val", "chosen")}
-                           for name, t in tuned.items()},
-        # 3. Against a dedicated estimator of the same size and compute.
-        "regressor": regressor_comparison(s1["image_to_depth"]),
-        "scaling": scaling, "sparse": sparse,
-        "schedules_val": schedules["val"], "schedules": schedules["test"],
-    }  # fmt: skip
-    claims.update(2)
-    claims.close()
-    report["intervals"] = _intervals(_comparisons(b, list(configs), m, tuned, s1, schedules),
-                                     seed)  # fmt: skip
+            PRIOR: {"least_squares": prior_scores(b.size, test=m.scenes("test"))["test"]},
+        }
+        report["permutations"] = {"image_to_depth": i2d}
+        report["regressor"] = regressor_comparison(i2d)
+        bar.update(int("3" in want))
+    if "1" in want:
+        # 1. One model, every permutation, against dedicated single-task models.
+        report["permutations"] |= {
+            "depth_to_image": {name: m.depth_to_image(name) for name in ("mf", "d2i-only")},
+            "joint": {name: m.joint(name) for name in ("mf", "joint-only")},
+        }
+        bar.update()
+    if "6" in want:
+        # 6. Schedules: tilt and step count chosen on val, reported on test.
+        report["schedules_val"] = _schedules(m, "val")
+        report["schedules"] = _schedules(m, "test")
+        bar.update()
+    if "2" in want:
+        # 2. Separate noise levels vs one shared t (image -> depth by replacement): each
+        # model's sampler chosen on val over the same grid, the baseline's also over its
+        # noise handling. `joint-only` has separate noise levels but was never trained with a
+        # clean image: it separates "separate noise levels" from "dedicated training".
+        tuned = {
+            "mf": m.tuned_on_val("mf", ("image_to_depth",)),
+            JOINT_ONLY: m.tuned_on_val("joint-only", ("image_to_depth",)),
+            SHARED_T: m.tuned_on_val("shared-t", REPLACEMENTS),
+        }  # fmt: skip
+        report["shared_t"] = {name: t["test"]["scores"] for name, t in tuned.items()}
+        report["shared_t_sweep"] = {name: {k: t[k] for k in ("val", "chosen")}
+                                    for name, t in tuned.items()}  # fmt: skip
+        bar.update()
+    if "4" in want:
+        # 4. Scaling with model size and with T2I data.
+        report["scaling"] = {
+            "size": [_scaling_row(m, name) for name, _, _ in b.sizes],
+            "data": [_scaling_row(m, f"data{k}" if k else _main_size(b), k)
+                     for k in b.data_amounts],
+        }  # fmt: skip
+        bar.update()
+    if "5" in want:
+        # 5. Sparse depth.
+        report["sparse"] = {key: m.own_image_to_depth(key)["scores"]["least_squares"]
+                            for key in configs if key.startswith("sparse-")}  # fmt: skip
+        bar.update()
+    bar.close()
+    report["runs"] = {name: {**m.run_info(name), "config": str(Path(configs[name]["out_dir"]))}
+                      for name in m.runs_used()}  # fmt: skip
+    report["intervals"] = _intervals(_comparisons(b, m, report, tuned), seed)
     report["verdicts"] = verdicts(report)
     report["scores"] = cache.summary()
     publish(report, out, "paper.json", markdown, plot)
@@ -240,45 +254,57 @@ PerImage = list[float]
 
 
 def _comparisons(
-    b: PaperBudget, runs: list[str], m: PaperMeasures, tuned: dict[str, Any],
-    s1: dict[str, Any], schedules: dict[str, Any],
-) -> list[tuple[str, PerImage, PerImage]]:  # fmt: skip
-    """Every comparison a verdict rests on, fixed before anything is scored: (name, the first
-    model's least-squares AbsRel of each test image, the second's). Image -> depth, depth ->
-    image cycles and joint consistency (both judged by the regressor), tilts and step counts."""
-    tuned_test = {"mf (tuned)": tuned["mf"], "shared-t": tuned[SHARED_T],
-                  "joint-only (tuned)": tuned[JOINT_ONLY]}  # fmt: skip
+    b: PaperBudget, m: PaperMeasures, report: dict[str, Any], tuned: dict[str, Any]
+) -> list[tuple[str, PerImage, PerImage]]:
+    """Every comparison a verdict rests on, fixed before anything is scored, for the claims
+    the report measured: (name, the first model's least-squares AbsRel of each test image, the
+    second's). Image -> depth, depth -> image cycles and joint consistency (both judged by the
+    regressor), tilts and step counts."""
+    tuned_test = {"mf (tuned)": tuned.get("mf"), "shared-t": tuned.get(SHARED_T),
+                  "joint-only (tuned)": tuned.get(JOINT_ONLY)}  # fmt: skip
 
     def i2d(name: str) -> PerImage:
         if name in tuned_test:
             return tuned_test[name]["test"]["per_image"]
         return m.own_image_to_depth(name)["per_image"]
 
-    cycle = {k: v["per_image"][f"cycle_abs_rel[{JUDGE}]"] for k, v in s1["depth_to_image"].items()}
-    joint = {k: v["per_image"][CONSISTENCY] for k, v in s1["joint"].items()}
-    sizes = [f"mf-{name}" for name, _, _ in b.sizes]
-    main = f"mf-{_main_size(b)}"
-    sparse = [key for key in runs if key.startswith("sparse-") and key != "sparse-dense"]
-    pairs = [("2", "mf (tuned)", "shared-t"), ("2", "joint-only (tuned)", "shared-t"),
-             ("2", "mf (tuned)", "joint-only (tuned)"), ("3", "mf", "regressor"),
-             *(("4", big, small) for small, big in itertools.pairwise(sizes)),
-             *(("4", main, f"mf-data{n}") for n in b.data_amounts if n),
-             *(("5", key, "sparse-dense") for key in sparse)]  # fmt: skip
-    test = schedules["test"]
-    tilt, few, many = max(b.alphas), min(b.i2d_steps), max(b.i2d_steps)
+    out = []
+    s1 = report.get("permutations", {})
+    if "depth_to_image" in s1:
+        cycle = {k: v["per_image"][f"cycle_abs_rel[{JUDGE}]"]
+                 for k, v in s1["depth_to_image"].items()}  # fmt: skip
+        joint = {k: v["per_image"][CONSISTENCY] for k, v in s1["joint"].items()}
+        out += [
+            ("1: mf / d2i-only (depth -> image cycle)", cycle["mf"], cycle["d2i-only"]),
+            ("1: mf / joint-only (joint consistency)", joint["mf"], joint["joint-only"]),
+        ]
+    pairs = []
+    if "shared_t" in report:
+        pairs += [("2", "mf (tuned)", "shared-t"), ("2", "joint-only (tuned)", "shared-t"),
+                  ("2", "mf (tuned)", "joint-only (tuned)")]  # fmt: skip
+    if "regressor" in report:
+        pairs.append(("3", "mf", "regressor"))
+    if "scaling" in report:
+        sizes = [f"mf-{name}" for name, _, _ in b.sizes]
+        main = f"mf-{_main_size(b)}"
+        pairs += [*(("4", big, small) for small, big in itertools.pairwise(sizes)),
+                  *(("4", main, f"mf-data{n}") for n in b.data_amounts if n)]  # fmt: skip
+    if "sparse" in report:
+        pairs += [("5", key, "sparse-dense") for key in report["sparse"] if key != "sparse-dense"]
+    out += [(f"{claim}: {a} / {c}", i2d(a), i2d(c)) for claim, a, c in pairs]
+    if "schedules" in report:
+        test = report["schedules"]
+        tilt, few, many = max(b.alphas), min(b.i2d_steps), max(b.i2d_steps)
 
-    def steps(k: int) -> PerImage:  # claim 6's measurement (`_schedules`), read again
-        return m.image_to_depth("mf", k, b.i2d_shift, protocols=("least_squares",))["per_image"]
+        def steps(k: int) -> PerImage:  # claim 6's measurement (`_schedules`), read again
+            return m.image_to_depth("mf", k, b.i2d_shift,
+                                    protocols=("least_squares",))["per_image"]  # fmt: skip
 
-    return [
-        ("1: mf / d2i-only (depth -> image cycle)", cycle["mf"], cycle["d2i-only"]),
-        ("1: mf / joint-only (joint consistency)", joint["mf"], joint["joint-only"]),
-        *((f"{claim}: {a} / {c}", i2d(a), i2d(c)) for claim, a, c in pairs),
-        (f"6: log2_alpha {tilt:g} / 0 (joint consistency)",
-         test["joint"][tilt]["per_image"][CONSISTENCY],
-         test["joint"][0.0]["per_image"][CONSISTENCY]),
-        (f"6: {few} / {many} image -> depth steps", steps(few), steps(many)),
-    ]  # fmt: skip
+        out += [(f"6: log2_alpha {tilt:g} / 0 (joint consistency)",
+                 test["joint"][tilt]["per_image"][CONSISTENCY],
+                 test["joint"][0.0]["per_image"][CONSISTENCY]),
+                (f"6: {few} / {many} image -> depth steps", steps(few), steps(many))]  # fmt: skip
+    return out
 
 
 def _intervals(comparisons: list[tuple[str, PerImage, PerImage]], seed: int
@@ -326,14 +352,16 @@ def image_to_depth_rows(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Every test image -> depth score (least squares) of a report, by the name its tables
     use: claim 1's models and the prior, claim 2's tuned samplers, the scaling and sparse runs,
     claim 6's step counts (for the report over seeds)."""
-    sc, shift = report["scaling"], report["budget"].get("i2d_shift", 0.0)
+    sc, shift = report.get("scaling", {}), report["budget"].get("i2d_shift", 0.0)
+    i2d = report.get("permutations", {}).get("image_to_depth", {})
+    steps = report.get("schedules", {}).get("image_to_depth_steps", {})
     return {
-        **{k: v["least_squares"] for k, v in report["permutations"]["image_to_depth"].items()},
-        **{f"{k}, tuned on val": v["least_squares"] for k, v in report["shared_t"].items()},
-        **{f"mf-{r['name']}": r for r in sc["size"] + sc["data"]},
-        **report["sparse"],
-        **{f"mf, {k} steps at shift {shift:g}": v
-           for k, v in report["schedules"]["image_to_depth_steps"].items()},
+        **{k: v["least_squares"] for k, v in i2d.items()},
+        **{f"{k}, tuned on val": v["least_squares"]
+           for k, v in report.get("shared_t", {}).items()},
+        **{f"mf-{r['name']}": r for r in sc.get("size", []) + sc.get("data", [])},
+        **report.get("sparse", {}),
+        **{f"mf, {k} steps at shift {shift:g}": v for k, v in steps.items()},
     }  # fmt: skip
 
 
@@ -358,40 +386,50 @@ def chosen_on_val(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def verdicts(report: dict[str, Any]) -> dict[str, Any]:
-    """One honest line of evidence per claim (the report words them)."""
-    s1 = report["permutations"]
-    i2d = {k: v["least_squares"]["abs_rel"] for k, v in s1["image_to_depth"].items()}
-    obj = {k: v["least_squares"].get("object_abs_rel", math.nan)
-           for k, v in s1["image_to_depth"].items()}  # fmt: skip
-    d2i = {k: v[f"cycle_abs_rel[{JUDGE}]"] for k, v in s1["depth_to_image"].items()}
-    jnt = {k: v[CONSISTENCY] for k, v in s1["joint"].items()}
-    shared = report["shared_t"]
-    mf_abs = shared["mf"]["least_squares"]["abs_rel"]
-    sh_abs = shared[SHARED_T]["least_squares"]["abs_rel"]
-    sizes = report["scaling"]["size"]
-    data = report["scaling"]["data"]
-    sparse = report["sparse"]
-    dense = next((v["abs_rel"] for k, v in sparse.items() if k == "sparse-dense"), math.nan)
-    chosen = chosen_on_val(report)
-    scaling = {k: ci for k, ci in report.get("intervals", {}).items() if k.startswith("4:")}
-    size_cis = [ci for k, ci in scaling.items() if "-data" not in k]
-    data_cis = [ci for k, ci in scaling.items() if "-data" in k]
-    return {
-        "1_mf_vs_dedicated": {"image_to_depth": i2d["mf"] / i2d["regressor (dedicated)"],
-                              "depth_to_image_cycle": d2i["mf"] / d2i["d2i-only"],
-                              "joint_consistency": jnt["mf"] / jnt["joint-only"]},
-        "1_skill": {k: 1 - i2d[k] / i2d[PRIOR] for k in i2d if k != PRIOR},
-        "1_object_skill": {k: 1 - obj[k] / obj[PRIOR] for k in obj if k != PRIOR},
-        "1_beats_mean_depth": _lt(i2d["mf"], i2d[PRIOR]),
-        "2_mf_over_shared": mf_abs / sh_abs, "2_target_met": mf_abs <= 0.5 * sh_abs,
-        "3_ratio_to_regressor": report["regressor"]["ratio"],
-        "3_target_met": report["regressor"]["ratio"] <= 1.10,
-        "4_bigger_is_better": _trend([r["abs_rel"] for r in sizes], size_cis),
-        "4_more_data_is_better": _trend([r["abs_rel"] for r in data], data_cis),
-        "5_sparse_vs_dense": {k: v["abs_rel"] / dense - 1 for k, v in sparse.items()
-                              if k != "sparse-dense"},
-        "6_best_alpha": chosen["alpha"], "6_best_steps": chosen["steps"],
-    }  # fmt: skip
+    """One honest line of evidence per claim the report measured (the report words them)."""
+    v: dict[str, Any] = {}
+    s1 = report.get("permutations")
+    if s1:
+        i2d = {k: r["least_squares"]["abs_rel"] for k, r in s1["image_to_depth"].items()}
+        obj = {k: r["least_squares"].get("object_abs_rel", math.nan)
+               for k, r in s1["image_to_depth"].items()}  # fmt: skip
+        v["1_mf_vs_dedicated"] = {"image_to_depth": i2d["mf"] / i2d["regressor (dedicated)"]}
+        if "depth_to_image" in s1:
+            d2i = {k: r[f"cycle_abs_rel[{JUDGE}]"] for k, r in s1["depth_to_image"].items()}
+            jnt = {k: r[CONSISTENCY] for k, r in s1["joint"].items()}
+            v["1_mf_vs_dedicated"] |= {
+                "depth_to_image_cycle": d2i["mf"] / d2i["d2i-only"],
+                "joint_consistency": jnt["mf"] / jnt["joint-only"],
+            }
+        v["1_skill"] = {k: 1 - i2d[k] / i2d[PRIOR] for k in i2d if k != PRIOR}
+        v["1_object_skill"] = {k: 1 - obj[k] / obj[PRIOR] for k in obj if k != PRIOR}
+        v["1_beats_mean_depth"] = _lt(i2d["mf"], i2d[PRIOR])
+    if "shared_t" in report:
+        shared = report["shared_t"]
+        mf_abs = shared["mf"]["least_squares"]["abs_rel"]
+        sh_abs = shared[SHARED_T]["least_squares"]["abs_rel"]
+        v["2_mf_over_shared"], v["2_target_met"] = mf_abs / sh_abs, mf_abs <= 0.5 * sh_abs
+    if "regressor" in report:
+        v["3_ratio_to_regressor"] = report["regressor"]["ratio"]
+        v["3_target_met"] = report["regressor"]["ratio"] <= 1.10
+    if "scaling" in report:
+        scaling = {k: ci for k, ci in report.get("intervals", {}).items() if k.startswith("4:")}
+        for key, rows, cis in (
+            ("4_bigger_is_better", report["scaling"]["size"],
+             [ci for k, ci in scaling.items() if "-data" not in k]),
+            ("4_more_data_is_better", report["scaling"]["data"],
+             [ci for k, ci in scaling.items() if "-data" in k]),
+        ):  # fmt: skip
+            v[key] = _trend([r["abs_rel"] for r in rows], cis)
+    if "sparse" in report:
+        sparse = report["sparse"]
+        dense = sparse.get("sparse-dense", {}).get("abs_rel", math.nan)
+        v["5_sparse_vs_dense"] = {k: r["abs_rel"] / dense - 1 for k, r in sparse.items()
+                                  if k != "sparse-dense"}  # fmt: skip
+    if "schedules_val" in report:
+        chosen = chosen_on_val(report)
+        v["6_best_alpha"], v["6_best_steps"] = chosen["alpha"], chosen["steps"]
+    return v
 
 
 def _lt(a: float, b: float) -> bool:

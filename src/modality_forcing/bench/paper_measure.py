@@ -10,6 +10,7 @@ the judged runs right after the judges, so that is rare."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,20 @@ class PaperMeasures:
     seed: int
     _scenes: dict[str, Scenes] = field(default_factory=dict)
     _estimators: dict[tuple[Any, ...], Estimator] = field(default_factory=dict)
+    _used: set[str] = field(default_factory=set)  # runs a measurement was asked of
+
+    def _measure(self, what: str, runs: list[str], settings: dict[str, Any],
+                 fn: Callable[[], Any]) -> Any:  # fmt: skip
+        self._used.update(runs)
+        return self.cache.measure(what, runs, settings, fn)
+
+    def runs_used(self) -> list[str]:
+        """The runs measured so far and the runs they start from, in training order."""
+        used = set(self._used)
+        for name in self._used:
+            while (name := self.pool.parent(name)) is not None:
+                used.add(name)
+        return [name for name in self.pool.configs if name in used]
 
     def scenes(self, split: str) -> Scenes:
         if split not in self._scenes:
@@ -59,7 +74,7 @@ class PaperMeasures:
                     "params": count_parameters(self.pool.model(name).dit),
                     "reused_from": record.get("reused_from")}  # fmt: skip
 
-        return self.cache.measure("run", [name], {}, fn)
+        return self._measure("run", [name], {}, fn)
 
     def estimator(self, name: str, steps: int, shift_mu: float = 0.0,
                   mode: str = "image_to_depth") -> Estimator:  # fmt: skip
@@ -89,7 +104,7 @@ class PaperMeasures:
 
         settings = self._settings(steps=steps, shift_mu=shift_mu, mode=mode, split=split,
                                   protocols=protocols)  # fmt: skip
-        return self.cache.measure("image_to_depth", [name], settings, fn)
+        return self._measure("image_to_depth", [name], settings, fn)
 
     def own_image_to_depth(self, name: str, protocols: tuple[str, ...] = PROTOCOLS
                            ) -> dict[str, Any]:  # fmt: skip
@@ -105,7 +120,7 @@ class PaperMeasures:
                                   self.judges(), self.seed, precision=b.precision)  # fmt: skip
 
         settings = self._settings(steps=b.sample_steps, seed=self.seed, judges=JUDGES)
-        return self.cache.measure("depth_to_image", _runs(name, *JUDGES), settings, fn)
+        return self._measure("depth_to_image", _runs(name, *JUDGES), settings, fn)
 
     def joint(self, name: str, split: str = "test", log2_alpha: float = 0.0,
               judges: tuple[str, ...] = JUDGES) -> dict[str, float]:  # fmt: skip
@@ -118,7 +133,7 @@ class PaperMeasures:
 
         settings = self._settings(steps=b.sample_steps, seed=self.seed, split=split,
                                   log2_alpha=log2_alpha, judges=judges)  # fmt: skip
-        return self.cache.measure("joint", _runs(name, *judges), settings, fn)
+        return self._measure("joint", _runs(name, *judges), settings, fn)
 
     def tuned_on_val(self, name: str, modes: tuple[str, ...]) -> dict[str, Any]:
         """Image -> depth of a run over a grid of sampler settings (each of `modes`; 1, the MF

@@ -48,8 +48,8 @@ def _setting(chosen: dict[str, Any]) -> str:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    b, v = report["budget"], report["verdicts"]
-    yes = {True: "**holds**", False: "**does not hold**"}
+    b = report["budget"]
+    claims = report.get("claims", list(SECTIONS))
     lines = [
         "# The paper's claims in miniature",
         "",
@@ -58,12 +58,10 @@ def markdown(report: dict[str, Any]) -> str:
         f"{b['num_eval']} procedural test scenes; image -> depth with {b['depth_steps']} Euler "
         f"steps (the regressor: 1), other modes {b['sample_steps']} steps; "
         "least-squares alignment unless a column says otherwise.",
-        "",
-        "## Runs",
-        "",
-        "| run | DiT params | steps | train s |",
-        "|---|---|---|---|",
     ]
+    if len(claims) < len(SECTIONS):
+        lines += ["", f"Claims measured here: {', '.join(claims)} (`--claims`)."]
+    lines += ["", "## Runs", "", "| run | DiT params | steps | train s |", "|---|---|---|---|"]
     for name, r in report["runs"].items():
         lines.append(f"| {name} | {r['params'] / 1e6:.2f}M | {r['steps']} "
                      f"| {r['train_seconds']:.0f} |")  # fmt: skip
@@ -72,64 +70,8 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["", f"{report['scores']['found']} measurements were read back from the score "
                   f"folder `{report['scores']['folder']}` (made by an earlier sitting with the "
                   "same training configs and settings: `bench/score_cache.py`)."]  # fmt: skip
-    s1 = report["permutations"]
-    r1 = v["1_mf_vs_dedicated"]
-    lines += [
-        "", "## 1. One model, every permutation", "", "Image -> depth:", "",
-        *_protocol_table(s1["image_to_depth"]), "",
-        "Depth -> image (cycle: depth estimated from the generated image vs the input depth; "
-        "AbsRel, lower is better):", "",
-        *_dict_table(s1["depth_to_image"], "model"), "",
-        "Joint (consistency: depth estimated from the generated image vs the generated depth; "
-        "`shuffled` pairs each image with another sample's depth):", "",
-        *_dict_table(s1["joint"], "model"), "",
-        f"Verdict: MF / dedicated AbsRel ratios: image -> depth {r1['image_to_depth']:.3f}, "
-        f"depth -> image cycle {r1['depth_to_image_cycle']:.3f}, joint consistency "
-        f"{r1['joint_consistency']:.3f} (below 1: MF is better). MF beats the mean training "
-        f"depth map: {v['1_beats_mean_depth']}; skill over it (1 - AbsRel / its AbsRel): "
-        + ", ".join(f"{k} {_f(x, 3)}" for k, x in v["1_skill"].items()) + "; on object pixels "
-        "only: " + ", ".join(f"{k} {_f(x, 3)}" for k, x in v["1_object_skill"].items()) + ".",
-    ]  # fmt: skip
-    lines += [
-        "", "## 2. Separate noise levels vs one shared t", "",
-        *_protocol_table(report["shared_t"]), "",
-        "Each model's image -> depth sampler was chosen on val over the same grid (steps, time "
-        "shift; the baseline also with a fresh noise draw for the replaced image at every "
-        "step): " + "; ".join(
-            f"{name}: {_setting(t['chosen'])}"
-            for name, t in report.get("shared_t_sweep", {}).items()) + ".", "",
-        f"Verdict: MF / shared-t AbsRel = {v['2_mf_over_shared']:.3f} (paper: about 0.43; "
-        f"target <= 0.5): {yes[v['2_target_met']]}.",
-        "", "## 3. Against a dedicated depth estimator", "",
-        f"MF {_f(report['regressor']['mf'])} vs regressor {_f(report['regressor']['regressor'])}"
-        f": ratio {v['3_ratio_to_regressor']:.3f} (target <= 1.10): {yes[v['3_target_met']]}.",
-    ]  # fmt: skip
-    sc = report["scaling"]
-    lines += ["", "## 4. Scaling (T2I pre-training, then MF post-training)", "",
-              "| model | DiT params | T2I scenes | AbsRel | δ1 |",
-              "|---|---|---|---|---|"]  # fmt: skip
-    for r in sc["size"] + sc["data"]:
-        scenes = "unlimited" if not r["t2i_scenes"] else str(r["t2i_scenes"])
-        lines.append(f"| mf-{r['name']} | {r['params'] / 1e6:.2f}M | {scenes} "
-                     f"| {_f(r['abs_rel'])} | {_f(r['delta1'], 3)} |")  # fmt: skip
-    lines += [
-        "", f"Verdict: bigger is better at this scale: **{v['4_bigger_is_better']}**; more T2I "
-        f"data is better: **{v['4_more_data_is_better']}** (`holds` needs every step to be "
-        "lower with a paired interval below 1, see the last section).",
-        "", "## 5. Sparse depth", "", *_dict_table(report["sparse"], "training depth"), "",
-        "Verdict: AbsRel relative to dense: "
-        + ", ".join(f"{k} {g:+.1%}" for k, g in v["5_sparse_vs_dense"].items()) + ".",
-        "", "## 6. Schedules", "", "Joint generation per tilt (log2 alpha > 0: image first):", "",
-        *_dict_table({f"log2_alpha={a}": r for a, r in report["schedules"]["joint"].items()},
-                     "tilt"), "",
-        f"Image -> depth per step count (Euler, time shift {b.get('i2d_shift', 0.0):g}):", "",
-        *_dict_table({f"{k} steps": r for k, r in
-                      report["schedules"]["image_to_depth_steps"].items()}, "steps"), "",
-        "Both tables are the test split; the choices below are made on the val split "
-        "(`schedules_val` in paper.json) and only reported on test.", "",
-        f"Verdict (chosen on val): most consistent tilt log2_alpha = {v['6_best_alpha']}; best "
-        f"image -> depth step count {v['6_best_steps']}.",
-    ]  # fmt: skip
+    for claim in claims:
+        lines += SECTIONS[claim](report, report["verdicts"])
     lines += [
         "", "## How sure? Paired bootstrap over the test scenes", "",
         "Ratio of mean least-squares AbsRel (below the target: the first model is better; "
@@ -146,15 +88,120 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+YES = {True: "**holds**", False: "**does not hold**"}
+
+
+def _claim_1(report: dict[str, Any], v: dict[str, Any]) -> list[str]:
+    s1 = report["permutations"]
+    r1 = v["1_mf_vs_dedicated"]
+    return [
+        "", "## 1. One model, every permutation", "", "Image -> depth:", "",
+        *_protocol_table(s1["image_to_depth"]), "",
+        "Depth -> image (cycle: depth estimated from the generated image vs the input depth; "
+        "AbsRel, lower is better):", "",
+        *_dict_table(s1["depth_to_image"], "model"), "",
+        "Joint (consistency: depth estimated from the generated image vs the generated depth; "
+        "`shuffled` pairs each image with another sample's depth):", "",
+        *_dict_table(s1["joint"], "model"), "",
+        f"Verdict: MF / dedicated AbsRel ratios: image -> depth {r1['image_to_depth']:.3f}, "
+        f"depth -> image cycle {r1['depth_to_image_cycle']:.3f}, joint consistency "
+        f"{r1['joint_consistency']:.3f} (below 1: MF is better). MF beats the mean training "
+        f"depth map: {v['1_beats_mean_depth']}; skill over it (1 - AbsRel / its AbsRel): "
+        + ", ".join(f"{k} {_f(x, 3)}" for k, x in v["1_skill"].items()) + "; on object pixels "
+        "only: " + ", ".join(f"{k} {_f(x, 3)}" for k, x in v["1_object_skill"].items()) + ".",
+    ]  # fmt: skip
+
+
+def _claim_2(report: dict[str, Any], v: dict[str, Any]) -> list[str]:
+    return [
+        "", "## 2. Separate noise levels vs one shared t", "",
+        *_protocol_table(report["shared_t"]), "",
+        "Each model's image -> depth sampler was chosen on val over the same grid (steps, time "
+        "shift; the baseline also with a fresh noise draw for the replaced image at every "
+        "step): " + "; ".join(
+            f"{name}: {_setting(t['chosen'])}"
+            for name, t in report.get("shared_t_sweep", {}).items()) + ".", "",
+        f"Verdict: MF / shared-t AbsRel = {v['2_mf_over_shared']:.3f} (paper: about 0.43; "
+        f"target <= 0.5): {YES[v['2_target_met']]}.",
+    ]  # fmt: skip
+
+
+def _claim_3(report: dict[str, Any], v: dict[str, Any]) -> list[str]:
+    r = report["regressor"]
+    return [
+        "", "## 3. Against a dedicated depth estimator", "",
+        f"MF {_f(r['mf'])} vs regressor {_f(r['regressor'])}: ratio "
+        f"{v['3_ratio_to_regressor']:.3f} (target <= 1.10): {YES[v['3_target_met']]}.",
+    ]  # fmt: skip
+
+
+def _claim_4(report: dict[str, Any], v: dict[str, Any]) -> list[str]:
+    sc = report["scaling"]
+    lines = [
+        "",
+        "## 4. Scaling (T2I pre-training, then MF post-training)",
+        "",
+        "| model | DiT params | T2I scenes | AbsRel | δ1 |",
+        "|---|---|---|---|---|",
+    ]
+    for r in sc["size"] + sc["data"]:
+        scenes = "unlimited" if not r["t2i_scenes"] else str(r["t2i_scenes"])
+        lines.append(f"| mf-{r['name']} | {r['params'] / 1e6:.2f}M | {scenes} "
+                     f"| {_f(r['abs_rel'])} | {_f(r['delta1'], 3)} |")  # fmt: skip
+    return [
+        *lines,
+        "", f"Verdict: bigger is better at this scale: **{v['4_bigger_is_better']}**; more T2I "
+        f"data is better: **{v['4_more_data_is_better']}** (`holds` needs every step to be "
+        "lower with a paired interval below 1, see the last section).",
+    ]  # fmt: skip
+
+
+def _claim_5(report: dict[str, Any], v: dict[str, Any]) -> list[str]:
+    return [
+        "", "## 5. Sparse depth", "", *_dict_table(report["sparse"], "training depth"), "",
+        "Verdict: AbsRel relative to dense: "
+        + ", ".join(f"{k} {g:+.1%}" for k, g in v["5_sparse_vs_dense"].items()) + ".",
+    ]  # fmt: skip
+
+
+def _claim_6(report: dict[str, Any], v: dict[str, Any]) -> list[str]:
+    shift = report["budget"].get("i2d_shift", 0.0)
+    return [
+        "", "## 6. Schedules", "", "Joint generation per tilt (log2 alpha > 0: image first):", "",
+        *_dict_table({f"log2_alpha={a}": r for a, r in report["schedules"]["joint"].items()},
+                     "tilt"), "",
+        f"Image -> depth per step count (Euler, time shift {shift:g}):", "",
+        *_dict_table({f"{k} steps": r for k, r in
+                      report["schedules"]["image_to_depth_steps"].items()}, "steps"), "",
+        "Both tables are the test split; the choices below are made on the val split "
+        "(`schedules_val` in paper.json) and only reported on test.", "",
+        f"Verdict (chosen on val): most consistent tilt log2_alpha = {v['6_best_alpha']}; best "
+        f"image -> depth step count {v['6_best_steps']}.",
+    ]  # fmt: skip
+
+
+SECTIONS = {"1": _claim_1, "2": _claim_2, "3": _claim_3, "4": _claim_4, "5": _claim_5,
+            "6": _claim_6}  # fmt: skip
+
+
 def plot(report: dict[str, Any], out: Path) -> list[Path]:
-    """scaling.png (AbsRel vs parameters and vs T2I scenes) and schedules.png."""
+    """scaling.png (AbsRel vs parameters and vs T2I scenes) and schedules.png, for the claims
+    (4, 6) the report measured."""
     import matplotlib
-    import matplotlib.ticker
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    paths = []
+    if "scaling" in report:
+        paths.append(_plot_scaling(report["scaling"], out / "scaling.png"))
+    if "schedules" in report:
+        paths.append(_plot_schedules(report["schedules"], out / "schedules.png"))
+    return paths
 
-    sc = report["scaling"]
+
+def _plot_scaling(sc: dict[str, Any], path: Path) -> Path:
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4), sharey=True)  # one scale for both
     params = [r["params"] / 1e6 for r in sc["size"]]
     a1.plot(params, [r["abs_rel"] for r in sc["size"]], "o-")
@@ -171,9 +218,13 @@ def plot(report: dict[str, Any], out: Path) -> list[Path]:
            title="T2I data")  # fmt: skip
     for ax in (a1, a2):
         ax.grid(alpha=0.3)
-    paths = [save_figure(fig, out / "scaling.png")]
-    joint = report["schedules"]["joint"]
-    steps = report["schedules"]["image_to_depth_steps"]
+    return save_figure(fig, path)
+
+
+def _plot_schedules(schedules: dict[str, Any], path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    joint, steps = schedules["joint"], schedules["image_to_depth_steps"]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     alphas = [float(a) for a in joint]
     for key in (k for k in next(iter(joint.values())) if k not in NOT_COLUMNS):
@@ -184,5 +235,4 @@ def plot(report: dict[str, Any], out: Path) -> list[Path]:
     a2.set(xscale="log", xlabel="sampling steps", ylabel="AbsRel", title="image -> depth")
     for ax in (a1, a2):
         ax.grid(alpha=0.3)
-    paths.append(save_figure(fig, out / "schedules.png"))
-    return paths
+    return save_figure(fig, path)
