@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from ..metrics.alignment import aligned_metrics, aligned_scores
+from ..metrics.depth import depth_metrics
 from ..precision import resolve_precision
 from ..sampling.config import SamplingConfig
 from .common import Scenes, sample_depths
@@ -89,8 +90,8 @@ class _Scored:
     def add(self, key: str, pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor,
             depth_range: tuple[float, float]) -> dict[str, float]:  # fmt: skip
         """Score `pred` against `gt` (least squares) under `key`; the means over images."""
-        scores = score_depth(pred, gt, mask, depth_range)["least_squares"]
-        self.per_image[key] = aligned_metrics(pred, gt, mask, depth_range)[1]["abs_rel"].tolist()
+        aligned, scores = aligned_scores(pred, gt, mask, depth_range)  # aligned once
+        self.per_image[key] = depth_metrics(aligned, gt.double(), mask)["abs_rel"].tolist()
         self.failures[key] = {"images": scores["images"], "nan_images": scores["nan_images"]}
         return scores
 
