@@ -9,8 +9,15 @@ import pytest
 import torch
 
 from modality_forcing.bench.common import failures_section, nan_failures
-from modality_forcing.bench.paper import BUDGETS, CONSISTENCY, run_configs, verdicts
+from modality_forcing.bench.paper import (
+    BUDGETS,
+    CONSISTENCY,
+    PAPER_SIZE_2,
+    run_configs,
+    verdicts,
+)
 from modality_forcing.bench.paper_eval import score_depth
+from modality_forcing.bench.paper_report import setting_text
 from modality_forcing.bench.runs import RunPool
 from modality_forcing.bench.score_cache import ScoreCache
 from modality_forcing.bench.seeds import PRIOR
@@ -93,6 +100,19 @@ def test_tiny_paper_bench_produces_every_section(tmp_path, capsys, monkeypatch):
                  "2: mf (tuned) / joint-only (tuned)"):  # fmt: skip
         assert name in report["intervals"]
     assert report["intervals"]["1: mf / d2i-only (depth -> image cycle)"]["target"] == 1.1
+    # Claims 2 and 3 are worded as their paired intervals support (not by the point estimate);
+    # claim 2 also at the paper's margin: the same per-image AbsRel, ratio below 0.5.
+    size = report["intervals"][PAPER_SIZE_2]
+    assert size["target"] == 0.5 and size["ratio"] == report["intervals"][
+        "2: mf (tuned) / shared-t"]["ratio"]  # fmt: skip
+    words = {"2_verdict": {"better": "2: mf (tuned) / shared-t", "paper_size": PAPER_SIZE_2},
+             "3_verdict": {"": "3: mf / regressor"}}  # fmt: skip
+    for key, comparisons in words.items():
+        said = report["verdicts"][key]
+        for part, name in comparisons.items():
+            ci = report["intervals"][name]
+            assert (said[part] if part else said) == verdict_word(ci, ci["target"])
+    assert f"**{report['verdicts']['3_verdict']}** (paired interval" in text
     # depth -> image and joint keep each image's AbsRel: the means are their finite means
     for section in ("depth_to_image", "joint"):
         for scores in report["permutations"][section].values():
@@ -137,6 +157,11 @@ def test_tiny_paper_bench_produces_every_section(tmp_path, capsys, monkeypatch):
     assert [1 - a / prior for a in mf["per_seed"]] == pytest.approx(own)
     assert mf["skill"] == pytest.approx(sum(own) / 2)
     assert "over 2 training seeds" in (top / "REPORT_seeds.md").read_text()
+    # what each seed chose on val, claim 2's samplers with their network evaluations
+    chosen_s1 = combined["chosen_on_val"]["1"]
+    assert chosen_s1["claim 2 shared-t (replacement)"] == setting_text(
+        seed1["shared_t_sweep"]["shared-t (replacement)"]["chosen"])  # fmt: skip
+    assert chosen_s1["claim 6 image -> depth steps"] == seed1["verdicts"]["6_best_steps"]
     # another bench's finished runs of the same configs: used from there, none trained again
     monkeypatch.setattr("modality_forcing.training.loop.train", _no_training)
     again = tmp_path / "again"
@@ -262,3 +287,14 @@ def test_a_deliberately_worse_model_makes_the_verdict_fail():
     better = seed_scene_ratio_ci(good[None], blind[None])  # "the learned model is better"
     worse = seed_scene_ratio_ci(blind[None], good[None])  # "the blind model is better"
     assert verdict_word(better) == "holds" and verdict_word(worse) == "does not hold"
+
+
+def test_a_sampler_setting_states_its_network_evaluations():
+    """Claim 2's chosen samplers state their inference compute: RePaint's resampling takes
+    1 + REPAINT_JUMPS network evaluations per step."""
+    from modality_forcing.bench.common import REPAINT_JUMPS, REPLACEMENT_REPAINT
+
+    plain = setting_text({"mode": "image_to_depth", "steps": 1, "shift_mu": 0.0})
+    assert plain == "1 step (1 network evaluation per image), shift 0"
+    repaint = setting_text({"mode": REPLACEMENT_REPAINT, "steps": 10, "shift_mu": 2.0})
+    assert f"({10 * (1 + REPAINT_JUMPS)} network evaluations per image)" in repaint

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ..metrics.bootstrap import verdict_word
 from .common import REPLACEMENTS, Budget, prior_scores
 from .depth import REGRESSOR_RATIO_TARGET, DepthBudget, recipe_config
 from .paper_measure import JUDGES, PaperMeasures
@@ -243,11 +244,15 @@ def run_paper_benchmark(
 
 # Claims 1 and 3 ask that MF does as well as a dedicated model: within 10% of its AbsRel.
 CLAIM_TARGETS = {"1": REGRESSOR_RATIO_TARGET, "3": REGRESSOR_RATIO_TARGET}
+# Claim 2 at the paper's size: there separate noise levels cut AbsRel by 57% (ratio ~0.43); the
+# same per-image AbsRel as claim 2's first comparison, asked for at least half.
+PAPER_SIZE_2 = "2: mf (tuned) / shared-t, at the paper's size"
+COMPARISON_TARGETS = {PAPER_SIZE_2: 0.5}
 
 
 def claim_target(comparison: str) -> float:
     """The AbsRel ratio below which a comparison (`"<claim>: a / b ..."`) supports its claim."""
-    return CLAIM_TARGETS.get(comparison.split(":")[0], 1.0)
+    return COMPARISON_TARGETS.get(comparison, CLAIM_TARGETS.get(comparison.split(":")[0], 1.0))
 
 
 PerImage = list[float]
@@ -292,6 +297,8 @@ def _comparisons(
     if "sparse" in report:
         pairs += [("5", key, "sparse-dense") for key in report["sparse"] if key != "sparse-dense"]
     out += [(f"{claim}: {a} / {c}", i2d(a), i2d(c)) for claim, a, c in pairs]
+    if "shared_t" in report:
+        out.append((PAPER_SIZE_2, i2d("mf (tuned)"), i2d("shared-t")))
     if "schedules" in report:
         test = report["schedules"]
         tilt, few, many = max(b.alphas), min(b.i2d_steps), max(b.i2d_steps)
@@ -408,10 +415,12 @@ def verdicts(report: dict[str, Any]) -> dict[str, Any]:
         shared = report["shared_t"]
         mf_abs = shared["mf"]["least_squares"]["abs_rel"]
         sh_abs = shared[SHARED_T]["least_squares"]["abs_rel"]
-        v["2_mf_over_shared"], v["2_target_met"] = mf_abs / sh_abs, mf_abs <= 0.5 * sh_abs
+        v["2_mf_over_shared"] = mf_abs / sh_abs
+        v["2_verdict"] = {"better": _word(report, "2: mf (tuned) / shared-t"),
+                          "paper_size": _word(report, PAPER_SIZE_2)}  # fmt: skip
     if "regressor" in report:
         v["3_ratio_to_regressor"] = report["regressor"]["ratio"]
-        v["3_target_met"] = report["regressor"]["ratio"] <= CLAIM_TARGETS["3"]
+        v["3_verdict"] = _word(report, "3: mf / regressor")
     if "scaling" in report:
         scaling = {k: ci for k, ci in report.get("intervals", {}).items() if k.startswith("4:")}
         for key, rows, cis in (
@@ -430,6 +439,12 @@ def verdicts(report: dict[str, Any]) -> dict[str, Any]:
         chosen = chosen_on_val(report)
         v["6_best_alpha"], v["6_best_steps"] = chosen["alpha"], chosen["steps"]
     return v
+
+
+def _word(report: dict[str, Any], comparison: str) -> str:
+    """A comparison's verdict as its paired interval over this seed's test scenes supports it."""
+    ci = report["intervals"][comparison]
+    return verdict_word(ci, ci["target"])
 
 
 def _lt(a: float, b: float) -> bool:

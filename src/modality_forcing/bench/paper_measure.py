@@ -137,14 +137,15 @@ class PaperMeasures:
 
     def tuned_on_val(self, name: str, modes: tuple[str, ...]) -> dict[str, Any]:
         """Image -> depth of a run over a grid of sampler settings (each of `modes`; 1, the MF
-        default and the generation step counts; time shift 0, 1.1 and 2), scored on val; the
-        setting with the lowest val AbsRel is chosen (an image that scores NaN ranks last).
+        default, the generation step count and claim 6's step counts; time shift 0, 1.1 and
+        2), scored on val; the setting with the lowest val AbsRel is chosen (an image that
+        scores NaN ranks last).
         {"val": rows, "chosen": {mode, steps, shift_mu}, "test": its test `image_to_depth`}."""
         b = self.budget
         grid = [
             (mode, steps, shift)
             for mode in modes
-            for steps in sorted({1, b.depth_steps, b.sample_steps})
+            for steps in sorted({1, b.depth_steps, b.sample_steps, *b.i2d_steps})
             for shift in ((0.0,) if steps == 1 else (0.0, 1.1, 2.0))  # 1 step: no shift to tune
         ]
         rows = []

@@ -134,6 +134,7 @@ def run_paper_seeds(out_dir: str | Path, budget: Any, seeds: list[int], **kwargs
     """`bench paper` once per seed (`kwargs`: `run_paper_benchmark`'s; a `scores_dir` holds
     one folder per seed, `seed<S>`), then its comparisons over the seeds."""
     from .paper import claim_target, image_to_depth_rows, run_paper_benchmark
+    from .paper_report import setting_text
 
     scores = kwargs.pop("scores_dir", None)
 
@@ -143,8 +144,11 @@ def run_paper_seeds(out_dir: str | Path, budget: Any, seeds: list[int], **kwargs
 
     def choices(report: dict[str, Any]) -> dict[str, Any]:
         v = report["verdicts"]
-        return {"claim 6 tilt log2_alpha": v["6_best_alpha"],
-                "claim 6 image -> depth steps": v["6_best_steps"]}  # fmt: skip
+        samplers = {f"claim 2 {name}": setting_text(t["chosen"])
+                    for name, t in report.get("shared_t_sweep", {}).items()}  # fmt: skip
+        tilt_steps = {"claim 6 tilt log2_alpha": v["6_best_alpha"],
+                      "claim 6 image -> depth steps": v["6_best_steps"]}  # fmt: skip
+        return {**samplers, **(tilt_steps if "6_best_alpha" in v else {})}
 
     return run_over_seeds("paper", out_dir, seeds, run_one, claim_target, choices,
                           image_to_depth_rows)  # fmt: skip
