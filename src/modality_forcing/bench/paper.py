@@ -311,7 +311,7 @@ def _comparisons(
                  test["joint"][tilt]["per_image"][CONSISTENCY],
                  test["joint"][0.0]["per_image"][CONSISTENCY]),
                 (f"6: {few} / {many} image -> depth steps", steps(few), steps(many))]  # fmt: skip
-    return out
+    return sorted(out, key=lambda c: c[0].split(":")[0])  # by claim, in order within one
 
 
 def _intervals(comparisons: list[tuple[str, PerImage, PerImage]], seed: int
