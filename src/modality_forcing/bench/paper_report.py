@@ -13,6 +13,7 @@ from .common import (
     REPLACEMENT_REPAINT,
     failures_section,
 )
+from .depth import Setting
 from .depth_report import save_figure
 from .paper import CLAIM_TARGETS, COMPARISON_TARGETS, PAPER_SIZE_2
 from .runs import reused_note
@@ -48,7 +49,9 @@ def _dict_table(rows: dict[str, dict[str, Any]], first: str) -> list[str]:
 def setting_text(chosen: dict[str, Any]) -> str:
     """`10 steps (10 network evaluations per image), shift 1.1, fresh noise`."""
     n, mode = chosen["steps"], chosen["mode"]
-    calls = n * (1 + REPAINT_JUMPS) if mode == REPLACEMENT_REPAINT else n
+    # the setting `PaperMeasures.estimator` samples with; each RePaint jump adds a call per step
+    jumps = REPAINT_JUMPS if mode == REPLACEMENT_REPAINT else 0
+    calls = Setting(n, shift_mu=chosen["shift_mu"]).evaluations * (1 + jumps)
     noise = {
         REPLACEMENT_FRESH: ", fresh noise",
         REPLACEMENT_REPAINT: f", fresh noise, RePaint ({REPAINT_JUMPS} jumps back per step)",
