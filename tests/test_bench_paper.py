@@ -52,6 +52,7 @@ def test_tiny_paper_bench_produces_every_section(tmp_path, capsys, monkeypatch):
         "regressor",
         "scaling",
         "sparse",
+        "sparse_in_band",
         "schedules",
         "intervals",
     ):
@@ -100,6 +101,16 @@ def test_tiny_paper_bench_produces_every_section(tmp_path, capsys, monkeypatch):
                  "2: mf (tuned) / joint-only (tuned)"):  # fmt: skip
         assert name in report["intervals"]
     assert report["intervals"]["1: mf / d2i-only (depth -> image cycle)"]["target"] == 1.1
+    # Claim 5 also in the LiDAR band: fewer pixels per image, so other per-image AbsRel, and
+    # its own prior (skill) and verdict line.
+    for key in report["sparse"]:
+        assert report["sparse_in_band"][key]["images"] == 8
+    full = report["intervals"]["5: sparse-lidar_32 / sparse-dense"]
+    band = report["intervals"]["5: sparse-lidar_32 / sparse-dense, in the LiDAR band"]
+    assert band["target"] == 1 and band["per_image"] != full["per_image"]
+    assert PRIOR in report["sparse_in_band"] and "In the LiDAR band" in text
+    gaps = report["verdicts"]["5_sparse_vs_dense_in_band"]
+    assert set(gaps) == {"sparse-lidar_32", "sparse-mixed"}
     # Claims 2 and 3 are worded as their paired intervals support (not by the point estimate);
     # claim 2 also at the paper's margin: the same per-image AbsRel, ratio below 0.5.
     size = report["intervals"][PAPER_SIZE_2]
@@ -179,7 +190,7 @@ def test_tiny_paper_bench_produces_every_section(tmp_path, capsys, monkeypatch):
     rebuilt = json.loads((fresh / "paper.json").read_text())
     assert rebuilt["scores"]["found"] > 0 and not (fresh / "mf").exists()
     assert "measurements were read back from the score folder" in (fresh / "REPORT.md").read_text()
-    for key in ("permutations", "shared_t", "shared_t_sweep", "scaling", "sparse",
+    for key in ("permutations", "shared_t", "shared_t_sweep", "scaling", "sparse", "sparse_in_band",
                 "schedules_val", "schedules", "intervals", "verdicts"):  # fmt: skip
         assert json.dumps(rebuilt[key]) == json.dumps(seed0[key]), key
     assert [r["params"] for r in rebuilt["runs"].values()] == [
@@ -287,6 +298,18 @@ def test_a_deliberately_worse_model_makes_the_verdict_fail():
     better = seed_scene_ratio_ci(good[None], blind[None])  # "the learned model is better"
     worse = seed_scene_ratio_ci(blind[None], good[None])  # "the blind model is better"
     assert verdict_word(better) == "holds" and verdict_word(worse) == "does not hold"
+
+
+def test_over_seeds_lists_only_the_choices_of_the_claims_measured():
+    """`--claims 5 --seeds ...` has no claim 2 sampler and no claim 6 tilt to list."""
+    from modality_forcing.bench.seeds import paper_choices
+
+    assert paper_choices({"verdicts": {"5_sparse_vs_dense": {}}}) == {}
+    chosen = {"mode": "image_to_depth", "steps": 1, "shift_mu": 0.0}
+    both = paper_choices({"verdicts": {"6_best_alpha": 5.0, "6_best_steps": 1},
+                          "shared_t_sweep": {"mf": {"chosen": chosen}}})  # fmt: skip
+    assert both == {"claim 2 mf": setting_text(chosen), "claim 6 tilt log2_alpha": 5.0,
+                    "claim 6 image -> depth steps": 1}  # fmt: skip
 
 
 def test_a_sampler_setting_states_its_network_evaluations():

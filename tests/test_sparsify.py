@@ -17,6 +17,7 @@ from modality_forcing.data.sparsify import (
     parse_sparsifier,
     random_points,
     sfm_points,
+    within_lidar_band,
 )
 
 SPECS = ["lidar:16", "random:0.05", "sfm:0.02", "holes:5", "lidar", "random"]
@@ -97,6 +98,19 @@ def test_elevation_band_is_the_region_the_lidar_can_measure() -> None:
     assert hits.any() and not (hits & ~band).any()  # every return lies inside the band
     down = elevation_band((h, w), k, pitch_deg=-20.0)  # looking down: the band moves up
     assert np.nonzero(down)[0].mean() < np.nonzero(band)[0].mean()
+
+
+def test_scoring_in_the_lidar_band_keeps_only_valid_pixels_in_the_band() -> None:
+    sample = make_sample(0, 48, 64)
+    sample["valid_mask"][:, :5] = False  # pixels without depth stay out of the band too
+    sample["scene"]["camera"] = {"pitch_deg": -10.0}
+    banded = within_lidar_band(sample)
+    band = elevation_band((48, 64), sample["intrinsics"], pitch_deg=-10.0)
+    assert (banded["valid_mask"] == (sample["valid_mask"] & band)).all()
+    assert 0 < banded["valid_mask"].sum() < sample["valid_mask"].sum()
+    assert banded["depth"] is sample["depth"]  # depth itself is untouched
+    with pytest.raises(ValueError, match="intrinsics"):
+        within_lidar_band({**sample, "intrinsics": None})
 
 
 def test_lidar_reads_camera_pitch_from_scene() -> None:

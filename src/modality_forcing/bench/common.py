@@ -75,12 +75,18 @@ class Scenes:
     objects: torch.Tensor | None = None  # [N, H, W] bool: valid pixels of objects, if known
 
 
-def load_scenes(split: str, num: int, height: int, width: int) -> Scenes:
-    """The first `num` scenes of a procedural split, rendered at (height, width)."""
+def load_scenes(split: str, num: int, height: int, width: int, lidar_band: bool = False
+                ) -> Scenes:  # fmt: skip
+    """The first `num` scenes of a procedural split, rendered at (height, width); with
+    `lidar_band`, scored only in the LiDAR's elevation band (`sparsify.within_lidar_band`)."""
     from ..data.benchmarks import get_benchmark
+    from ..data.sparsify import within_lidar_band
 
     bench = get_benchmark("procedural", None, split=split, num=num, height=height, width=width)
-    return scenes_from_samples([bench[i] for i in range(len(bench))], tuple(bench.depth_range))
+    samples = [bench[i] for i in range(len(bench))]
+    if lidar_band:
+        samples = [within_lidar_band(s) for s in samples]
+    return scenes_from_samples(samples, tuple(bench.depth_range))
 
 
 def scenes_from_samples(samples: list[dict[str, Any]], depth_range: tuple[float, float]

@@ -32,7 +32,7 @@ class PaperMeasures:
     pool: RunPool
     cache: ScoreCache
     seed: int
-    _scenes: dict[str, Scenes] = field(default_factory=dict)
+    _scenes: dict[tuple[str, bool], Scenes] = field(default_factory=dict)
     _estimators: dict[tuple[Any, ...], Estimator] = field(default_factory=dict)
     _used: set[str] = field(default_factory=set)  # runs a measurement was asked of
 
@@ -49,10 +49,13 @@ class PaperMeasures:
                 used.add(name)
         return [name for name in self.pool.configs if name in used]
 
-    def scenes(self, split: str) -> Scenes:
-        if split not in self._scenes:
-            self._scenes[split] = load_scenes(split, self.budget.num_eval, *self.budget.size)
-        return self._scenes[split]
+    def scenes(self, split: str, lidar_band: bool = False) -> Scenes:
+        """The budget's scenes of `split`; `lidar_band`: scored only in the LiDAR's band."""
+        key = (split, lidar_band)
+        if key not in self._scenes:
+            self._scenes[key] = load_scenes(split, self.budget.num_eval, *self.budget.size,
+                                            lidar_band=lidar_band)  # fmt: skip
+        return self._scenes[key]
 
     def _settings(self, **extra: Any) -> dict[str, Any]:
         b = self.budget
@@ -93,24 +96,28 @@ class PaperMeasures:
 
     def image_to_depth(
         self, name: str, steps: int, shift_mu: float = 0.0, mode: str = "image_to_depth",
-        split: str = "test", protocols: tuple[str, ...] = PROTOCOLS,
+        split: str = "test", protocols: tuple[str, ...] = PROTOCOLS, lidar_band: bool = False,
     ) -> dict[str, Any]:  # fmt: skip
-        """{"scores": per protocol, "per_image": least-squares AbsRel of each image}."""
+        """{"scores": per protocol, "per_image": least-squares AbsRel of each image};
+        `lidar_band`: only the pixels in the LiDAR's elevation band are scored."""
 
         def fn() -> dict[str, Any]:
-            est, scenes = self.estimator(name, steps, shift_mu, mode), self.scenes(split)
+            est = self.estimator(name, steps, shift_mu, mode)
+            scenes = self.scenes(split, lidar_band)
             return {"scores": image_to_depth(est, scenes, protocols),
                     "per_image": abs_rel_per_image(est, scenes)}  # fmt: skip
 
+        # the full frame keeps its settings, so the measurements stored before stay found
+        band = {"lidar_band": True} if lidar_band else {}
         settings = self._settings(steps=steps, shift_mu=shift_mu, mode=mode, split=split,
-                                  protocols=protocols)  # fmt: skip
+                                  protocols=protocols, **band)  # fmt: skip
         return self._measure("image_to_depth", [name], settings, fn)
 
-    def own_image_to_depth(self, name: str, protocols: tuple[str, ...] = PROTOCOLS
-                           ) -> dict[str, Any]:  # fmt: skip
+    def own_image_to_depth(self, name: str, protocols: tuple[str, ...] = PROTOCOLS,
+                           lidar_band: bool = False) -> dict[str, Any]:  # fmt: skip
         """A run's image -> depth at the budget's MF steps (the regressor: 1), on test."""
         steps = 1 if name == "regressor" else self.budget.depth_steps
-        return self.image_to_depth(name, steps, protocols=protocols)
+        return self.image_to_depth(name, steps, protocols=protocols, lidar_band=lidar_band)
 
     def depth_to_image(self, name: str) -> dict[str, float]:
         b = self.budget

@@ -134,7 +134,6 @@ def run_paper_seeds(out_dir: str | Path, budget: Any, seeds: list[int], **kwargs
     """`bench paper` once per seed (`kwargs`: `run_paper_benchmark`'s; a `scores_dir` holds
     one folder per seed, `seed<S>`), then its comparisons over the seeds."""
     from .paper import claim_target, image_to_depth_rows, run_paper_benchmark
-    from .paper_report import setting_text
 
     scores = kwargs.pop("scores_dir", None)
 
@@ -142,16 +141,22 @@ def run_paper_seeds(out_dir: str | Path, budget: Any, seeds: list[int], **kwargs
         return run_paper_benchmark(out, budget, seed=seed, scores_dir=_per_seed(scores, seed),
                                    **kwargs)  # fmt: skip
 
-    def choices(report: dict[str, Any]) -> dict[str, Any]:
-        v = report["verdicts"]
-        samplers = {f"claim 2 {name}": setting_text(t["chosen"])
-                    for name, t in report.get("shared_t_sweep", {}).items()}  # fmt: skip
-        tilt_steps = {"claim 6 tilt log2_alpha": v["6_best_alpha"],
-                      "claim 6 image -> depth steps": v["6_best_steps"]}  # fmt: skip
-        return {**samplers, **(tilt_steps if "6_best_alpha" in v else {})}
-
-    return run_over_seeds("paper", out_dir, seeds, run_one, claim_target, choices,
+    return run_over_seeds("paper", out_dir, seeds, run_one, claim_target, paper_choices,
                           image_to_depth_rows)  # fmt: skip
+
+
+def paper_choices(report: dict[str, Any]) -> dict[str, Any]:
+    """What one seed's `bench paper` report chose on val, for the claims it measured: claim
+    2's samplers (with their network evaluations), claim 6's tilt and step count."""
+    from .paper_report import setting_text
+
+    v = report["verdicts"]
+    out = {f"claim 2 {name}": setting_text(t["chosen"])
+           for name, t in report.get("shared_t_sweep", {}).items()}  # fmt: skip
+    if "6_best_alpha" in v:
+        out |= {"claim 6 tilt log2_alpha": v["6_best_alpha"],
+                "claim 6 image -> depth steps": v["6_best_steps"]}  # fmt: skip
+    return out
 
 
 def run_depth_seeds(out_dir: str | Path, budget: Any, seeds: list[int], **kwargs: Any

@@ -128,16 +128,10 @@ def held_out_scenes(budget: SparseBudget, split: str = "test") -> Any:
 
 
 def in_band(scenes: Any) -> Any:
-    """The same scenes with `valid_mask` restricted to the LiDAR's elevation band
-    (`sparsify.elevation_band`): the pixels a LiDAR-trained model was ever supervised on, like
-    the KITTI evaluation crops."""
-    from ..data.sparsify import camera_pitch, elevation_band
+    """The same scenes scored only in the LiDAR's elevation band (`sparsify.within_lidar_band`)."""
+    from ..data.sparsify import within_lidar_band
 
-    out = []
-    for s in scenes:
-        band = elevation_band(s["depth"].shape, s["intrinsics"], camera_pitch(s))
-        out.append({**s, "valid_mask": s["valid_mask"] & band})
-    return _Scenes(out, scenes.depth_range)
+    return _Scenes([within_lidar_band(s) for s in scenes], scenes.depth_range)
 
 
 class _Scenes(list):

@@ -285,6 +285,17 @@ def camera_pitch(sample: dict[str, Any]) -> float:
     return float(camera.get("pitch_deg", 0.0)) if isinstance(camera, dict) else 0.0
 
 
+def within_lidar_band(sample: dict[str, Any]) -> dict[str, Any]:
+    """The sample with `valid_mask` restricted to the LiDAR's elevation band (`elevation_band`
+    at the sample's camera pitch): the pixels a LiDAR-trained model was ever supervised on,
+    like the KITTI evaluation crops. Needs `intrinsics`."""
+    if sample.get("intrinsics") is None:
+        raise ValueError("scoring in the LiDAR band needs sample['intrinsics'] (3x3 camera matrix)")
+    band = elevation_band(np.asarray(sample["depth"]).shape, sample["intrinsics"],
+                          camera_pitch(sample))  # fmt: skip
+    return {**sample, "valid_mask": np.asarray(sample["valid_mask"]) & band}
+
+
 def _make_lidar(arg: str) -> Sparsifier:
     beams = _parse_number(arg, "lidar", int, "the number of beams, e.g. lidar:32", 32, low=1)
 
