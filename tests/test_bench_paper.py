@@ -107,7 +107,12 @@ def test_tiny_paper_bench_produces_every_section(tmp_path, capsys, monkeypatch):
         assert report["sparse_in_band"][key]["images"] == 8
     full = report["intervals"]["5: sparse-lidar_32 / sparse-dense"]
     band = report["intervals"]["5: sparse-lidar_32 / sparse-dense, in the LiDAR band"]
-    assert band["target"] == 1 and band["per_image"] != full["per_image"]
+    assert band["per_image"] != full["per_image"]
+    # bench sparse's targets: a sparse sensor alone within +15% of dense, the mixture <= dense
+    assert full["target"] == band["target"] == pytest.approx(1.15)
+    assert report["intervals"]["5: sparse-mixed / sparse-dense, in the LiDAR band"]["target"] == 1
+    for key in ("sparse", "sparse_in_band"):  # each table has its prior (skill)
+        assert report[key][PRIOR]["abs_rel"] > 0
     assert PRIOR in report["sparse_in_band"] and "In the LiDAR band" in text
     gaps = report["verdicts"]["5_sparse_vs_dense_in_band"]
     assert set(gaps) == {"sparse-lidar_32", "sparse-mixed"}

@@ -36,6 +36,7 @@ from .progress import bench_bar
 from .runs import RunPool, publish
 from .score_cache import ScoreCache
 from .seeds import PRIOR
+from .sparse import SPARSE_TARGET
 
 JUDGE = "regressor"  # the judge of generated images in every verdict
 CONSISTENCY = f"consistency_abs_rel[{JUDGE}]"
@@ -124,7 +125,7 @@ def run_configs(b: PaperBudget, out: Path, seed: int = 0) -> dict[str, dict[str,
                       sensor_scale=b.sensor_scale)  # fmt: skip
     fill = DataConfig().depth_fill  # the project's default (chosen on val: docs/sparse_depth.md)
     for name, setting in (("dense", "dense"), (b.sparse, b.sparse), ("mixed", f"mixed:{b.sparse}")):
-        key = f"sparse-{name.replace(':', '_')}"
+        key = SPARSE_MIXED if name == "mixed" else f"sparse-{name.replace(':', '_')}"
         runs[key] = sparse_config(setting, fill, sb, out / key, seed)
     return runs
 
@@ -230,12 +231,14 @@ def run_paper_benchmark(
     if "5" in want:
         # 5. Sparse depth: image -> depth on the full frame, and in the LiDAR's elevation band
         # (the pixels a LiDAR-trained model was ever supervised on, like KITTI's crops).
+        # Each with the mean training depth map scored the same way (skill).
         sparse = [key for key in configs if key.startswith("sparse-")]
-        report["sparse"] = {key: m.own_image_to_depth(key)["scores"]["least_squares"]
-                            for key in sparse}  # fmt: skip
-        band = prior_scores(b.size, test=m.scenes("test", lidar_band=True))["test"]
-        report["sparse_in_band"] = {PRIOR: band} | {
-            key: _in_band(m, key)["scores"]["least_squares"] for key in sparse}  # fmt: skip
+        prior = prior_scores(b.size, test=m.scenes("test"),
+                             band=m.scenes("test", lidar_band=True))  # fmt: skip
+        full = {key: m.own_image_to_depth(key)["scores"]["least_squares"] for key in sparse}
+        band = {key: _in_band(m, key)["scores"]["least_squares"] for key in sparse}
+        report["sparse"] = {PRIOR: prior["test"], **full}
+        report["sparse_in_band"] = {PRIOR: prior["band"], **band}
         bar.update()
     bar.close()
     report["runs"] = {name: {**m.run_info(name), "config": str(Path(configs[name]["out_dir"]))}
@@ -256,8 +259,13 @@ COMPARISON_TARGETS = {PAPER_SIZE_2: 0.5}
 
 
 def claim_target(comparison: str) -> float:
-    """The AbsRel ratio below which a comparison (`"<claim>: a / b ..."`) supports its claim."""
-    return COMPARISON_TARGETS.get(comparison, CLAIM_TARGETS.get(comparison.split(":")[0], 1.0))
+    """The AbsRel ratio below which a comparison (`"<claim>: a / b ..."`) supports its claim.
+    Claim 5 keeps `bench sparse`'s targets (issue #6): a sparse sensor alone within +15% of
+    dense, the 50/50 mixture at most dense."""
+    claim = comparison.split(":")[0]
+    if claim == "5" and not comparison.startswith(f"5: {SPARSE_MIXED} "):
+        return 1 + SPARSE_TARGET
+    return COMPARISON_TARGETS.get(comparison, CLAIM_TARGETS.get(claim, 1.0))
 
 
 PerImage = list[float]
@@ -299,7 +307,7 @@ def _comparisons(
         main = f"mf-{_main_size(b)}"
         pairs += [*(("4", big, small) for small, big in itertools.pairwise(sizes)),
                   *(("4", main, f"mf-data{n}") for n in b.data_amounts if n)]  # fmt: skip
-    sparse = [key for key in report.get("sparse", {}) if key != "sparse-dense"]
+    sparse = [key for key in report.get("sparse", {}) if key not in ("sparse-dense", PRIOR)]
     pairs += [("5", key, "sparse-dense") for key in sparse]
     out += [(f"{claim}: {a} / {c}", i2d(a), i2d(c)) for claim, a, c in pairs]
     if "sparse_in_band" in report:
@@ -340,6 +348,7 @@ def _intervals(comparisons: list[tuple[str, PerImage, PerImage]], seed: int
 
 
 IN_BAND = "in the LiDAR band"
+SPARSE_MIXED = "sparse-mixed"  # the run trained on a 50/50 mix of dense and sparse depth
 
 
 def _in_band(m: PaperMeasures, run: str) -> dict[str, Any]:
@@ -447,16 +456,12 @@ def verdicts(report: dict[str, Any]) -> dict[str, Any]:
              [ci for k, ci in scaling.items() if "-data" in k]),
         ):  # fmt: skip
             v[key] = _trend([r["abs_rel"] for r in rows], cis)
-    if "sparse" in report:
-        sparse = report["sparse"]
-        dense = sparse.get("sparse-dense", {}).get("abs_rel", math.nan)
-        v["5_sparse_vs_dense"] = {k: r["abs_rel"] / dense - 1 for k, r in sparse.items()
-                                  if k != "sparse-dense"}  # fmt: skip
-    if "sparse_in_band" in report:
-        band = report["sparse_in_band"]
-        dense = band["sparse-dense"]["abs_rel"]
-        v["5_sparse_vs_dense_in_band"] = {k: r["abs_rel"] / dense - 1 for k, r in band.items()
-                                          if k not in ("sparse-dense", PRIOR)}  # fmt: skip
+    for key, where in (("sparse", ""), ("sparse_in_band", "_in_band")):
+        if key in report:  # each sparse run's AbsRel relative to dense
+            rows = report[key]
+            dense = rows.get("sparse-dense", {}).get("abs_rel", math.nan)
+            v[f"5_sparse_vs_dense{where}"] = {k: r["abs_rel"] / dense - 1 for k, r in rows.items()
+                                              if k not in ("sparse-dense", PRIOR)}  # fmt: skip
     if "schedules_val" in report:
         chosen = chosen_on_val(report)
         v["6_best_alpha"], v["6_best_steps"] = chosen["alpha"], chosen["steps"]

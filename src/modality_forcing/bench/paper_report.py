@@ -172,22 +172,25 @@ def _claim_4(report: dict[str, Any], v: dict[str, Any]) -> list[str]:
 
 
 def _claim_5(report: dict[str, Any], v: dict[str, Any]) -> list[str]:
-    lines = ["", "## 5. Sparse depth", "", "Full frame:", "",
-             *_dict_table(report["sparse"], "training depth")]  # fmt: skip
-    band = report.get("sparse_in_band")
-    if band:  # reports made before the band was scored have only the full frame
-        prior = band[PRIOR]["abs_rel"]
+    lines = ["", "## 5. Sparse depth", ""]
+    for key, title in (
+        ("sparse", "Full frame"),
+        ("sparse_in_band", "In the LiDAR band (only the pixels between its lowest and highest "
+         "beam, what a LiDAR-trained model was ever supervised on)"),
+    ):  # fmt: skip
+        if key not in report:  # (reports made before the band was scored)
+            continue
+        rows = report[key]
+        prior = rows.get(PRIOR, {}).get("abs_rel", math.nan)
         lines += [
-            "", "In the LiDAR band (only the pixels between its lowest and highest beam, what "
-            "a LiDAR-trained model was ever supervised on; skill over the mean training depth "
-            "map scored there):", "",
+            f"{title}; skill over the mean training depth map scored the same way:", "",
             "| training depth | AbsRel | δ1 | skill |", "|---|---|---|---|",
             *(f"| {k} | {_f(r['abs_rel'])} | {_f(r['delta1'], 3)} "
-              f"| {_f(1 - r['abs_rel'] / prior, 3)} |" for k, r in band.items()),
+              f"| {_f(1 - r['abs_rel'] / prior, 3)} |" for k, r in rows.items()), "",
         ]  # fmt: skip
     gaps = [("", "5_sparse_vs_dense"), (" in the band", "5_sparse_vs_dense_in_band")]
     return [
-        *lines, "",
+        *lines,
         "Verdict: AbsRel relative to dense: " + "; ".join(
             ", ".join(f"{k} {g:+.1%}" for k, g in v[key].items()) + where
             for where, key in gaps if key in v) + " (paired intervals: last section).",

@@ -123,9 +123,10 @@ def markdown(combined: dict[str, Any]) -> str:
         lines.append(f"| {name} | {r['abs_rel']:.4f} | {per_seed} | {r['skill']:.3f} | "
                      f"{r['object_abs_rel']:.4f} | {r['object_skill']:.3f} | "
                      f"{r['nan_images']} of {r['images']} |")  # fmt: skip
-    lines += ["", "Chosen on val, per seed:", ""]
-    for seed, chosen in combined["chosen_on_val"].items():
-        lines.append(f"- seed {seed}: " + "; ".join(f"{k} {v}" for k, v in chosen.items()))
+    if any(combined["chosen_on_val"].values()):  # (claims 4 and 5 choose nothing on val)
+        lines += ["", "Chosen on val, per seed:", ""]
+        for seed, chosen in combined["chosen_on_val"].items():
+            lines.append(f"- seed {seed}: " + "; ".join(f"{k} {v}" for k, v in chosen.items()))
     return "\n".join(lines)
 
 
