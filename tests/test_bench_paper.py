@@ -172,6 +172,9 @@ def test_tiny_paper_bench_produces_every_section(tmp_path, capsys, monkeypatch):
     prior = combined["image_to_depth"][PRIOR]["abs_rel"]
     assert [1 - a / prior for a in mf["per_seed"]] == pytest.approx(own)
     assert mf["skill"] == pytest.approx(sum(own) / 2)
+    band = combined["image_to_depth"]["sparse-dense, in the LiDAR band"]  # skill over the prior
+    prior_band = combined["image_to_depth"]["mean training depth, in the LiDAR band"]["abs_rel"]
+    assert prior_band != prior and band["skill"] == pytest.approx(1 - band["abs_rel"] / prior_band)
     assert "over 2 training seeds" in (top / "REPORT_seeds.md").read_text()
     # what each seed chose on val, claim 2's samplers with their network evaluations
     chosen_s1 = combined["chosen_on_val"]["1"]

@@ -35,7 +35,7 @@ from .paper_measure import JUDGES, PaperMeasures
 from .progress import bench_bar
 from .runs import RunPool, publish
 from .score_cache import ScoreCache
-from .seeds import PRIOR
+from .seeds import IN_BAND, PRIOR
 from .sparse import SPARSE_TARGET
 
 JUDGE = "regressor"  # the judge of generated images in every verdict
@@ -347,7 +347,6 @@ def _intervals(comparisons: list[tuple[str, PerImage, PerImage]], seed: int
     return out
 
 
-IN_BAND = "in the LiDAR band"
 SPARSE_MIXED = "sparse-mixed"  # the run trained on a 50/50 mix of dense and sparse depth
 
 
@@ -384,7 +383,7 @@ def _schedules(m: PaperMeasures, split: str) -> dict[str, Any]:
 def image_to_depth_rows(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Every test image -> depth score (least squares) of a report, by the name its tables
     use: claim 1's models and the prior, claim 2's tuned samplers, the scaling and sparse runs,
-    claim 6's step counts (for the report over seeds)."""
+    claim 6's step counts (for the report over seeds); claim 5's also in the LiDAR band."""
     sc, shift = report.get("scaling", {}), report["budget"].get("i2d_shift", 0.0)
     i2d = report.get("permutations", {}).get("image_to_depth", {})
     steps = report.get("schedules", {}).get("image_to_depth_steps", {})
@@ -394,6 +393,7 @@ def image_to_depth_rows(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
            for k, v in report.get("shared_t", {}).items()},
         **{f"mf-{r['name']}": r for r in sc.get("size", []) + sc.get("data", [])},
         **report.get("sparse", {}),
+        **{f"{k}, {IN_BAND}": v for k, v in report.get("sparse_in_band", {}).items()},
         **{f"mf, {k} steps at shift {shift:g}": v for k, v in steps.items()},
     }  # fmt: skip
 

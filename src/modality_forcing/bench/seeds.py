@@ -21,6 +21,9 @@ from .progress import bench_bar
 from .runs import write_json
 
 PRIOR = "mean training depth"  # the prior's row among a report's image -> depth rows
+# A row scored only in the LiDAR band is named "<model>, in the LiDAR band"; its skill is over
+# the prior scored there, the row "mean training depth, in the LiDAR band".
+IN_BAND = "in the LiDAR band"
 
 Rows = dict[str, dict[str, Any]]  # model -> its test image -> depth scores (least squares)
 
@@ -69,7 +72,8 @@ def combine(reports: dict[int, dict[str, Any]], target_of: Callable[[str], float
 def over_seeds(rows: dict[int, Rows]) -> Rows:
     """Each model's test image -> depth over the seeds (those every seed has): AbsRel and
     object-pixel AbsRel averaged over seeds, the per-seed AbsRel, NaN images summed, and the
-    skill over the prior (1 - AbsRel / the prior's), when the rows have the prior."""
+    skill over the prior (1 - AbsRel / the prior's, scored on the same pixels), when the rows
+    have the prior."""
     seeds = list(rows)
     names = [n for n in rows[seeds[0]] if all(n in r for r in rows.values())]
     out: Rows = {}
@@ -82,8 +86,8 @@ def over_seeds(rows: dict[int, Rows]) -> Rows:
             "nan_images": sum(r.get("nan_images", 0) for r in per),
             "images": sum(r.get("images", 0) for r in per),
         }  # fmt: skip
-    prior = out.get(PRIOR)
-    for row in out.values():
+    for name, row in out.items():
+        prior = out.get(f"{PRIOR}, {IN_BAND}" if name.endswith(f", {IN_BAND}") else PRIOR)
         for key, skill in (("abs_rel", "skill"), ("object_abs_rel", "object_skill")):
             row[skill] = 1 - row[key] / prior[key] if prior else math.nan
     return out
