@@ -12,7 +12,9 @@ Runs (every one `steps` x `batch`, seed fixed, config saved in its folder, reuse
 | `shared-t` | one t for image and depth (earlier joint models); image -> depth by replacement | 2 |
 | `t2i-<size>`, `mf-<size>` | T2I pre-training then MF post-training, per model size | 4 |
 | `t2i-data<N>`, `mf-data<N>` | the same at the main size with N distinct T2I scenes | 4 |
-| `sparse-dense`, `sparse-<spec>`, `sparse-mixed` | dense vs sparsified vs 50/50 depth (scored on the full frame and in the LiDAR band) | 5 |
+| `sparse-dense`, `sparse-<spec>`, `sparse-mixed` | dense vs sparsified vs 50/50 depth | 5 |
+
+Claim 5's runs are scored on the full frame and in the LiDAR band (`sparsify.within_lidar_band`).
 
 Claim 6 (schedules) needs no training: joint generation of `mf` at several tilts, and image ->
 depth at several step counts, each scored on the val split and on the test split: the best
