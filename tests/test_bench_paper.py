@@ -13,6 +13,7 @@ from modality_forcing.bench.paper import (
     BUDGETS,
     CONSISTENCY,
     PAPER_SIZE_2,
+    image_to_depth_rows,
     run_configs,
     verdicts,
 )
@@ -219,6 +220,15 @@ def test_tiny_paper_bench_produces_every_section(tmp_path, capsys, monkeypatch):
     text = (part / "REPORT.md").read_text()
     assert "## 3. " in text and "## 6. " in text and "## 4. " not in text
     assert (part / "schedules.png").is_file() and not (part / "scaling.png").exists()
+    # Claim 4 alone scores its own prior (skill), the same as claim 1's.
+    alone = tmp_path / "alone"
+    main(["bench", "paper", "--budget", "tiny", "--out", str(alone), "--scores",
+          str(out / "scores"), "--claims", "4"])  # fmt: skip
+    four = json.loads((alone / "paper.json").read_text())
+    assert json.dumps(four["scaling"]) == json.dumps(seed0["scaling"])
+    i2d = seed0["permutations"]["image_to_depth"]
+    assert image_to_depth_rows(four)[PRIOR] == i2d[PRIOR]["least_squares"]
+    assert "| skill |" in (alone / "REPORT.md").read_text()
     with pytest.raises(SystemExit):  # argparse: not a claim
         main(["bench", "paper", "--budget", "tiny", "--out", str(part), "--claims", "7"])
 

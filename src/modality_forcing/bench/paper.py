@@ -223,11 +223,13 @@ def run_paper_benchmark(
                                     for name, t in tuned.items()}  # fmt: skip
         bar.update()
     if "4" in want:
-        # 4. Scaling with model size and with T2I data.
+        # 4. Scaling with model size and with T2I data, with the prior scored the same way
+        # (skill).
         report["scaling"] = {
             "size": [_scaling_row(m, name) for name, _, _ in b.sizes],
             "data": [_scaling_row(m, f"data{k}" if k else _main_size(b), k)
                      for k in b.data_amounts],
+            "prior": prior_scores(b.size, test=m.scenes("test"))["test"],
         }  # fmt: skip
         bar.update()
     if "5" in want:
@@ -390,6 +392,7 @@ def image_to_depth_rows(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     i2d = report.get("permutations", {}).get("image_to_depth", {})
     steps = report.get("schedules", {}).get("image_to_depth_steps", {})
     return {
+        **({PRIOR: sc["prior"]} if "prior" in sc else {}),  # (claim 4's: the same as claim 1's)
         **{k: v["least_squares"] for k, v in i2d.items()},
         **{f"{k}, tuned on val": v["least_squares"]
            for k, v in report.get("shared_t", {}).items()},

@@ -152,17 +152,26 @@ def _claim_3(report: dict[str, Any], v: dict[str, Any]) -> list[str]:
 
 def _claim_4(report: dict[str, Any], v: dict[str, Any]) -> list[str]:
     sc = report["scaling"]
+    prior = sc.get("prior", {}).get("abs_rel")  # (None in reports made before it was scored)
+
+    def skill(abs_rel: float) -> str:
+        return "not scored" if prior is None else _f(1 - abs_rel / prior, 3)
+
     lines = [
         "",
         "## 4. Scaling (T2I pre-training, then MF post-training)",
         "",
-        "| model | DiT params | T2I scenes | AbsRel | δ1 |",
-        "|---|---|---|---|---|",
+        "Image -> depth on test; skill over the mean training depth map (AbsRel "
+        f"{'not scored' if prior is None else _f(prior)}):",
+        "",
+        "| model | DiT params | T2I scenes | AbsRel | δ1 | skill |",
+        "|---|---|---|---|---|---|",
     ]
     for r in sc["size"] + sc["data"]:
         scenes = "unlimited" if not r["t2i_scenes"] else str(r["t2i_scenes"])
         lines.append(f"| mf-{r['name']} | {r['params'] / 1e6:.2f}M | {scenes} "
-                     f"| {_f(r['abs_rel'])} | {_f(r['delta1'], 3)} |")  # fmt: skip
+                     f"| {_f(r['abs_rel'])} | {_f(r['delta1'], 3)} "
+                     f"| {skill(r['abs_rel'])} |")  # fmt: skip
     return [
         *lines,
         "", f"Verdict: bigger is better at this scale: **{v['4_bigger_is_better']}**; more T2I "
@@ -251,6 +260,11 @@ def _plot_scaling(sc: dict[str, Any], path: Path) -> Path:
            title="T2I data")  # fmt: skip
     for ax in (a1, a2):
         ax.grid(alpha=0.3)
+        if "prior" in sc:
+            ax.axhline(sc["prior"]["abs_rel"], color="grey", linestyle="--",
+                       label="mean training depth map")  # fmt: skip
+    if "prior" in sc:
+        a2.legend()  # (where it hides the least)
     return save_figure(fig, path)
 
 
