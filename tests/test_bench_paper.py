@@ -177,6 +177,15 @@ def test_tiny_paper_bench_produces_every_section(tmp_path, capsys, monkeypatch):
     prior_band = combined["image_to_depth"]["mean training depth, in the LiDAR band"]["abs_rel"]
     assert prior_band != prior and band["skill"] == pytest.approx(1 - band["abs_rel"] / prior_band)
     assert "over 2 training seeds" in (top / "REPORT_seeds.md").read_text()
+    # claim 4 over the seeds: each run's mean over the seeds, drawn in scaling.png
+    mf_m = [json.loads((top / f"seed{s}" / "paper.json").read_text())["scaling"]["size"][-1]
+            for s in (0, 1)]  # fmt: skip
+    over = combined["scaling"]["size"][-1]
+    assert over["per_seed"] == [r["abs_rel"] for r in mf_m] and over["name"] == mf_m[0]["name"]
+    assert over["abs_rel"] == pytest.approx(sum(over["per_seed"]) / 2)
+    assert over["images"] == sum(r["images"] for r in mf_m) and "prior" in combined["scaling"]
+    assert combined["figures"] == ["scaling.png"] and (top / "scaling.png").stat().st_size > 1000
+    assert "![scaling](scaling.png)" in (top / "REPORT_seeds.md").read_text()
     # what each seed chose on val, claim 2's samplers with their network evaluations
     chosen_s1 = combined["chosen_on_val"]["1"]
     assert chosen_s1["claim 2 shared-t (replacement)"] == setting_text(

@@ -240,6 +240,30 @@ def plot(report: dict[str, Any], out: Path) -> list[Path]:
     return paths
 
 
+def scaling_over_seeds(reports: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """Claim 4 over the seeds, when every seed's report measured it: each run's row (and the
+    prior's) with its scores averaged over the seeds, image counts summed and the per-seed
+    AbsRel as `per_seed`, for `scaling.png` and the combined JSON."""
+    scs = [r["scaling"] for r in reports.values() if "scaling" in r]
+    if not scs or len(scs) < len(reports):
+        return {}
+
+    def over(rows: list[dict[str, Any]]) -> dict[str, Any]:  # one run's row in every seed
+        out = {}
+        for key, first in rows[0].items():
+            values = [r[key] for r in rows]
+            out[key] = (first if key in ("name", "params", "t2i_scenes")
+                        else sum(values) if key in ("images", "nan_images")  # counts add up
+                        else sum(values) / len(values))  # fmt: skip
+        return out | {"per_seed": [r["abs_rel"] for r in rows]}
+
+    sc = {part: [over(list(rows)) for rows in zip(*(s[part] for s in scs), strict=True)]
+          for part in ("size", "data")}  # fmt: skip
+    if all("prior" in s for s in scs):
+        sc["prior"] = over([s["prior"] for s in scs])
+    return {"scaling": sc}
+
+
 def _plot_scaling(sc: dict[str, Any], path: Path) -> Path:
     import matplotlib.pyplot as plt
     import matplotlib.ticker
@@ -247,6 +271,9 @@ def _plot_scaling(sc: dict[str, Any], path: Path) -> Path:
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4), sharey=True)  # one scale for both
     params = [r["params"] / 1e6 for r in sc["size"]]
     a1.plot(params, [r["abs_rel"] for r in sc["size"]], "o-")
+    for r in sc["size"]:  # each seed's, when the rows are means over seeds
+        a1.plot([r["params"] / 1e6] * len(r.get("per_seed", [])), r.get("per_seed", []), ".",
+                color="C0", alpha=0.4)  # fmt: skip
     for r in sc["size"]:
         a1.annotate(f" {r['name']}", (r["params"] / 1e6, r["abs_rel"]))
     a1.set(xscale="log", xlabel="DiT parameters (M)", ylabel="image -> depth AbsRel",
@@ -255,6 +282,9 @@ def _plot_scaling(sc: dict[str, Any], path: Path) -> Path:
     a1.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     labels = ["unlimited" if not r["t2i_scenes"] else str(r["t2i_scenes"]) for r in sc["data"]]
     a2.plot(labels, [r["abs_rel"] for r in sc["data"]], "o", color="C1", markersize=9)
+    for label, r in zip(labels, sc["data"], strict=True):
+        a2.plot([label] * len(r.get("per_seed", [])), r.get("per_seed", []), ".", color="C1",
+                alpha=0.4)  # fmt: skip
     a2.margins(x=0.4)
     a2.set(xlabel="distinct T2I training scenes", ylabel="image -> depth AbsRel",
            title="T2I data")  # fmt: skip

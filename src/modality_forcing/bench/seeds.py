@@ -32,11 +32,14 @@ def run_over_seeds(
     bench: str, out_dir: str | Path, seeds: list[int], run_one: Callable[[Path, int], Any],
     target_of: Callable[[str], float], choices: Callable[[dict[str, Any]], dict[str, Any]],
     rows: Callable[[dict[str, Any]], Rows],
+    extra: Callable[[dict[int, dict[str, Any]]], dict[str, Any]] = lambda reports: {},
+    plot: Callable[[dict[str, Any], Path], list[Path]] = lambda combined, out: [],
 ) -> dict[str, Any]:  # fmt: skip
     """Run `run_one(OUT/seed<S>, S)` for every seed (finished runs are reused by the benches),
     combine, write `<bench>_seeds.json` and `REPORT_seeds.md` into `out_dir`, print the table.
     `choices(report)`: what one seed's report chose on val, listed per seed; `rows(report)`:
-    its models' test image -> depth scores, the prior's under `PRIOR`."""
+    its models' test image -> depth scores, the prior's under `PRIOR`; `extra(reports)`: more
+    entries of the combined JSON; `plot(combined, out_dir)`: the figures it draws from them."""
     if len(set(seeds)) != len(seeds) or not seeds:
         raise ValueError(f"--seeds must be distinct training seeds, got {seeds}")
     out = Path(out_dir)
@@ -44,7 +47,9 @@ def run_over_seeds(
                for seed in bench_bar(seeds, f"{bench}: seeds")}  # fmt: skip
     combined = {**combine(reports, target_of), "bench": bench,
                 "image_to_depth": over_seeds({s: rows(r) for s, r in reports.items()}),
-                "chosen_on_val": {s: choices(r) for s, r in reports.items()}}  # fmt: skip
+                "chosen_on_val": {s: choices(r) for s, r in reports.items()},
+                **extra(reports)}  # fmt: skip
+    combined["figures"] = [p.name for p in plot(combined, out)]
     write_json(out / f"{bench}_seeds.json", combined)
     text = markdown(combined)
     (out / "REPORT_seeds.md").write_text(text + "\n")
@@ -131,6 +136,8 @@ def markdown(combined: dict[str, Any]) -> str:
         lines += ["", "Chosen on val, per seed:", ""]
         for seed, chosen in combined["chosen_on_val"].items():
             lines.append(f"- seed {seed}: " + "; ".join(f"{k} {v}" for k, v in chosen.items()))
+    for name in combined.get("figures", []):
+        lines += ["", f"![{Path(name).stem}]({name})"]
     return "\n".join(lines)
 
 
@@ -139,6 +146,7 @@ def run_paper_seeds(out_dir: str | Path, budget: Any, seeds: list[int], **kwargs
     """`bench paper` once per seed (`kwargs`: `run_paper_benchmark`'s; a `scores_dir` holds
     one folder per seed, `seed<S>`), then its comparisons over the seeds."""
     from .paper import claim_target, image_to_depth_rows, run_paper_benchmark
+    from .paper_report import plot, scaling_over_seeds
 
     scores = kwargs.pop("scores_dir", None)
 
@@ -147,7 +155,7 @@ def run_paper_seeds(out_dir: str | Path, budget: Any, seeds: list[int], **kwargs
                                    **kwargs)  # fmt: skip
 
     return run_over_seeds("paper", out_dir, seeds, run_one, claim_target, paper_choices,
-                          image_to_depth_rows)  # fmt: skip
+                          image_to_depth_rows, scaling_over_seeds, plot)  # fmt: skip
 
 
 def paper_choices(report: dict[str, Any]) -> dict[str, Any]:
