@@ -240,28 +240,19 @@ def plot(report: dict[str, Any], out: Path) -> list[Path]:
     return paths
 
 
-def scaling_over_seeds(reports: dict[int, dict[str, Any]]) -> dict[str, Any]:
-    """Claim 4 over the seeds, when every seed's report measured it: each run's row (and the
-    prior's) with its scores averaged over the seeds, image counts summed and the per-seed
-    AbsRel as `per_seed`, for `scaling.png` and the combined JSON."""
-    scs = [r["scaling"] for r in reports.values() if "scaling" in r]
-    if not scs or len(scs) < len(reports):
+def scaling_over_seeds(reports: dict[int, dict[str, Any]], combined: dict[str, Any]
+                       ) -> dict[str, Any]:  # fmt: skip
+    """Claim 4 over the seeds, when every seed's report measured it, for `scaling.png` and the
+    combined JSON: each run's name, parameters and T2I scenes with its scores over the seeds,
+    which the combined image -> depth rows already hold (mean and per-seed AbsRel, skill), and
+    the prior's."""
+    if not all("scaling" in r for r in reports.values()):
         return {}
-
-    def over(rows: list[dict[str, Any]]) -> dict[str, Any]:  # one run's row in every seed
-        out = {}
-        for key, first in rows[0].items():
-            values = [r[key] for r in rows]
-            out[key] = (first if key in ("name", "params", "t2i_scenes")
-                        else sum(values) if key in ("images", "nan_images")  # counts add up
-                        else sum(values) / len(values))  # fmt: skip
-        return out | {"per_seed": [r["abs_rel"] for r in rows]}
-
-    sc = {part: [over(list(rows)) for rows in zip(*(s[part] for s in scs), strict=True)]
+    first, rows = next(iter(reports.values()))["scaling"], combined["image_to_depth"]
+    sc = {part: [{k: r[k] for k in ("name", "params", "t2i_scenes")} | rows[f"mf-{r['name']}"]
+                 for r in first[part]]
           for part in ("size", "data")}  # fmt: skip
-    if all("prior" in s for s in scs):
-        sc["prior"] = over([s["prior"] for s in scs])
-    return {"scaling": sc}
+    return {"scaling": sc | ({"prior": rows[PRIOR]} if PRIOR in rows else {})}
 
 
 def _plot_scaling(sc: dict[str, Any], path: Path) -> Path:

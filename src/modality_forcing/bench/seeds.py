@@ -32,14 +32,16 @@ def run_over_seeds(
     bench: str, out_dir: str | Path, seeds: list[int], run_one: Callable[[Path, int], Any],
     target_of: Callable[[str], float], choices: Callable[[dict[str, Any]], dict[str, Any]],
     rows: Callable[[dict[str, Any]], Rows],
-    extra: Callable[[dict[int, dict[str, Any]]], dict[str, Any]] = lambda reports: {},
+    extra: Callable[[dict[int, dict[str, Any]], dict[str, Any]], dict[str, Any]] = (
+        lambda reports, combined: {}),
     plot: Callable[[dict[str, Any], Path], list[Path]] = lambda combined, out: [],
 ) -> dict[str, Any]:  # fmt: skip
     """Run `run_one(OUT/seed<S>, S)` for every seed (finished runs are reused by the benches),
     combine, write `<bench>_seeds.json` and `REPORT_seeds.md` into `out_dir`, print the table.
     `choices(report)`: what one seed's report chose on val, listed per seed; `rows(report)`:
-    its models' test image -> depth scores, the prior's under `PRIOR`; `extra(reports)`: more
-    entries of the combined JSON; `plot(combined, out_dir)`: the figures it draws from them."""
+    its models' test image -> depth scores, the prior's under `PRIOR`; `extra(reports,
+    combined)`: more entries of the combined JSON; `plot(combined, out_dir)`: the figures it
+    draws from them."""
     if len(set(seeds)) != len(seeds) or not seeds:
         raise ValueError(f"--seeds must be distinct training seeds, got {seeds}")
     out = Path(out_dir)
@@ -47,8 +49,8 @@ def run_over_seeds(
                for seed in bench_bar(seeds, f"{bench}: seeds")}  # fmt: skip
     combined = {**combine(reports, target_of), "bench": bench,
                 "image_to_depth": over_seeds({s: rows(r) for s, r in reports.items()}),
-                "chosen_on_val": {s: choices(r) for s, r in reports.items()},
-                **extra(reports)}  # fmt: skip
+                "chosen_on_val": {s: choices(r) for s, r in reports.items()}}  # fmt: skip
+    combined |= extra(reports, combined)
     combined["figures"] = [p.name for p in plot(combined, out)]
     write_json(out / f"{bench}_seeds.json", combined)
     text = markdown(combined)
